@@ -1,0 +1,23 @@
+# Two commands for a fresh machine:  `make demo` (main job on generated sample data) and `make test`.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+# torch is pinned to the CPU build that this workplace has on disk; on a GPU machine install the CUDA build instead.
+TORCH ?= torch==2.13.0
+
+$(BIN)/emim: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test]"
+	touch $(BIN)/emim
+
+setup: $(BIN)/emim
+
+demo: setup
+	$(BIN)/python -m emim demo --out demo-output
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+.PHONY: setup demo test

@@ -1,0 +1,53 @@
+"""The `emim` command: one subcommand per module in `emim.commands`, each with `add_parser` and `run`.
+
+Subcommand modules are imported only when the command line names them, so `emim --help` stays fast and a
+broken optional dependency of one command does not break the others.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from emim import __version__
+from emim.errors import EmimError
+
+# subcommand name -> module under emim.commands, and its one-line help
+COMMANDS: dict[str, tuple[str, str]] = {
+    "check-data": ("check_data", "check a data set: files, dimensions, values and grids per case"),
+    "pretrain": ("pretrain", "E-MIM self-supervised pretraining (hybrid masks + pyramid Barlow Twins)"),
+}
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="emim", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"emim {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        if only is not None and name != only:
+            sub.add_parser(name, help=help_text)
+            continue
+        module = importlib.import_module(f"emim.commands.{module_name}")
+        command_parser = sub.add_parser(name, help=help_text, description=help_text)
+        module.add_parser(command_parser)
+        command_parser.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    named = next((a for a in argv if a in COMMANDS), None)
+    parser = build_parser(only=named)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if args.command is None else 2
+    try:
+        return int(args._run(args) or 0)
+    except EmimError as error:
+        print(f"emim {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"emim {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,76 @@
+"""Model size presets and the serialisable configuration of a model.
+
+The paper (arXiv 2407.10377) does not publish most sizes; `base` follows its authors' code (ViT-B/16: width 768,
+depth 12, 12 heads, patch 16^3) and the UNETR convention of skips after blocks 3/6/9/12. `tiny` exists so that
+tests and laptop smoke runs train in seconds on 2 CPU cores; `small` is the CPU inference preset (ViT-S width).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild an encoder/decoder with the same weights layout."""
+
+    modalities: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
+    crop_size: tuple[int, int, int] = (96, 96, 96)
+    patch_size: int = 16
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    pyramid_levels: tuple[int, ...] = (3, 6, 9, 12)  # 1-based block indices whose outputs are exposed
+    decoder_dim: int = 384
+    decoder_depth: int = 4
+    decoder_heads: int = 6
+    projector_dim: int = 1024  # PBT projector width per level
+    dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if any(s % self.patch_size for s in self.crop_size):
+            raise ValueError(f"crop size {self.crop_size} must be a multiple of the patch size {self.patch_size}")
+        if self.embed_dim % self.num_heads:
+            raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if len(self.pyramid_levels) != 4 or not all(1 <= lv <= self.depth for lv in self.pyramid_levels):
+            raise ValueError(f"pyramid_levels must be four block indices in 1..{self.depth}, got {self.pyramid_levels}")
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """Token grid of one modality for a crop."""
+        return tuple(s // self.patch_size for s in self.crop_size)  # type: ignore[return-value]
+
+    @property
+    def num_modalities(self) -> int:
+        return len(self.modalities)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "ModelConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys: {sorted(unknown)}")
+        tuples = {"modalities", "crop_size", "pyramid_levels"}
+        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+
+
+PRESETS: dict[str, ModelConfig] = {
+    "tiny": ModelConfig(crop_size=(64, 64, 64), embed_dim=96, depth=4, num_heads=3, pyramid_levels=(1, 2, 3, 4),
+                        decoder_dim=64, decoder_depth=1, decoder_heads=2, projector_dim=128),
+    "small": ModelConfig(crop_size=(96, 96, 96), embed_dim=384, depth=12, num_heads=6, decoder_dim=192,
+                         decoder_depth=2, decoder_heads=6, projector_dim=512),
+    "base": ModelConfig(),
+}
+
+
+def preset(name: str, **overrides: Any) -> ModelConfig:
+    """A named preset with some fields replaced (e.g. modalities or crop size from the data)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
+    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+
