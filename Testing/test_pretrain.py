@@ -1,0 +1,123 @@
+"""E-MIM pretraining on the real mini cases: learning, diagnostics, crash + resume, and torchrun (gloo, CPU)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from emim.pretrain.run import default_config, run_pretraining
+from emim.progress import Progress
+from emim.train.checkpoint import load_checkpoint
+from emim.train.runfolder import read_metrics
+from emim.train.trainer import TrainSettings
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _config(data: Path, steps: int, **train):
+    config = default_config(str(data), "tiny")
+    settings = {"steps": steps, "lr": 1e-3, "warmup_steps": 2, "log_every": 1, "eval_every": steps,
+                "checkpoint_every": steps, **train}
+    return config.__class__(**{**config.__dict__, "train": TrainSettings(**settings), "device": "cpu"})
+
+
+def test_loss_falls_and_both_diagnostics_are_logged(brats_mini, tmp_path):
+    run_dir = tmp_path / "run"
+    checkpoint = run_pretraining(_config(brats_mini, 24), run_dir, progress=Progress("none"))
+    records = read_metrics(run_dir / "metrics.jsonl")
+    train = [r for r in records if r["kind"] == "train"]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in train] == list(range(1, 25))
+    first, last = train[:4], train[-4:]
+    assert sum(r["rec_loss"] for r in last) < 0.9 * sum(r["rec_loss"] for r in first)
+    # complete-collapse diagnostics beside the reconstruction loss, on training batches and the held-out crops
+    assert {"collapsed_loss_global", "collapsed_loss_sample", "collapsed_loss_patch", "loss_ratio",
+            "prediction_std"} <= set(train[-1])
+    assert [r["step"] for r in evals] == [0, 24]
+    assert evals[-1]["heldout_collapsed_loss_sample"] > 0
+    # dimensional-collapse diagnostics: effective rank and normalised spectrum per pyramid level
+    assert len(evals[-1]["effective_rank"]) == 4 and all(1 <= r <= 96 for r in evals[-1]["effective_rank"])
+    assert all(abs(sum(s) - 1) < 1e-4 for s in evals[-1]["spectrum"])
+    state = load_checkpoint(checkpoint)
+    assert state["step"] == 24
+    assert json.loads((run_dir / "config.json").read_text())["mask"]["pattern"] == "hybrid"
+
+
+def _pretrain_command(data: Path, run_dir: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "emim", "pretrain", str(data), "--run", str(run_dir), "--device", "cpu",
+            "--progress", "json", *extra]
+
+
+def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_config(brats_mini, tmp_path):
+    run_dir = tmp_path / "run"
+    command = _pretrain_command(brats_mini, run_dir, "--steps", "40", "--checkpoint-every", "4",
+                                "--eval-every", "1000", "--log-every", "2", "--lr", "1e-3")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=ENV)
+    killed_after = None
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "checkpoint" and event["step"] >= 8:
+            process.send_signal(signal.SIGKILL)  # a crash: no chance to save anything more
+            killed_after = event["step"]
+            break
+    process.wait(timeout=60)
+    assert killed_after is not None and process.returncode == -signal.SIGKILL
+    config_before = (run_dir / "config.json").read_text()
+    saved_step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert saved_step >= killed_after
+
+    result = subprocess.run(_pretrain_command(brats_mini, run_dir, "--resume"), capture_output=True, text=True,
+                            env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    progress_steps = [e["step"] for e in events if e["event"] == "progress"]
+    assert progress_steps[0] > saved_step and progress_steps[-1] == 40
+    assert (run_dir / "config.json").read_text() == config_before
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 40
+    train_steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 40
+
+
+def test_sigterm_stops_cleanly_with_a_checkpoint(brats_mini, tmp_path):
+    run_dir = tmp_path / "run"
+    command = _pretrain_command(brats_mini, run_dir, "--steps", "500", "--checkpoint-every", "1000",
+                                "--eval-every", "1000", "--log-every", "1")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=ENV)
+    for line in process.stdout:
+        event = json.loads(line)
+        if event["event"] == "progress" and event["step"] >= 3:
+            process.send_signal(signal.SIGTERM)
+            break
+    remaining = process.stdout.read()
+    assert process.wait(timeout=60) == 0
+    step = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    assert 3 <= step < 500
+    assert any(json.loads(l)["event"] == "checkpoint" for l in remaining.splitlines())
+
+
+def test_a_finished_run_folder_is_not_overwritten(brats_mini, tmp_path):
+    run_pretraining(_config(brats_mini, 1), tmp_path / "run", progress=Progress("none"))
+    from emim.errors import EmimError
+
+    with pytest.raises(EmimError, match="--resume"):
+        run_pretraining(_config(brats_mini, 1), tmp_path / "run", progress=Progress("none"))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_torchrun_two_processes_on_cpu(brats_mini, tmp_path):
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+               "-m", "emim", "pretrain", str(brats_mini), "--run", str(run_dir), "--steps", "3", "--device", "cpu",
+               "--progress", "none", "--batch-size", "1", "--eval-every", "1000"]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    checkpoints = list((run_dir / "checkpoints").glob("*.pt"))
+    assert [p.name for p in checkpoints] == ["last.pt"]
+    assert load_checkpoint(checkpoints[0])["step"] == 3

@@ -1,0 +1,110 @@
+"""Hybrid mask pattern (HMP): modal, position and patch masks over the (modality, position) token grid.
+
+- patch mask: every (modality, position) token is hidden independently at `patch_ratio`, so a hidden patch can
+  often be read off another contrast at the same place (easy, low collapsed loss on MRI);
+- position mask: the same positions are hidden in every modality (`position_ratio`), so the model must infer
+  anatomy from context rather than copy it across contrasts;
+- modal mask: one whole modality is hidden, so it must be synthesised from the others.
+Mixing them raises the variance of what is masked (the "collapsed loss") above the converged reconstruction loss,
+which is how E-MIM avoids complete collapse. The paper does not publish its ratios or mixing probabilities; the
+defaults here (0.75 patch as in MAE, 0.6 position, uniform mixing) are our choice and are flags.
+
+Masks are boolean (M, N) per sample, True = hidden. Every draw keeps at least one visible token.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+PATTERNS = ("patch", "position", "modal")
+MASK_CHOICES = PATTERNS + ("hybrid",)
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    pattern: str = "hybrid"            # one of MASK_CHOICES
+    patch_ratio: float = 0.75
+    position_ratio: float = 0.6
+    hybrid_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # patch, position, modal
+
+    def __post_init__(self) -> None:
+        if self.pattern not in MASK_CHOICES:
+            raise ValueError(f"mask pattern must be one of {MASK_CHOICES}, got {self.pattern!r}")
+        for name in ("patch_ratio", "position_ratio"):
+            if not 0.0 < getattr(self, name) < 1.0:
+                raise ValueError(f"{name} must be in (0, 1)")
+        if len(self.hybrid_probs) != 3 or min(self.hybrid_probs) < 0 or sum(self.hybrid_probs) <= 0:
+            raise ValueError("hybrid_probs needs three non-negative weights (patch, position, modal)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _hide_count(total: int, ratio: float) -> int:
+    return min(total - 1, max(1, round(total * ratio)))
+
+
+def patch_mask(modalities: int, positions: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """Independent random patches per modality, exactly round(ratio * N) hidden in each modality."""
+    hidden = _hide_count(positions, ratio)
+    order = torch.argsort(torch.rand(modalities, positions, generator=generator), dim=1)
+    return order < hidden
+
+
+def position_mask(modalities: int, positions: int, ratio: float, generator: torch.Generator) -> torch.Tensor:
+    """The same random positions hidden in every modality."""
+    hidden = _hide_count(positions, ratio)
+    chosen = torch.randperm(positions, generator=generator)[:hidden]
+    mask = torch.zeros(positions, dtype=torch.bool)
+    mask[chosen] = True
+    return mask.expand(modalities, positions).clone()
+
+
+def modal_mask(modalities: int, positions: int, generator: torch.Generator) -> torch.Tensor:
+    """One whole modality hidden, chosen uniformly."""
+    if modalities < 2:
+        raise ValueError("a modal mask needs at least two modalities")
+    mask = torch.zeros(modalities, positions, dtype=torch.bool)
+    mask[int(torch.randint(modalities, (1,), generator=generator))] = True
+    return mask
+
+
+def sample_mask(modalities: int, positions: int, config: MaskConfig,
+                generator: torch.Generator) -> tuple[torch.Tensor, str]:
+    """One (M, N) mask and the name of the pattern that made it."""
+    pattern = config.pattern
+    if pattern == "hybrid":
+        probs = torch.tensor(config.hybrid_probs, dtype=torch.float64)
+        if modalities < 2:
+            probs[2] = 0.0
+        pattern = PATTERNS[int(torch.multinomial(probs, 1, generator=generator))]
+    if pattern == "patch":
+        return patch_mask(modalities, positions, config.patch_ratio, generator), pattern
+    if pattern == "position":
+        return position_mask(modalities, positions, config.position_ratio, generator), pattern
+    return modal_mask(modalities, positions, generator), pattern
+
+
+def sample_batch(batch: int, modalities: int, positions: int, config: MaskConfig,
+                 generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
+    """(B, M, N) masks drawn independently per sample."""
+    draws = [sample_mask(modalities, positions, config, generator) for _ in range(batch)]
+    return torch.stack([mask for mask, _ in draws]), [name for _, name in draws]
+
+
+def visible_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token indices of the visible tokens of (B, M, N) masks -> keep (B, K) and padding (B, K) or None.
+
+    Samples may keep different numbers of tokens (a modal mask hides 1/M, a patch mask 75%); shorter rows are
+    padded with index 0 and flagged in `padding` so attention ignores them.
+    """
+    visible = ~mask.flatten(1)
+    counts = visible.sum(dim=1)
+    k = int(counts.max())
+    # stable sort puts visible tokens first in their original order
+    order = torch.argsort((~visible).to(torch.int8), dim=1, stable=True)[:, :k]
+    padding = torch.arange(k, device=mask.device)[None, :] >= counts[:, None]
+    keep = order.masked_fill(padding, 0)
+    return keep, (padding if bool(padding.any()) else None)

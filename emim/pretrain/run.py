@@ -1,0 +1,130 @@
+"""Set up and run one pretraining: resolve the config, load data, build the model, hand over to the loop."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from emim import __version__
+from emim.config import ModelConfig, preset
+from emim.errors import EmimError
+from emim.progress import Progress
+from emim.pretrain.masks import MaskConfig
+from emim.pretrain.model import EMIMPretrainer
+from emim.pretrain.task import PretrainTask
+from emim.train import distributed
+from emim.train.batches import crop_batches
+from emim.train.device import resolve_device
+from emim.train.runfolder import RunFolder
+from emim.train.trainer import TrainSettings, seed_everything, train
+
+
+@dataclass(frozen=True)
+class PretrainConfig:
+    data: str
+    model: ModelConfig
+    mask: MaskConfig = MaskConfig()
+    train: TrainSettings = TrainSettings()
+    batch_size: int = 2
+    pbt_levels: int = 4
+    pbt_weight: float = 0.1
+    pbt_off_diagonal: float = 0.0051
+    normalization: str = "zscore-nonzero"
+    resample: bool = False
+    heldout_cases: int = 0  # cases kept out of training for diagnostics; 0 = fixed crops of training cases
+    workers: int = 0
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": "pretrain", "engine_version": __version__, "data": self.data,
+                "model": self.model.to_dict(), "mask": self.mask.to_dict(), "train": self.train.to_dict(),
+                "batch_size": self.batch_size, "pbt_levels": self.pbt_levels, "pbt_weight": self.pbt_weight,
+                "pbt_off_diagonal": self.pbt_off_diagonal, "normalization": self.normalization,
+                "resample": self.resample, "heldout_cases": self.heldout_cases, "workers": self.workers,
+                "device": self.device}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
+        mask = dict(data["mask"])
+        mask["hybrid_probs"] = tuple(mask["hybrid_probs"])
+        return cls(data=data["data"], model=ModelConfig.from_dict(data["model"]), mask=MaskConfig(**mask),
+                   train=TrainSettings(**data["train"]), batch_size=data["batch_size"],
+                   pbt_levels=data["pbt_levels"], pbt_weight=data["pbt_weight"],
+                   pbt_off_diagonal=data["pbt_off_diagonal"], normalization=data["normalization"],
+                   resample=data["resample"], heldout_cases=data["heldout_cases"], workers=data["workers"],
+                   device=data["device"])
+
+
+def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[str] | None = None,
+                   **model_overrides: Any) -> PretrainConfig:
+    """A config from a preset, with the modality list taken from the data set when not given."""
+    from emim.data.cases import dataset_spec
+
+    names = tuple(modalities) if modalities else dataset_spec(data).names
+    return PretrainConfig(data=str(data), model=preset(preset_name, modalities=names, **model_overrides))
+
+
+def _heldout_crops(cases: list, crop_size: Sequence[int]) -> torch.Tensor:
+    """One fixed crop per case, centred on the brain (non-zero voxels), padded where the volume is smaller."""
+    from monai.transforms import CropForeground, ResizeWithPadOrCrop
+
+    crop = ResizeWithPadOrCrop(tuple(crop_size))
+    foreground = CropForeground(select_fn=lambda v: v != 0, allow_smaller=True)
+    return torch.stack([torch.as_tensor(crop(foreground(case.image))).float() for case in cases])
+
+
+def resume_pretraining(run_dir: str | Path, device: str = "auto", workers: int = 0,
+                       progress: Progress | None = None) -> Path:
+    """Continue a run from its last checkpoint with the config it was started with (device and workers may change)."""
+    saved = PretrainConfig.from_dict(RunFolder(run_dir, write=False).read_config())
+    return run_pretraining(replace(saved, device=device, workers=workers), run_dir, resume=True, progress=progress)
+
+
+def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = False,
+                    progress: Progress | None = None) -> Path:
+    """Run (or resume) pretraining into `run_dir`; returns the path of the last checkpoint."""
+    from emim.data.cases import find_cases
+    from emim.data.loading import load_case
+
+    dist = distributed.setup(config.device)
+    progress = progress or Progress("bar", enabled=dist.is_main)
+    if not dist.is_main:
+        progress = Progress("none")
+    run = RunFolder(run_dir, write=dist.is_main)
+    if not resume and run.last_checkpoint.exists():
+        raise EmimError(f"{run.path} already holds a run; use --resume to continue it or choose a new --run folder")
+    run.write_config(config.to_dict())
+    device = distributed.device_for(dist, resolve_device(config.device, lambda m: progress.event("warning",
+                                                                                                 message=m)))
+    seed_everything(config.train.seed + dist.rank)
+    cases = find_cases(config.data)
+    if not cases:
+        raise EmimError(f"no cases found in {config.data}; run `emim check-data {config.data}`")
+    names = list(config.model.modalities)
+    progress.event("start", command="pretrain", run_dir=str(run.path), total=config.train.steps,
+                   device=str(device), cases=len(cases), world_size=dist.world_size)
+    loaded = [load_case(case, names, config.normalization, config.resample, with_label=False) for case in cases]
+    heldout_count = min(config.heldout_cases, len(loaded) - 1)
+    train_cases = loaded[: len(loaded) - heldout_count] if heldout_count > 0 else loaded
+    heldout = _heldout_crops(loaded[len(loaded) - heldout_count:] if heldout_count > 0 else loaded,
+                             config.model.crop_size)
+    run.log(f"pretraining on {len(train_cases)} cases, diagnostics on {len(heldout)} fixed crops, device {device}")
+    model = EMIMPretrainer(config.model, config.pbt_levels, config.pbt_weight, config.pbt_off_diagonal)
+    task = PretrainTask(model, config.mask, heldout, seed=config.train.seed * 7919 + dist.rank,
+                        log_every=config.train.log_every, warmup_steps=config.train.warmup_steps)
+
+    def batches(start_step: int):
+        return crop_batches(train_cases, config.model.crop_size, config.batch_size, with_label=False,
+                            seed=config.train.seed + 100_003 * start_step + 7 * dist.rank, device=device,
+                            workers=config.workers)
+
+    try:
+        step = train(task, batches, config.train, run, progress, dist, device, resume=resume)
+        progress.event("done", run_dir=str(run.path), step=step, checkpoint=str(run.last_checkpoint))
+    finally:
+        distributed.cleanup(dist)
+    return run.last_checkpoint

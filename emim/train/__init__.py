@@ -1,0 +1,1 @@
+"""Training mechanics shared by pretraining and fine-tuning: run folders, checkpoints, devices, schedule, loop."""

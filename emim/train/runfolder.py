@@ -1,0 +1,85 @@
+"""A run folder: the resolved config, metrics as JSON lines, a text log and checkpoints.
+
+    RUN/config.json          everything needed to reproduce or resume the run
+    RUN/metrics.jsonl        one JSON object per logged step (read live by the Slicer training module)
+    RUN/train.log            human-readable log
+    RUN/checkpoints/last.pt  latest checkpoint (atomic), RUN/checkpoints/step-XXXXXX.pt kept at milestones
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from emim.errors import EmimError
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+class RunFolder:
+    def __init__(self, path: str | Path, write: bool = True) -> None:
+        self.path = Path(path)
+        self.write = write  # only rank 0 writes under torchrun
+        if write:
+            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.json"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def last_checkpoint(self) -> Path:
+        return self.path / "checkpoints" / "last.pt"
+
+    def read_config(self) -> dict[str, Any]:
+        if not self.config_path.is_file():
+            raise EmimError(f"{self.path} is not a run folder (no config.json); start a new run instead of --resume")
+        return json.loads(self.config_path.read_text())
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        if self.write:
+            self.config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+    def append_metrics(self, record: dict[str, Any]) -> None:
+        if self.write:
+            with self.metrics_path.open("a") as handle:
+                handle.write(json.dumps(_json_safe(record)) + "\n")
+
+    def truncate_metrics_after(self, step: int) -> None:
+        """On resume, drop records logged after the checkpoint so curves have no duplicate steps."""
+        if not (self.write and self.metrics_path.is_file()):
+            return
+        kept = [line for line in self.metrics_path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= step]
+        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+
+    def log(self, message: str) -> None:
+        if self.write:
+            with (self.path / "train.log").open("a") as handle:
+                handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def read_metrics(path: str | Path) -> list[dict[str, Any]]:
+    """All complete records of a metrics.jsonl (a line being written is skipped), for plots and the Slicer module."""
+    records = []
+    for line in Path(path).read_text().splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            continue
+    return records
