@@ -17,14 +17,14 @@ from typing import Any, TextIO
 PROGRESS_MODES = ("bar", "json", "none")
 
 
-def _clean(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """Make values JSON-safe (NaN/Inf become null) so every line parses with a strict reader."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -45,7 +45,7 @@ class Progress:
     def event(self, event: str, **fields: Any) -> None:
         """Report a named event; in bar mode warnings, errors and outputs are printed as text lines."""
         if self.mode == "json":
-            print(json.dumps(_clean({"event": event, **fields})), file=self._out(), flush=True)
+            print(json.dumps(json_safe({"event": event, **fields})), file=self._out(), flush=True)
         elif self.mode == "bar" and event in ("warning", "error", "output", "done", "start", "checkpoint"):
             text = fields.get("message") or " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"\r[{event}] {text}", file=self._out(), flush=True)

@@ -9,22 +9,12 @@
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any
 
 from emim.errors import EmimError
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
+from emim.progress import json_safe
 
 
 class RunFolder:
@@ -58,7 +48,7 @@ class RunFolder:
     def append_metrics(self, record: dict[str, Any]) -> None:
         if self.write:
             with self.metrics_path.open("a") as handle:
-                handle.write(json.dumps(_json_safe(record)) + "\n")
+                handle.write(json.dumps(json_safe(record)) + "\n")
 
     def truncate_metrics_after(self, step: int) -> None:
         """On resume, drop records logged after the checkpoint so curves have no duplicate steps."""

@@ -1,0 +1,230 @@
+"""Model folders: `model.safetensors` (weights only) + `metadata.json`, as specified in docs/engine-interface.md.
+
+Loading never unpickles. A model can arrive from anywhere (a colleague, a download), and a pickle or `torch.save`
+file runs arbitrary code when loaded, so the weights file is read as bytes, sniffed for pickle/zip signatures,
+checked against the SHA-256 in the metadata, and only then parsed by safetensors, from the very bytes that were
+hashed. Saving writes temporary files and renames them so that an interrupted export leaves no half-written model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import struct
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from emim import __version__
+from emim.errors import EmimError
+
+if TYPE_CHECKING:
+    import torch
+
+FORMAT = "emim-model"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+TASKS = ("segmentation", "classification", "pretraining")
+REQUIRED_KEYS = ("format", "format_version", "engine_version", "task", "modalities", "model_config", "sha256")
+TASK_KEYS = {"segmentation": ("labels", "regions"), "classification": ("classes",), "pretraining": ()}
+
+_PICKLE_MAGIC = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
+_ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
+
+
+def _folder(model: str | os.PathLike) -> Path:
+    """Accept the folder, or either of its two files (people often point at the file they can see)."""
+    path = Path(model)
+    if path.is_file() and path.name in (WEIGHTS_FILE, METADATA_FILE):
+        return path.parent
+    if not path.is_dir():
+        raise EmimError(f"{path} is not a model folder; give the folder that holds {WEIGHTS_FILE} and "
+                        f"{METADATA_FILE} (models exported by emim are such folders).")
+    return path
+
+
+def _validate(metadata: dict[str, Any], where: str) -> None:
+    """Check what loaders rely on, so a bad file fails here with its name instead of deep inside inference."""
+    if not isinstance(metadata, dict):
+        raise EmimError(f"{where} must hold a JSON object; re-export the model with emim.")
+    if metadata.get("format") != FORMAT:
+        raise EmimError(f"{where} is not an emim model description (format {metadata.get('format')!r}, expected "
+                        f"{FORMAT!r}); give a folder exported by emim.")
+    version = metadata.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise EmimError(f"{where} has an invalid format_version {version!r}; re-export the model with emim.")
+    if version > FORMAT_VERSION:
+        raise EmimError(f"{where} has format_version {version}, newer than this emim {__version__} reads "
+                        f"({FORMAT_VERSION}); upgrade emim to load this model.")
+    task = metadata.get("task")
+    if task not in TASKS:
+        raise EmimError(f"{where} has task {task!r}; expected one of {', '.join(TASKS)}. Re-export the model.")
+    missing = [key for key in REQUIRED_KEYS + TASK_KEYS[task] if key not in metadata]
+    if missing:
+        raise EmimError(f"{where} lacks the key(s) {', '.join(missing)}; re-export the model with this emim.")
+    if not metadata["modalities"] or not all(isinstance(m, dict) and m.get("name") for m in metadata["modalities"]):
+        raise EmimError(f"{where}: 'modalities' must be a non-empty list of objects with a 'name'.")
+    if task == "segmentation":
+        values = set()
+        for label in metadata["labels"]:
+            color = label.get("color") if isinstance(label, dict) else None
+            if (not isinstance(label, dict) or not isinstance(label.get("value"), int) or not label.get("name")
+                    or not (isinstance(color, list) and len(color) == 3 and all(0 <= c <= 255 for c in color))):
+                raise EmimError(f"{where}: label {label!r} needs an integer 'value', a 'name' and a 'color' of "
+                                "three 0-255 integers.")
+            values.add(label["value"])
+        for region in metadata["regions"]:
+            if not isinstance(region, dict) or not region.get("name") or not set(region.get("labels") or []) <= values:
+                raise EmimError(f"{where}: region {region!r} needs a 'name' and 'labels' taken from the label "
+                                f"values {sorted(values)}.")
+
+
+def load_metadata(model: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate `metadata.json` of a model folder (does not touch the weights)."""
+    path = _folder(model) / METADATA_FILE
+    if not path.is_file():
+        raise EmimError(f"{path} is missing; a model folder needs {METADATA_FILE} next to {WEIGHTS_FILE}. "
+                        "Copy the whole folder, or re-export the model with emim.")
+    try:
+        metadata = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise EmimError(f"{path} is not valid JSON ({error}); copy the model folder again or re-export it.") from None
+    _validate(metadata, str(path))
+    return metadata
+
+
+def _safetensors_problem(data: bytes) -> str | None:
+    """Why `data` is not a complete safetensors file, or None. Reads only the JSON header, never the tensors."""
+    if len(data) < 8:
+        return f"it is truncated ({len(data)} bytes, shorter than the 8-byte safetensors header length)"
+    (header_len,) = struct.unpack("<Q", data[:8])
+    if data[8:9] != b"{":
+        return "it is not a safetensors file (no JSON header after the length field)"
+    if 8 + header_len > len(data):
+        return f"it is truncated ({len(data)} bytes, but its header alone needs {8 + header_len})"
+    try:
+        header = json.loads(data[8:8 + header_len])
+        end = max((int(entry["data_offsets"][1]) for key, entry in header.items() if key != "__metadata__"),
+                  default=0)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError):
+        return "its safetensors header is not valid"
+    expected = 8 + header_len + end
+    if expected > len(data):
+        return f"it is truncated ({len(data)} bytes, but its tensors need {expected})"
+    if expected < len(data):
+        return f"it has {len(data) - expected} unexpected bytes after its tensors"
+    return None
+
+
+def read_weights(model: str | os.PathLike, metadata: dict[str, Any]) -> bytes:
+    """The weights file's bytes, refused unless they are a complete safetensors file matching the metadata hash."""
+    path = _folder(model) / WEIGHTS_FILE
+    if not path.is_file():
+        raise EmimError(f"{path} is missing; a model folder needs {WEIGHTS_FILE} next to {METADATA_FILE}. "
+                        "Copy the whole folder, or re-export the model with emim.")
+    data = path.read_bytes()
+    if data.startswith(_PICKLE_MAGIC) and data[8:9] != b"{" or data.startswith(_ZIP_MAGIC):
+        raise EmimError(f"{path} is a pickle/torch.save file, refusing to unpickle (loading a pickle can run any "
+                        "code it contains); re-export with emim, which writes safetensors.")
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != metadata["sha256"]:
+        problem = _safetensors_problem(data)
+        reason = problem if problem and "truncated" in problem else "the file was modified or corrupted"
+        raise EmimError(f"{path} does not match the SHA-256 in {METADATA_FILE}: {reason}. Copy the model folder "
+                        "again from its source, or re-export it with emim.")
+    problem = _safetensors_problem(data)
+    if problem:
+        raise EmimError(f"{path} is refused: {problem}. Copy the model folder again, or re-export it with emim.")
+    return data
+
+
+def load_model(model: str | os.PathLike, device: str = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state_dict, metadata) of a model folder, after the checks of `read_weights`."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    metadata = load_metadata(model)
+    data = read_weights(model, metadata)
+    try:
+        tensors = load(data)
+    except SafetensorError as error:
+        raise EmimError(f"{_folder(model) / WEIGHTS_FILE} is not a valid safetensors file ({error}); "
+                        "re-export the model with emim.") from None
+    return {name: tensor.to(device) for name, tensor in tensors.items()}, metadata
+
+
+def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict[str, Any]) -> Path:
+    """Write a model folder atomically; stamps format, format_version, engine_version and sha256 into the metadata.
+
+    Returns the folder. Bad metadata is refused before anything is written, and on any later failure the folder
+    holds only what it held before.
+    """
+    import torch
+    from safetensors.torch import save_file
+
+    from emim.progress import json_safe
+
+    folder = Path(folder)
+    bad = [name for name, tensor in state_dict.items() if not isinstance(tensor, torch.Tensor)]
+    if bad:
+        raise TypeError(f"state_dict values must be tensors; not: {', '.join(bad)}")
+    # through JSON once, as a reader will see it: tuples become lists, numpy/torch scalars numbers, paths strings,
+    # NaN/Inf null
+    text = json.dumps({**metadata, "format": FORMAT, "format_version": FORMAT_VERSION,
+                       "engine_version": __version__, "sha256": ""},
+                      default=lambda value: value.item() if hasattr(value, "item") else str(value))
+    stamped = json_safe(json.loads(text))
+    _validate(stamped, f"metadata for {folder}")
+    folder.mkdir(parents=True, exist_ok=True)
+    weights_tmp = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
+    metadata_tmp = folder / f".{METADATA_FILE}.{os.getpid()}.tmp"
+    try:
+        # clone: safetensors refuses tensors that share memory (tied weights, views)
+        tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()}
+        save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
+        stamped["sha256"] = hashlib.sha256(weights_tmp.read_bytes()).hexdigest()
+        metadata_tmp.write_text(json.dumps(stamped, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        # weights first: a crash between the two renames leaves a hash mismatch, which loading refuses
+        os.replace(weights_tmp, folder / WEIGHTS_FILE)
+        os.replace(metadata_tmp, folder / METADATA_FILE)
+    finally:
+        weights_tmp.unlink(missing_ok=True)
+        metadata_tmp.unlink(missing_ok=True)
+    return folder
+
+
+def describe_model(metadata: dict[str, Any]) -> str:
+    """Human-readable summary of a model's metadata, for `emim model-info`."""
+    lines = [f"{metadata.get('name') or 'unnamed model'} ({metadata['task']})"]
+    if metadata.get("description"):
+        lines.append(f"  {metadata['description']}")
+    lines.append(f"format: {metadata['format']} v{metadata['format_version']}, "
+                 f"written by emim {metadata['engine_version']}")
+    lines.append("modalities (in input order):")
+    for index, modality in enumerate(metadata["modalities"]):
+        title = f" ({modality['title']})" if modality.get("title") else ""
+        patterns = f"  auto-assign: {', '.join(modality['patterns'])}" if modality.get("patterns") else ""
+        lines.append(f"  {index}: {modality['name']}{title}{patterns}")
+    config = metadata["model_config"]
+    lines.append("network: " + ", ".join(f"{key} {config[key]}" for key in
+                                         ("crop_size", "patch_size", "embed_dim", "depth", "num_heads")
+                                         if key in config))
+    for key in ("network", "preprocessing", "inference"):
+        if metadata.get(key):
+            lines.append(f"{key}: " + ", ".join(f"{k} {v}" for k, v in metadata[key].items()))
+    if metadata.get("labels"):
+        lines.append("labels:")
+        for label in metadata["labels"]:
+            lines.append(f"  {label['value']}: {label['name']}  colour {tuple(label['color'])}")
+    if metadata.get("regions"):
+        lines.append("output channels: " + ", ".join(f"{r['name']} = labels {r['labels']}"
+                                                     for r in metadata["regions"]))
+    if metadata.get("classes"):
+        lines.append("classes: " + ", ".join(f"{c['value']} = {c['name']}" for c in metadata["classes"]))
+    if metadata.get("provenance"):
+        lines.append("provenance:")
+        for key, value in metadata["provenance"].items():
+            lines.append(f"  {key}: {value}")
+    lines.append(f"sha256: {metadata['sha256']}")
+    return "\n".join(lines)
