@@ -1,0 +1,204 @@
+"""The module's public Python API: segment, reconstruct and classify loaded volumes with an exported model.
+
+Works on MRML only (no Qt), so it runs the same in Slicer's Python console, in batch scripts and in tests on
+slicer-core. The engine runs as a child process (`python -m emim ...`); this process never imports torch.
+
+Python console session (inside Slicer)::
+
+    logic = slicer.util.getModuleLogic("EMIMSegmentation")
+    inputs = logic.loadCase("/data/BraTS-GLI-00360-000", "/models/emim-brats")   # {"t1n": node, ...}
+    segmentation = logic.segment(inputs, "/models/emim-brats", waitForCompletion=True)
+
+`waitForCompletion=False` returns an EngineJob at once; call `job.poll()` regularly (the module's GUI does it
+from a timer), `job.cancel()` to stop, and read `job.result` when `job.state == "succeeded"`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+import slicer
+
+from .classification import probabilities_table
+from .errors import EMIMSegmentationError
+from .geometry import check_untransformed, mismatch_report, resample_to_reference
+from .i18n import tr
+from .job import EngineJob
+from .metadata import ModelInfo, read_model_info
+from .modalities import BRATS_MODALITIES, assign_modalities, input_problems
+from .process import EngineProcess, engine_command
+from .reconstruction_import import import_reconstruction_outputs
+from .segmentation_import import import_label_file
+from .volumes_io import load_case_folder, write_volume
+
+DEVICES = ("auto", "cuda", "cpu")
+MASK_PATTERNS = ("hybrid", "modal", "position", "patch")
+Log = Callable[[str], None]
+Progress = Callable[[float], None]
+
+
+class SegmentationLogic:
+    """Everything the GUI does, as plain methods; `slicer.mrmlScene` is the scene they work on."""
+
+    def readModel(self, model: str | Path | ModelInfo) -> ModelInfo:
+        return model if isinstance(model, ModelInfo) else read_model_info(model)
+
+    def loadCase(self, folder: str | Path, model: str | Path | ModelInfo | None = None) -> dict:
+        """Load a case folder's modality files (BraTS names, or the model's patterns) as volumes."""
+        modalities = self.readModel(model).modalities if model is not None else BRATS_MODALITIES
+        return load_case_folder(folder, modalities)
+
+    def autoAssignInputs(self, model: str | Path | ModelInfo, nodes=None) -> dict:
+        """{modality: node or None} chosen from volume names (all scalar volumes of the scene by default)."""
+        info = self.readModel(model)
+        if nodes is None:
+            nodes = [n for n in _nodes_of_class("vtkMRMLScalarVolumeNode") if not n.IsA("vtkMRMLLabelMapVolumeNode")]
+        by_name = {node.GetName(): node for node in nodes}
+        assignment = assign_modalities(list(by_name), info.modalities)
+        return {modality: by_name.get(name) if name else None for modality, name in assignment.chosen.items()}
+
+    def inputProblems(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
+        """Why Apply must stay disabled (missing or duplicated inputs); empty when all is well."""
+        return input_problems(inputs, self.readModel(model).modalities)
+
+    def geometryMismatches(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
+        """Sentences describing every input whose grid differs from the reference (the first modality)."""
+        info = self.readModel(model)
+        ordered = self._ordered(inputs, info)
+        return mismatch_report(ordered, {m.name: m.title for m in info.modalities})
+
+    def resampleInputs(self, inputs: dict, model: str | Path | ModelInfo) -> dict:
+        """Inputs with every mismatched volume replaced by a new node resampled onto the reference grid."""
+        info = self.readModel(model)
+        ordered = self._ordered(inputs, info)
+        names = list(ordered)
+        reference = ordered[names[0]]
+        result = {names[0]: reference}
+        for name in names[1:]:
+            node = ordered[name]
+            single = mismatch_report({names[0]: reference, name: node}, {})
+            result[name] = resample_to_reference(node, reference) if single else node
+        return result
+
+    def segment(self, inputs: dict, model: str | Path | ModelInfo, outputSegmentation=None, device: str = "auto",
+                resample: bool = False, overlap: float | None = None, show3D: bool = False,
+                waitForCompletion: bool = True, logCallback: Log | None = None,
+                progressCallback: Progress | None = None, finishCallback=None):
+        """Segment `inputs` ({modality: volume node}); returns the segmentation node, or an EngineJob.
+
+        The reference geometry is the first modality's volume. Mismatched grids are refused with a description,
+        unless `resample` is True (physical-space resampling onto the reference, new nodes, inputs untouched).
+        `outputSegmentation` is replaced in place; by default a new node is created in the input's study.
+        """
+        info = self._checked(model, "segmentation")
+        ordered = self._prepared(inputs, info, resample)
+        reference = ordered[info.modalities[0].name]
+        workdir = Path(tempfile.mkdtemp(prefix="emim-segment-"))
+        arguments = ["--model", str(info.folder), "--output", str(workdir / "segmentation.nii.gz"),
+                     "--device", _device(device)]
+        if overlap is not None:
+            arguments += ["--overlap", str(overlap)]
+        for modality, node in ordered.items():
+            arguments += ["--image", f"{modality}={write_volume(node, workdir / f'{modality}.nii.gz')}"]
+
+        def finish(outputs: list[dict], done: dict):
+            labels = [o for o in outputs if o.get("kind") == "label"]
+            path = Path(labels[-1]["path"]) if labels else workdir / "segmentation.nii.gz"
+            if not path.is_file():
+                raise EMIMSegmentationError(tr("The engine finished but wrote no label file; see the log."))
+            return import_label_file(path, reference, info.labels, segmentation=outputSegmentation,
+                                     name=f"{reference.GetName()} {info.name}", show3d=show3D)
+
+        return self._run("segment", arguments, workdir, finish, waitForCompletion, logCallback, progressCallback,
+                         finishCallback)
+
+    def reconstruct(self, inputs: dict, model: str | Path | ModelInfo, mask: str = "hybrid", seed: int = 0,
+                    device: str = "auto", resample: bool = False, waitForCompletion: bool = True,
+                    logCallback: Log | None = None, progressCallback: Progress | None = None, finishCallback=None):
+        """Mask the inputs with a pretraining model and reconstruct them; returns the loaded volumes (dict)."""
+        if mask not in MASK_PATTERNS:
+            raise EMIMSegmentationError(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_PATTERNS)))
+        info = self._checked(model, "pretraining")
+        ordered = self._prepared(inputs, info, resample)
+        reference = ordered[info.modalities[0].name]
+        workdir = Path(tempfile.mkdtemp(prefix="emim-reconstruct-"))
+        case = self._write_case(ordered, workdir / "case")
+        arguments = ["--model", str(info.folder), "--mask", mask, "--seed", str(int(seed)),
+                     "--output", str(workdir / "out"), "--device", _device(device), str(case)]
+
+        def finish(outputs: list[dict], done: dict):
+            return import_reconstruction_outputs(outputs, reference, f"{reference.GetName()} {mask} seed {seed}")
+
+        return self._run("reconstruct", arguments, workdir, finish, waitForCompletion, logCallback, progressCallback,
+                         finishCallback)
+
+    def classify(self, inputs: dict, model: str | Path | ModelInfo, outputTable=None, device: str = "auto",
+                 resample: bool = False, waitForCompletion: bool = True, logCallback: Log | None = None,
+                 progressCallback: Progress | None = None, finishCallback=None):
+        """Class probabilities of one case, as a table node (one row per class, most likely first)."""
+        info = self._checked(model, "classification")
+        ordered = self._prepared(inputs, info, resample)
+        workdir = Path(tempfile.mkdtemp(prefix="emim-classify-"))
+        case = self._write_case(ordered, workdir / "case")
+        arguments = ["--model", str(info.folder), "--device", _device(device), str(case)]
+
+        def finish(outputs: list[dict], done: dict):
+            return probabilities_table(done.get("probabilities", {}), slicer.mrmlScene, outputTable)
+
+        return self._run("classify", arguments, workdir, finish, waitForCompletion, logCallback, progressCallback,
+                         finishCallback)
+
+    # -- helpers -------------------------------------------------------------------------------------------------
+
+    def _checked(self, model, task: str) -> ModelInfo:
+        info = self.readModel(model)
+        if info.task != task:
+            raise EMIMSegmentationError(tr("Model '{name}' is a {task} model; choose a {wanted} model for this.")
+                                        .format(name=info.name, task=info.task, wanted=task))
+        return info
+
+    def _ordered(self, inputs: dict, info: ModelInfo) -> dict:
+        problems = input_problems(inputs, info.modalities)
+        if problems:
+            raise EMIMSegmentationError(" ".join(problems))
+        return {m.name: inputs[m.name] for m in info.modalities}
+
+    def _prepared(self, inputs: dict, info: ModelInfo, resample: bool) -> dict:
+        """Inputs in model order, checked for transforms and grids; resampled copies when asked."""
+        ordered = self._ordered(inputs, info)
+        for node in ordered.values():
+            check_untransformed(node)
+        report = mismatch_report(ordered, {m.name: m.title for m in info.modalities})
+        if report and not resample:
+            raise EMIMSegmentationError(" ".join(report) + " " + tr("Resample the inputs onto the reference "
+                                                                   "(physical space) or load matching volumes."))
+        return self.resampleInputs(ordered, info) if report else ordered
+
+    def _write_case(self, ordered: dict, folder: Path) -> Path:
+        """Inputs as <modality>.nii.gz in one folder: the engine's case-folder input."""
+        folder.mkdir(parents=True)
+        for modality, node in ordered.items():
+            write_volume(node, folder / f"{modality}.nii.gz")
+        return folder
+
+    def _run(self, subcommand: str, arguments: list[str], workdir: Path, finish, waitForCompletion: bool,
+             logCallback, progressCallback, finishCallback, keep_workdir: bool = False):
+        command = engine_command(subcommand, arguments)
+        log = logCallback or (lambda text: None)
+        log(tr("Running: {command}").format(command=" ".join(command)))
+        job = EngineJob(EngineProcess(command), workdir, finish, log=log, progress=progressCallback,
+                        done=finishCallback, keep_workdir=keep_workdir)
+        return job.wait() if waitForCompletion else job
+
+
+def _device(device: str) -> str:
+    if device not in DEVICES:
+        raise EMIMSegmentationError(tr("Device must be one of {choices}.").format(choices=", ".join(DEVICES)))
+    return device
+
+
+def _nodes_of_class(class_name: str) -> list:
+    scene = slicer.mrmlScene
+    return [scene.GetNthNodeByClass(i, class_name) for i in range(scene.GetNumberOfNodesByClass(class_name))]

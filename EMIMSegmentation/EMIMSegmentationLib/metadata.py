@@ -1,0 +1,82 @@
+"""Read an exported model's metadata.json with the json module only, so Slicer's process never imports torch.
+
+The engine validates the full file (`emim.modelfile.load_metadata`) when it loads the model; here we need just
+what the GUI shows and what the inputs and outputs are called.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import EMIMSegmentationError
+from .i18n import tr
+
+TASKS = ("segmentation", "classification", "pretraining")
+
+
+@dataclass(frozen=True)
+class Modality:
+    name: str
+    title: str
+    patterns: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Label:
+    value: int
+    name: str
+    color: tuple[int, int, int]
+    terminology: dict | str | None = None
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    folder: Path
+    task: str
+    name: str
+    description: str
+    modalities: tuple[Modality, ...]
+    labels: tuple[Label, ...] = ()
+    classes: tuple[str, ...] = ()
+    provenance: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        """A few lines for the model box in the GUI and for the batch log."""
+        lines = [f"{self.name} ({self.task})", self.description,
+                 tr("Inputs:") + " " + ", ".join(m.title for m in self.modalities)]
+        if self.labels:
+            lines.append(tr("Labels:") + " " + ", ".join(f"{lb.value} {lb.name}" for lb in self.labels))
+        if self.classes:
+            lines.append(tr("Classes:") + " " + ", ".join(self.classes))
+        for key, value in self.provenance.items():
+            lines.append(f"{key}: {value}")
+        return "\n".join(line for line in lines if line)
+
+
+def read_model_info(folder: str | Path) -> ModelInfo:
+    """Parse MODEL/metadata.json; raise a message that says which file is wrong and how."""
+    folder = Path(folder)
+    path = folder / "metadata.json"
+    if not path.is_file():
+        raise EMIMSegmentationError(tr("No metadata.json in {folder}: choose a model folder exported by "
+                                       "'emim export' (it holds model.safetensors and metadata.json).").format(folder=folder))
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        task = data["task"]
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        modalities = tuple(Modality(m["name"], m.get("title", m["name"]), tuple(m.get("patterns", [m["name"]])))
+                           for m in data["modalities"])
+        labels = tuple(Label(int(lb["value"]), lb["name"], tuple(int(c) for c in lb["color"][:3]), lb.get("terminology"))
+                       for lb in data.get("labels", []))
+        classes = tuple(c["name"] if isinstance(c, dict) else str(c) for c in data.get("classes", []))
+    except (ValueError, KeyError, TypeError) as error:
+        raise EMIMSegmentationError(tr("{path} is not a valid E-MIM model description ({error}); "
+                                       "re-export the model.").format(path=path, error=error)) from error
+    if not modalities:
+        raise EMIMSegmentationError(tr("{path} lists no input modalities; re-export the model.").format(path=path))
+    return ModelInfo(folder=folder, task=task, name=data.get("name", folder.name),
+                     description=data.get("description", ""), modalities=modalities, labels=labels,
+                     classes=classes, provenance=data.get("provenance", {}) or {})

@@ -1,0 +1,160 @@
+"""The module panel (Slicer only): selectors titled from the model, Apply/Cancel, progress and log.
+
+All work is delegated to the Logic; this file only moves values between the GUI, the parameter node and it.
+"""
+
+from __future__ import annotations
+
+import qt
+import slicer
+
+from .errors import EMIMSegmentationError
+from .i18n import tr
+from .job import SUCCEEDED
+from .logic import DEVICES, MASK_PATTERNS
+from .metadata import ModelInfo
+
+MAX_INPUTS = 4
+POLL_MS = 200
+
+
+class WidgetController:
+    """Owns `ui` (from EMIMSegmentation.ui) and the running job."""
+
+    def __init__(self, ui, logic, parameterNode) -> None:
+        self.ui, self.logic, self.parameterNode = ui, logic, parameterNode
+        self.model: ModelInfo | None = None
+        self.job = None
+        self.timer = qt.QTimer()
+        self.timer.setInterval(POLL_MS)
+        self.timer.timeout.connect(self.onPoll)
+        self.ui.deviceComboBox.addItems(list(DEVICES))
+        self.ui.maskComboBox.addItems(list(MASK_PATTERNS))
+        self.ui.loadCaseButton.clicked.connect(self.onLoadCase)
+        self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelChanged)
+        self.ui.applyButton.clicked.connect(self.onApply)
+        for index in range(MAX_INPUTS):
+            self.selector(index).currentNodeChanged.connect(self.updateApplyState)
+        self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
+
+    def selector(self, index: int):
+        return getattr(self.ui, f"inputSelector{index}")
+
+    def inputs(self) -> dict:
+        if self.model is None:
+            return {}
+        return {m.name: self.selector(i).currentNode() for i, m in enumerate(self.model.modalities)}
+
+    def log(self, text: str) -> None:
+        self.ui.logTextEdit.appendPlainText(text)
+        slicer.app.processEvents()
+
+    def onModelChanged(self, path: str) -> None:
+        self.model = None
+        try:
+            self.model = self.logic.readModel(path) if path else None
+        except EMIMSegmentationError as error:
+            self.ui.modelInfoLabel.text = str(error)
+        if self.model is not None:
+            if len(self.model.modalities) > MAX_INPUTS:
+                self.ui.modelInfoLabel.text = tr("This model needs {n} inputs; this module shows at most {m}.").format(
+                    n=len(self.model.modalities), m=MAX_INPUTS)
+                self.model = None
+            else:
+                self.ui.modelInfoLabel.text = self.model.summary()
+                self.ui.modelPathLineEdit.addCurrentPathToHistory()
+        modalities = self.model.modalities if self.model else ()
+        for index in range(MAX_INPUTS):
+            visible = index < len(modalities)
+            getattr(self.ui, f"inputLabel{index}").visible = visible
+            self.selector(index).visible = visible
+            if visible:
+                getattr(self.ui, f"inputLabel{index}").text = modalities[index].title + ":"
+        if self.model is not None:
+            for index, node in enumerate(self.logic.autoAssignInputs(self.model).values()):
+                if node is not None and self.selector(index).currentNode() is None:
+                    self.selector(index).setCurrentNode(node)
+        self.ui.lookInsideCollapsibleButton.visible = bool(self.model and self.model.task == "pretraining")
+        self.updateApplyState()
+
+    def onLoadCase(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(None, tr("Choose a case folder"))
+        if not folder:
+            return
+        with slicer.util.tryWithErrorDisplay(tr("Failed to load the case."), waitCursor=True):
+            loaded = self.logic.loadCase(folder, self.model)
+            slicer.util.setSliceViewerLayers(background=next(iter(loaded.values())), fit=True)
+            self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
+
+    def updateApplyState(self, *unused) -> None:
+        if self.job is not None:
+            return
+        if self.model is None:
+            problems = [tr("Choose an exported model folder.")]
+        else:
+            problems = self.logic.inputProblems(self.inputs(), self.model)
+        geometry = [] if problems else self.logic.geometryMismatches(self.inputs(), self.model)
+        self.ui.geometryLabel.text = "\n".join(geometry) if geometry else tr("All inputs share one grid.")
+        self.ui.applyButton.enabled = not problems
+        self.ui.applyButton.toolTip = "\n".join(problems) if problems else tr("Run the model on the inputs.")
+
+    def onApply(self) -> None:
+        if self.job is not None:
+            self.job.cancel()
+            return
+        from .install import ensure_dependencies
+
+        with slicer.util.tryWithErrorDisplay(tr("Failed to start the engine."), waitCursor=True):
+            if not ensure_dependencies():
+                return
+            common = dict(device=self.ui.deviceComboBox.currentText, resample=self.ui.resampleCheckBox.checked,
+                          waitForCompletion=False, logCallback=self.log, progressCallback=self.onProgress)
+            if self.model.task == "segmentation":
+                self.job = self.logic.segment(self.inputs(), self.model, self.ui.outputSegmentationSelector.currentNode(),
+                                              show3D=self.ui.show3DCheckBox.checked, **common)
+            elif self.model.task == "pretraining":
+                self.job = self.logic.reconstruct(self.inputs(), self.model, self.ui.maskComboBox.currentText,
+                                                  self.ui.seedSpinBox.value, **common)
+            else:
+                self.job = self.logic.classify(self.inputs(), self.model, self.ui.outputTableSelector.currentNode(),
+                                               **common)
+            self.ui.applyButton.text = tr("Cancel")
+            self.ui.progressBar.value = 0
+            self.timer.start()
+
+    def onProgress(self, percent: float) -> None:
+        self.ui.progressBar.value = int(percent)
+
+    def onPoll(self) -> None:
+        if self.job is None or not self.job.poll():
+            return
+        self.timer.stop()
+        job, self.job = self.job, None
+        self.ui.applyButton.text = tr("Apply")
+        for warning in job.warnings:
+            slicer.util.warningDisplay(warning, windowTitle=tr("E-MIM"))
+        if job.state == SUCCEEDED:
+            self.show(job.result)
+        elif job.error:
+            slicer.util.errorDisplay(job.error, windowTitle=tr("E-MIM"))
+        self.updateApplyState()
+
+    def show(self, result) -> None:
+        """Put the result where the user looks: overlay, reconstructions beside inputs, or the table."""
+        if self.model.task == "segmentation":
+            self.ui.outputSegmentationSelector.setCurrentNode(result)
+            slicer.util.setSliceViewerLayers(background=self.selector(0).currentNode())
+        elif self.model.task == "pretraining":
+            modality = self.model.modalities[0].name
+            slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutThreeOverThreeView)
+            views = [("Red", self.selector(0).currentNode()), ("Yellow", result["masked"].get(modality)),
+                     ("Green", result["reconstruction"].get(modality))]
+            for view, node in views:
+                composite = slicer.app.layoutManager().sliceWidget(view).mrmlSliceCompositeNode()
+                composite.SetBackgroundVolumeID(node.GetID() if node else None)
+                if result["mask"] is not None:
+                    composite.SetLabelVolumeID(result["mask"].GetID())
+        else:
+            self.ui.outputTableSelector.setCurrentNode(result)
+            slicer.app.applicationLogic().GetSelectionNode().SetActiveTableID(result.GetID())
+            slicer.app.applicationLogic().PropagateTableSelection()

@@ -1,0 +1,55 @@
+"""The batch script run with plain Python on slicer-core: two real cases and one broken case."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from slicer_scene import MODULE_DIR, REPO, segment_command_available, write_model_metadata
+
+SCRIPT = MODULE_DIR / "EMIMSegmentationBatch.py"
+
+
+@pytest.fixture
+def batch_input(brats_mini, tmp_path) -> Path:
+    """Two real cases (linked, not copied) and one case whose FLAIR is a truncated file."""
+    root = tmp_path / "cases"
+    for case in ("BraTS-GLI-00360-000", "BraTS-GLI-00500-001"):
+        (root / case).mkdir(parents=True)
+        for source in (brats_mini / case).glob("*-t*.nii.gz"):
+            (root / case / source.name).symlink_to(source)
+    broken = root / "BraTS-broken-000"
+    broken.mkdir()
+    for source in (brats_mini / "BraTS-GLI-01404-000").glob("*-t*.nii.gz"):
+        target = broken / source.name.replace("GLI-01404", "broken")
+        if "t2f" in source.name:
+            target.write_bytes(source.read_bytes()[:2000])
+        else:
+            target.symlink_to(source)
+    return root
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(SCRIPT), *args], capture_output=True, text=True, timeout=300, cwd=REPO)
+
+
+def test_batch_check_goes_past_a_broken_case(batch_input, tmp_path):
+    model = write_model_metadata(tmp_path / "model")
+    result = _run(["--input", str(batch_input), "--model", str(model), "--output", str(tmp_path / "out"), "--check"])
+    assert result.returncode == 1, result.stderr
+    assert "Summary: 2 of 3 cases succeeded, 1 failed." in result.stdout
+    assert "FAILED BraTS-broken-000:" in result.stdout and "t2f.nii.gz' is damaged" in result.stdout
+    assert result.stdout.count("inputs ok") == 2
+
+
+def test_batch_refuses_a_folder_that_is_not_a_model(batch_input, tmp_path):
+    result = _run(["--input", str(batch_input), "--model", str(tmp_path), "--output", str(tmp_path / "out")])
+    assert result.returncode == 2 and "No metadata.json" in result.stderr
+
+
+@pytest.mark.skipif(not segment_command_available(), reason="needs the engine's `emim segment` command")
+def test_batch_segments_cases_and_writes_seg_nrrd(batch_input, tmp_path):
+    pytest.skip("needs a small exported segmentation model; wire the engine's export here once it exists")

@@ -1,0 +1,207 @@
+"""EMIMSegmentation Logic on real MRML (slicer-core): loading, inputs, geometry, importing results, round trips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from slicer_scene import BRATS_LABELS, slicer, slicer_app, write_model_metadata  # noqa: F401  (fixture)
+
+from EMIMSegmentationLib.errors import EMIMSegmentationError
+from EMIMSegmentationLib.geometry import ijk_to_ras
+from EMIMSegmentationLib.logic import SegmentationLogic
+from EMIMSegmentationLib.metadata import read_model_info
+from EMIMSegmentationLib.reconstruction_import import import_reconstruction_outputs
+from EMIMSegmentationLib.classification import probabilities_table
+from EMIMSegmentationLib.segmentation_import import import_label_file
+
+CASE = "BraTS-GLI-00360-000"
+
+
+def _fingerprint(node) -> tuple:
+    """Voxels and grid of a node, to prove inputs are never modified."""
+    return slicer.util.arrayFromVolume(node).copy(), ijk_to_ras(node).copy(), node.GetName()
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    return np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1]) and a[2] == b[2]
+
+
+@pytest.fixture
+def case_inputs(slicer_app, brats_mini):
+    return SegmentationLogic().loadCase(brats_mini / CASE)
+
+
+def test_load_case_uses_slicer_reader_and_keeps_geometry(case_inputs, brats_mini):
+    assert list(case_inputs) == ["t1n", "t1c", "t2w", "t2f"]
+    for modality, node in case_inputs.items():
+        image = nib.load(brats_mini / CASE / f"{CASE}-{modality}.nii.gz")
+        assert node.GetName() == f"{CASE}-{modality}"
+        assert np.array_equal(slicer.util.arrayFromVolume(node).transpose(2, 1, 0), np.asarray(image.dataobj))
+        assert np.allclose(ijk_to_ras(node), image.affine, atol=1e-5)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    studies = {sh.GetItemParent(sh.GetItemByDataNode(n)) for n in case_inputs.values()}
+    assert len(studies) == 1 and sh.GetItemName(studies.pop()) == CASE
+
+
+def test_inputs_auto_assigned_from_volume_names_and_problems_explained(case_inputs, tmp_path):
+    model = write_model_metadata(tmp_path / "model")
+    for node, name in zip(case_inputs.values(), ["T1", "T1ce", "T2", "FLAIR"]):
+        node.SetName(name)
+    logic = SegmentationLogic()
+    assigned = logic.autoAssignInputs(model)
+    assert {k: v.GetName() for k, v in assigned.items()} == {"t1n": "T1", "t1c": "T1ce", "t2w": "T2", "t2f": "FLAIR"}
+    assert logic.inputProblems(assigned, model) == []
+    broken = dict(assigned, t2f=None, t2w=assigned["t1n"])
+    problems = " ".join(logic.inputProblems(broken, model))
+    assert "T2 FLAIR" in problems and "same volume" in problems and "T1 native" in problems
+
+
+def test_real_label_map_imported_as_named_coloured_segmentation_with_round_trip(case_inputs, brats_mini, tmp_path):
+    model = read_model_info(write_model_metadata(tmp_path / "model"))
+    before = {k: _fingerprint(n) for k, n in case_inputs.items()}
+    reference = case_inputs["t1n"]
+    seg_file = brats_mini / CASE / f"{CASE}-seg.nii.gz"
+    truth = np.asarray(nib.load(seg_file).dataobj)
+
+    segmentation = import_label_file(seg_file, reference, model.labels, name="result")
+    segments = segmentation.GetSegmentation()
+    assert segments.GetNumberOfSegments() == len(BRATS_LABELS)
+    for label in BRATS_LABELS:
+        segment = segments.GetSegment(f"label_{label['value']}")
+        assert segment.GetName() == label["name"]
+        assert np.allclose(segment.GetColor(), np.array(label["color"]) / 255.0)
+        assert label["terminology"]["type"][1] in segment.GetTerminology()
+        voxels = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, f"label_{label['value']}",
+                                                            reference).transpose(2, 1, 0)
+        assert np.array_equal(voxels > 0, truth == label["value"])
+    ref_string = segmentation.GetSegmentation().GetConversionParameter("Reference image geometry")
+    assert ref_string == slicer.vtkSegmentationConverter.SerializeImageGeometry(_oriented(reference))
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    assert sh.GetItemParent(sh.GetItemByDataNode(segmentation)) == sh.GetItemParent(sh.GetItemByDataNode(reference))
+    assert all(_same(before[k], _fingerprint(n)) for k, n in case_inputs.items())
+
+    # .seg.nrrd round trip into a fresh scene: names, colours, label values and voxels survive.
+    path = tmp_path / "result.seg.nrrd"
+    storage = slicer.vtkMRMLSegmentationStorageNode()
+    storage.SetFileName(str(path))
+    assert storage.WriteData(segmentation)
+    from EMIMSegmentationLib.headless import bootstrap
+
+    bootstrap()
+    reloaded = slicer.modules.segmentations.logic().LoadSegmentationFromFile(str(path), False, "reloaded")
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    assert slicer.modules.segmentations.logic().ExportAllSegmentsToLabelmapNode(
+        reloaded, labelmap, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+    assert np.array_equal(slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0), truth)
+    assert np.allclose(ijk_to_ras(labelmap), nib.load(seg_file).affine, atol=1e-4)
+    names = [reloaded.GetSegmentation().GetNthSegment(i).GetName() for i in range(3)]
+    assert names == [label["name"] for label in BRATS_LABELS]
+
+
+def _oriented(volume):
+    image = slicer.vtkOrientedImageData()
+    image.ShallowCopy(volume.GetImageData())
+    image.SetImageToWorldMatrix(slicer.util.vtkMatrixFromArray(ijk_to_ras(volume)))
+    return image
+
+
+def test_rerun_replaces_only_the_chosen_output(case_inputs, brats_mini, tmp_path):
+    model = read_model_info(write_model_metadata(tmp_path / "model"))
+    seg_file = brats_mini / CASE / f"{CASE}-seg.nii.gz"
+    first = import_label_file(seg_file, case_inputs["t1n"], model.labels, name="first")
+    second = import_label_file(seg_file, case_inputs["t1n"], model.labels, name="second")
+    # A new label file with only edema: re-running into `second` replaces its content, `first` stays.
+    data = (np.asarray(nib.load(seg_file).dataobj) == 2).astype(np.uint8) * 2
+    edema_only = tmp_path / "edema.nii.gz"
+    nib.save(nib.Nifti1Image(data, nib.load(seg_file).affine), edema_only)
+    nodes_before = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
+    again = import_label_file(edema_only, case_inputs["t1n"], model.labels, segmentation=second)
+    assert again is second
+    assert slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == nodes_before
+    ncr = lambda node: slicer.util.arrayFromSegmentBinaryLabelmap(node, "label_1", case_inputs["t1n"]).sum()  # noqa: E731
+    assert ncr(second) == 0 and ncr(first) == (np.asarray(nib.load(seg_file).dataobj) == 1).sum()
+
+
+def test_label_file_off_the_input_grid_is_refused(case_inputs, brats_mini, tmp_path):
+    model = read_model_info(write_model_metadata(tmp_path / "model"))
+    image = nib.load(brats_mini / CASE / f"{CASE}-seg.nii.gz")
+    shifted = image.affine.copy()
+    shifted[:3, 3] += 2.0
+    path = tmp_path / "shifted.nii.gz"
+    nib.save(nib.Nifti1Image(np.asarray(image.dataobj), shifted), path)
+    with pytest.raises(EMIMSegmentationError, match="grid that differs"):
+        import_label_file(path, case_inputs["t1n"], model.labels)
+
+
+def test_mismatched_geometry_refused_or_resampled_in_physical_space(case_inputs, tmp_path):
+    model = write_model_metadata(tmp_path / "model")
+    logic = SegmentationLogic()
+    t1c = case_inputs["t1c"]
+    matrix = ijk_to_ras(t1c)
+    matrix[:3, 3] += (5.0, 0.0, 3.0)
+    t1c.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
+    before = {k: _fingerprint(n) for k, n in case_inputs.items()}
+
+    report = logic.geometryMismatches(case_inputs, model)
+    assert len(report) == 1 and "T1 contrast-enhanced" in report[0] and "origin 5.83 mm away" in report[0]
+    with pytest.raises(EMIMSegmentationError, match="differs from the reference"):
+        logic.segment(case_inputs, model)  # refused before any engine process starts
+
+    resampled = logic.resampleInputs(case_inputs, model)
+    assert resampled["t1n"] is case_inputs["t1n"] and resampled["t2w"] is case_inputs["t2w"]
+    new = resampled["t1c"]
+    assert new is not t1c and logic.geometryMismatches(resampled, model) == []
+    # Every reference voxel holds the moving volume's value at the same RAS position (integer mm shifts here).
+    moving = slicer.util.arrayFromVolume(t1c)
+    values = slicer.util.arrayFromVolume(new)
+    ref_matrix, moving_inverse = ijk_to_ras(case_inputs["t1n"]), np.linalg.inv(matrix)
+    rng = np.random.default_rng(0)
+    ijk = np.c_[rng.integers(10, 230, 300), rng.integers(10, 230, 300), rng.integers(10, 88, 300), np.ones(300)]
+    moving_ijk = np.rint((moving_inverse @ ref_matrix @ ijk.T).T[:, :3]).astype(int)
+    inside = np.all((moving_ijk >= 0) & (moving_ijk < np.array(moving.shape[::-1])), axis=1)
+    assert inside.sum() > 200
+    got = values[ijk[inside, 2].astype(int), ijk[inside, 1].astype(int), ijk[inside, 0].astype(int)]
+    want = moving[moving_ijk[inside, 2], moving_ijk[inside, 1], moving_ijk[inside, 0]]
+    assert np.array_equal(got, want)
+    assert all(_same(before[k], _fingerprint(n)) for k, n in case_inputs.items())
+
+
+def test_reconstruction_outputs_loaded_beside_the_inputs(case_inputs, brats_mini, tmp_path):
+    affine = nib.load(brats_mini / CASE / f"{CASE}-t1n.nii.gz").affine
+    reference = case_inputs["t1n"]
+    shape = slicer.util.arrayFromVolume(reference).shape[::-1]
+    mask = np.zeros(shape, np.uint8)
+    mask[::32, ::32, :] = 1
+    outputs = [{"event": "output", "kind": "mask", "path": str(tmp_path / "mask.nii.gz")}]
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "mask.nii.gz")
+    for modality, node in case_inputs.items():
+        data = slicer.util.arrayFromVolume(node).transpose(2, 1, 0).astype(np.float32)
+        for kind, values in (("masked", data * (1 - mask)), ("reconstruction", data * 0.5)):
+            path = tmp_path / f"{modality}_{kind}.nii.gz"
+            nib.save(nib.Nifti1Image(values, affine), path)
+            outputs.append({"event": "output", "kind": kind, "modality": modality, "path": str(path)})
+    result = import_reconstruction_outputs(outputs, reference, "look inside")
+    assert set(result["reconstruction"]) == set(case_inputs) == set(result["masked"])
+    assert result["mask"].IsA("vtkMRMLLabelMapVolumeNode")
+    assert np.array_equal(slicer.util.arrayFromVolume(result["mask"]).transpose(2, 1, 0), mask)
+    recon = slicer.util.arrayFromVolume(result["reconstruction"]["t2f"])
+    assert np.allclose(recon, slicer.util.arrayFromVolume(case_inputs["t2f"]) * 0.5)
+    assert np.array_equal(ijk_to_ras(result["masked"]["t1c"]), ijk_to_ras(reference))
+
+
+def test_classification_probabilities_table(slicer_app):
+    table = probabilities_table({"IDH wild-type": 0.2, "IDH mutant": 0.8}, slicer.mrmlScene)
+    assert table.GetNumberOfRows() == 2
+    assert table.GetCellText(0, 0) == "IDH mutant" and float(table.GetCellText(0, 1)) == pytest.approx(0.8)
+
+
+def test_model_metadata_errors_name_the_file(tmp_path):
+    with pytest.raises(EMIMSegmentationError, match="No metadata.json"):
+        read_model_info(tmp_path)
+    (tmp_path / "metadata.json").write_text('{"task": "segmentation"}')
+    with pytest.raises(EMIMSegmentationError, match="metadata.json is not a valid"):
+        read_model_info(tmp_path)
