@@ -15,17 +15,22 @@ from emim.errors import EmimError
 
 # subcommand name -> module under emim.commands, and its one-line help
 COMMANDS: dict[str, tuple[str, str]] = {
+    "evaluate": ("evaluate", "Dice and HD95 per tumour region of predicted vs true label maps"),
+    "model-info": ("model_info", "show what a model folder holds and check its weights file"),
     "check-data": ("check_data", "check a data set: files, dimensions, values and grids per case"),
     "pretrain": ("pretrain", "E-MIM self-supervised pretraining (hybrid masks + pyramid Barlow Twins)"),
+    "make-sample": ("make_sample", "write semi-synthetic multi-modal brain-tumour cases (BraTS layout)"),
 }
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="emim", description=__doc__.splitlines()[0])
+    """The full parser of the command `only`; the others are listed by name for `emim --help`."""
+    parser = argparse.ArgumentParser(prog="emim", description="E-MIM engine: pretraining, fine-tuning and "
+                                     "segmentation of multi-modal MRI")
     parser.add_argument("--version", action="version", version=f"emim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
-        if only is not None and name != only:
+        if name != only:
             sub.add_parser(name, help=help_text)
             continue
         module = importlib.import_module(f"emim.commands.{module_name}")

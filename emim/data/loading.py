@@ -1,0 +1,225 @@
+"""Load one case as a normalised multi-channel array in canonical voxel order, and write results back on its grid.
+
+Geometry contract: the arrays a model sees are in canonical RAS voxel order (flips and axis swaps only, see
+`geometry`), and `LoadedCase.to_reference` / `save_like_reference` put results back exactly on the reference
+file's voxel grid, affine and header. Modalities on other grids are refused unless `resample=True`, which
+resamples them onto the reference in physical space; arrays are never resized to make grids match.
+"""
+
+from __future__ import annotations
+
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import nibabel as nib
+import numpy as np
+
+from emim.data.cases import Case
+from emim.data.geometry import Grid, canonical_grid, from_canonical, grid_differences, to_canonical
+from emim.data.geometry import resample as resample_onto
+from emim.errors import EmimError
+
+NORMALIZATIONS = ("zscore-nonzero", "zscore", "max", "none")
+
+
+class DataError(EmimError):
+    """A problem with one file of one case: what kind, which file, and how to fix it (also used by check-data)."""
+
+    def __init__(self, case_id: str, file: Path | None, kind: str, message: str, fix: str) -> None:
+        super().__init__(f"case {case_id}: {message} Fix: {fix}")
+        self.case_id, self.file, self.kind, self.message, self.fix = case_id, file, kind, message, fix
+
+
+def missing_error(case: Case, modality: str) -> DataError:
+    """The problem of a modality without a file: where it was expected and how to name it."""
+    fix = ("add it as a 3D NIfTI file (.nii or .nii.gz), or check only the modalities you have "
+           "with --modalities.")
+    if case.folder is not None:
+        expected = case.folder / f"{case.case_id}-{modality}.nii.gz"
+        return DataError(case.case_id, expected, "missing", f"{modality} file missing: no file in {case.folder} "
+                         f"matches {modality} (expected e.g. {expected}).", fix)
+    return DataError(case.case_id, None, "missing", f"the datalist gives no {modality} image for this case.",
+                     f"add a {modality!r} entry to its 'image', or choose other modalities with --modalities.")
+
+
+def open_image(path: Path, case_id: str, what: str) -> nib.Nifti1Image:
+    """The NIfTI image object (header only; voxels are read lazily)."""
+    if not Path(path).is_file():
+        raise DataError(case_id, path, "missing", f"{what} file {path} does not exist.",
+                        "correct the path in the datalist, or add the file (3D NIfTI, .nii or .nii.gz).")
+    try:
+        return nib.load(str(path))
+    except Exception as error:  # nibabel raises many types for corrupt headers
+        raise DataError(case_id, path, "unreadable", f"{what} file {path} cannot be read ({error}).",
+                        "re-export or re-download the file; it must be a valid NIfTI image.") from error
+
+
+def spatial_shape(image: nib.Nifti1Image, path: Path, case_id: str, what: str) -> tuple[int, int, int]:
+    """The 3D size of a volume; trailing length-1 dimensions (X, Y, Z, 1) are accepted as 3D."""
+    shape = tuple(int(s) for s in image.shape)
+    if len(shape) > 3 and any(s != 1 for s in shape[3:]):
+        raise DataError(case_id, path, "4D", f"{what} file {path} is 4D {shape}, expected one 3D volume.",
+                        "split it into one 3D file per modality (or per time point) and list them separately.")
+    if len(shape) < 3 or any(s < 2 for s in shape[:3]):
+        raise DataError(case_id, path, "2D", f"{what} file {path} is 2D {shape}, expected a 3D volume.",
+                        "use the full 3D volume (all slices), not a single slice.")
+    return shape[:3]  # type: ignore[return-value]
+
+
+def read_voxels(image: nib.Nifti1Image, path: Path, case_id: str, what: str) -> np.ndarray:
+    """The voxels as stored (integer types stay integer), reshaped to 3D."""
+    shape = spatial_shape(image, path, case_id, what)
+    try:
+        return np.asanyarray(image.dataobj).reshape(shape)
+    except (OSError, EOFError, ValueError, zlib.error) as error:
+        raise DataError(case_id, path, "unreadable", f"{what} file {path} is truncated or corrupt ({error}).",
+                        "re-export or re-download the file.") from error
+
+
+def check_values(array: np.ndarray, path: Path, case_id: str, what: str, allow_empty: bool = False) -> None:
+    """Refuse NaN/Inf and all-zero images, which would poison the normalisation and the loss.
+
+    A label may be empty (a case without tumour), so `allow_empty` is set for labels.
+    """
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        count = int(array.size - np.isfinite(array).sum())
+        raise DataError(case_id, path, "non-finite", f"{what} file {path} has {count} NaN or infinite voxels.",
+                        "replace them (e.g. with 0) in the tool that produced the file, then re-export it.")
+    if not allow_empty and not array.any():
+        raise DataError(case_id, path, "empty", f"{what} file {path} is empty (every voxel is 0).",
+                        "re-export the volume; an all-zero file usually means a failed conversion.")
+
+
+def normalize(array: np.ndarray, method: str = "zscore-nonzero") -> np.ndarray:
+    """Per-modality intensity normalisation (float32).
+
+    zscore-nonzero: mean/std over non-zero voxels only, so the zero background of skull-stripped BraTS volumes
+    does not shift the statistics, and zeros stay 0. zscore: over all voxels. max: divide by the maximum (as
+    the paper authors' code does). none: unchanged.
+    """
+    array = array.astype(np.float32, copy=True)
+    if method == "none":
+        return array
+    if method == "max":
+        peak = float(np.abs(array).max())
+        return array / peak if peak > 0 else array
+    if method == "zscore":
+        return (array - array.mean()) / max(float(array.std()), 1e-8)
+    if method == "zscore-nonzero":
+        inside = array != 0
+        values = array[inside]
+        array[inside] = (values - values.mean()) / max(float(values.std()), 1e-8)
+        return array
+    raise EmimError(f"unknown normalisation {method!r}; choose one of {NORMALIZATIONS}.")
+
+
+@dataclass
+class LoadedCase:
+    """A case ready for a model, plus what is needed to put results back on the reference file's grid."""
+
+    case_id: str
+    image: np.ndarray  # float32 (C, X, Y, Z), canonical voxel order, channels in the requested modality order
+    label: np.ndarray | None  # uint8 (X, Y, Z), canonical voxel order
+    reference: Path  # file of the reference modality
+    affine: np.ndarray  # 4x4 affine of the reference file (its on-disk voxel order)
+    spacing: tuple[float, float, float]  # canonical-order spacing in mm
+
+    def to_reference(self, array: np.ndarray) -> np.ndarray:
+        """Canonical-order (..., X, Y, Z) -> the reference file's on-disk voxel order."""
+        return from_canonical(array, self.affine)
+
+    def save_like_reference(self, array: np.ndarray, path: Path, dtype=np.float32) -> None:
+        """Write a canonical (X, Y, Z) or (C, X, Y, Z) array as NIfTI on the reference grid.
+
+        The reference's header is copied, so its qform and sform (and their codes) are kept exactly; channels
+        become the 4th NIfTI dimension.
+        """
+        reference = nib.load(str(self.reference))
+        data = self.to_reference(np.asarray(array))
+        if data.shape[-3:] != tuple(reference.shape[:3]):
+            raise ValueError(f"array of shape {np.shape(array)} does not match the reference grid {reference.shape}")
+        if data.ndim == 4:
+            data = np.moveaxis(data, 0, -1)
+        header = reference.header.copy()
+        header.set_data_dtype(dtype)
+        header.set_slope_inter(1.0, 0.0)
+        header["cal_min"] = header["cal_max"] = 0
+        image = nib.Nifti1Image(np.asarray(data, dtype=dtype), None, header)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        nib.save(image, str(path))
+
+
+def _load_volume(path: Path, case_id: str, what: str) -> tuple[np.ndarray, Grid]:
+    """One 3D volume, checked, as float32 in canonical order, with its canonical grid."""
+    image = open_image(path, case_id, what)
+    voxels = read_voxels(image, path, case_id, what)
+    check_values(voxels, path, case_id, what, allow_empty=what == "label")
+    affine = image.affine
+    return to_canonical(voxels.astype(np.float32), affine), canonical_grid(affine, voxels.shape)
+
+
+def _on_reference(array: np.ndarray, grid: Grid, target: Grid, path: Path, reference: Path, case_id: str,
+                  what: str, do_resample: bool, nearest: bool) -> np.ndarray:
+    """The array itself when grids match, resampled in physical space when asked, otherwise an error."""
+    differences = grid_differences(grid, target)
+    if not differences:
+        return array
+    if not do_resample:
+        raise DataError(case_id, path, "grid", f"{what} file {path} is on another grid than the reference "
+                        f"{reference} ({'; '.join(differences)}).",
+                        "pass --resample (resample=True) to resample it onto the reference in physical space, "
+                        "or register/resample the files so that they share one grid.")
+    resampled = resample_onto(array, grid, target, nearest=nearest)
+    if not resampled.any():
+        raise DataError(case_id, path, "grid", f"{what} file {path} does not overlap the reference {reference} in "
+                        "physical space; resampling leaves it empty.", "check that the files belong to the same "
+                        "subject and are registered (their origins and directions must place them together).")
+    return resampled
+
+
+def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscore-nonzero",
+              resample: bool = False, with_label: bool = True) -> LoadedCase:
+    """Read, check, reorient, (optionally) resample and normalise the requested modalities of one case.
+
+    The first requested modality is the reference: its grid is the case's grid and its file is what outputs
+    are saved like. Problems raise `DataError` (an EmimError) naming the case, the file and the fix.
+    """
+    if normalization not in NORMALIZATIONS:
+        raise EmimError(f"unknown normalisation {normalization!r}; choose one of {NORMALIZATIONS}.")
+    if not modalities:
+        raise EmimError("no modalities requested; give at least one, e.g. t1n,t1c,t2w,t2f.")
+    for modality in modalities:
+        if modality in case.ambiguous:
+            files = ", ".join(str(f) for f in case.ambiguous[modality])
+            raise DataError(case.case_id, None, "ambiguous", f"several files match modality {modality}: {files}.",
+                            "rename or remove all but one of them.")
+    reference = case.images.get(modalities[0])
+    channels = []
+    target: Grid | None = None
+    for modality in modalities:
+        path = case.images.get(modality)
+        if path is None:
+            raise missing_error(case, modality)
+        array, grid = _load_volume(path, case.case_id, modality)
+        if target is None:
+            target = grid
+        else:
+            array = _on_reference(array, grid, target, path, reference, case.case_id, modality, resample, False)
+        channels.append(normalize(array, normalization))
+    label = None
+    if with_label and case.label is not None:
+        array, grid = _load_volume(case.label, case.case_id, "label")
+        array = _on_reference(array, grid, target, case.label, reference, case.case_id, "label", resample, True)
+        label = _as_label(array, case.label, case.case_id)
+    return LoadedCase(case.case_id, np.stack(channels), label, reference, nib.load(str(reference)).affine,
+                      target.spacing)
+
+
+def _as_label(array: np.ndarray, path: Path, case_id: str) -> np.ndarray:
+    rounded = np.rint(array)
+    if np.any(np.abs(array - rounded) > 1e-3) or rounded.min() < 0 or rounded.max() > 255:
+        raise DataError(case_id, path, "label-values", f"label file {path} has values that are not integers in "
+                        "0..255.", "save the segmentation as an integer label map (one value per class).")
+    return rounded.astype(np.uint8)

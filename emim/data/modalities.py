@@ -1,0 +1,126 @@
+"""Modality names, titles and the name patterns that assign files or Slicer volumes to them.
+
+The modality set and its order are data: BraTS uses t1n/t1c/t2w/t2f, a prostate data set t2w/adc/hbv, and a model
+folder's `metadata.json` carries its own list (`to_metadata`/`from_metadata`), so nothing else in the engine
+hard-codes modality names.
+
+Matching rule (`assign_modalities`): patterns are case-insensitive regular expressions searched in a name whose
+image extension (.nii.gz, .nrrd, ...) is removed. Each name goes to the modality with the LONGEST match, so
+"T2-FLAIR" is t2f (it also contains "t2") and "T1 post" is t1c (it also contains "T1"). The BraTS patterns only
+match whole tokens (no letter or digit on either side), so "t1" never matches inside "t1c" or "t1ce".
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
+
+
+def token(regex: str) -> str:
+    """A pattern that matches `regex` only as a whole token: not preceded or followed by a letter or digit."""
+    return rf"(?<![a-z0-9])(?:{regex})(?![a-z0-9])"
+
+
+def strip_extension(name: str) -> str:
+    """The name without a known image extension, so "x-t1n.nii.gz" is matched as "x-t1n"."""
+    lowered = name.lower()
+    for ext in IMAGE_EXTENSIONS:
+        if lowered.endswith(ext):
+            return name[: -len(ext)]
+    return name
+
+
+@dataclass(frozen=True)
+class ModalitySpec:
+    """An ordered modality set: the channel order of every model and data set that uses it."""
+
+    names: tuple[str, ...]
+    titles: dict[str, str]
+    patterns: dict[str, tuple[str, ...]]
+
+    def __post_init__(self) -> None:
+        if not self.names or len(set(self.names)) != len(self.names):
+            raise ValueError(f"modality names must be non-empty and unique, got {self.names}")
+        for name in self.names:
+            for pattern in self.patterns.get(name, ()):
+                re.compile(pattern)
+
+    def title(self, name: str) -> str:
+        return self.titles.get(name, name)
+
+    def select(self, names: Sequence[str]) -> "ModalitySpec":
+        """The given modalities in the given order; names this spec does not know match themselves as tokens."""
+        names = tuple(names)
+        return ModalitySpec(
+            names=names,
+            titles={n: self.titles.get(n, n) for n in names},
+            patterns={n: self.patterns.get(n) or (token(re.escape(n)),) for n in names},
+        )
+
+    def to_metadata(self) -> list[dict]:
+        """The `modalities` list of a model folder's metadata.json (docs/engine-interface.md)."""
+        return [{"name": n, "title": self.title(n), "patterns": list(self.patterns.get(n, ()))} for n in self.names]
+
+    @classmethod
+    def from_metadata(cls, items: list[dict | str]) -> "ModalitySpec":
+        """Inverse of `to_metadata`; a plain string item, or an item without patterns, matches its own name."""
+        entries = [{"name": item} if isinstance(item, str) else dict(item) for item in items]
+        if any("name" not in e for e in entries):
+            raise ValueError(f"every modality needs a 'name', got {items}")
+        names = tuple(str(e["name"]) for e in entries)
+        return cls(
+            names=names,
+            titles={str(e["name"]): str(e.get("title") or e["name"]) for e in entries},
+            patterns={str(e["name"]): tuple(e.get("patterns") or (token(re.escape(str(e["name"]))),)) for e in entries},
+        )
+
+
+BRATS = ModalitySpec(
+    names=("t1n", "t1c", "t2w", "t2f"),
+    titles={"t1n": "T1 native", "t1c": "T1 contrast-enhanced", "t2w": "T2 weighted", "t2f": "T2 FLAIR"},
+    patterns={
+        # BraTS 2023 "-t1n", BraTS 2021 "_t1", and what Slicer users call a plain T1
+        "t1n": (token(r"t1n"), token(r"t1w?"), token(r"t1[ _-]?(?:native|pre|pre[ _-]?contrast)")),
+        # BraTS 2023 "-t1c", BraTS 2021 "_t1ce", and T1Gd / T1post / T1+C
+        "t1c": (token(r"t1c"), token(r"t1ce"),
+                token(r"t1w?[ _-]?(?:gd|ce|c|post|post[ _-]?contrast|contrast|\+[ _-]?c)")),
+        "t2w": (token(r"t2w"), token(r"t2"), token(r"t2[ _-]?weighted")),
+        "t2f": (token(r"t2f"), token(r"flair"), token(r"t2[ _-]?flair")),
+    },
+)
+
+
+def _match_length(name: str, patterns: Sequence[str]) -> int:
+    """Length of the longest match of any pattern in `name` (0: no match)."""
+    best = 0
+    for pattern in patterns:
+        for match in re.finditer(pattern, name, flags=re.IGNORECASE):
+            best = max(best, match.end() - match.start())
+    return best
+
+
+def match_modalities(names: Sequence[str], spec: ModalitySpec) -> dict[str, list[str]]:
+    """Every modality -> all names whose longest match is for that modality (several means ambiguous).
+
+    A name that matches two modalities equally well goes to neither; a name that matches none is ignored.
+    """
+    found: dict[str, list[str]] = {m: [] for m in spec.names}
+    for name in names:
+        lengths = {m: _match_length(strip_extension(name), spec.patterns.get(m, ())) for m in spec.names}
+        best = max(lengths.values())
+        winners = [m for m, length in lengths.items() if length == best]
+        if best > 0 and len(winners) == 1:
+            found[winners[0]].append(name)
+    return found
+
+
+def assign_modalities(names: Sequence[str], spec: ModalitySpec) -> dict[str, str]:
+    """Modality -> the one name assigned to it; a modality with no name, or with several, is left out.
+
+    Leaving ambiguous modalities out (rather than guessing) lets the caller ask the user; use `match_modalities`
+    to list the competing names.
+    """
+    return {m: found[0] for m, found in match_modalities(names, spec).items() if len(found) == 1}
