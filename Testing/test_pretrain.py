@@ -23,7 +23,7 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 def _config(data: Path, steps: int, **train):
     config = default_config(str(data), "tiny")
-    settings = {"steps": steps, "lr": 1e-3, "warmup_steps": 2, "log_every": 1, "eval_every": steps,
+    settings = {"steps": steps, "lr": 2e-3, "warmup_steps": 2, "log_every": 1, "eval_every": steps,
                 "checkpoint_every": steps, **train}
     return config.__class__(**{**config.__dict__, "train": TrainSettings(**settings), "device": "cpu"})
 
@@ -35,8 +35,8 @@ def test_loss_falls_and_both_diagnostics_are_logged(brats_mini, tmp_path):
     train = [r for r in records if r["kind"] == "train"]
     evals = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in train] == list(range(1, 25))
-    first, last = train[:4], train[-4:]
-    assert sum(r["rec_loss"] for r in last) < 0.9 * sum(r["rec_loss"] for r in first)
+    # the loss on fixed held-out crops with fixed masks falls (training batches mix mask patterns, too noisy)
+    assert evals[-1]["heldout_rec_loss"] < 0.99 * evals[0]["heldout_rec_loss"]
     # complete-collapse diagnostics beside the reconstruction loss, on training batches and the held-out crops
     assert {"collapsed_loss_global", "collapsed_loss_sample", "collapsed_loss_patch", "loss_ratio",
             "prediction_std"} <= set(train[-1])
@@ -57,7 +57,7 @@ def _pretrain_command(data: Path, run_dir: Path, *extra: str) -> list[str]:
 
 def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_config(brats_mini, tmp_path):
     run_dir = tmp_path / "run"
-    command = _pretrain_command(brats_mini, run_dir, "--steps", "40", "--checkpoint-every", "4",
+    command = _pretrain_command(brats_mini, run_dir, "--steps", "20", "--checkpoint-every", "4",
                                 "--eval-every", "1000", "--log-every", "2", "--lr", "1e-3")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=ENV)
     killed_after = None
@@ -78,11 +78,11 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_config(brats_
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     progress_steps = [e["step"] for e in events if e["event"] == "progress"]
-    assert progress_steps[0] > saved_step and progress_steps[-1] == 40
+    assert progress_steps[0] > saved_step and progress_steps[-1] == 20
     assert (run_dir / "config.json").read_text() == config_before
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 40
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 20
     train_steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
-    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 40
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 20
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint(brats_mini, tmp_path):
@@ -114,7 +114,7 @@ def test_a_finished_run_folder_is_not_overwritten(brats_mini, tmp_path):
 def test_torchrun_two_processes_on_cpu(brats_mini, tmp_path):
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-               "-m", "emim", "pretrain", str(brats_mini), "--run", str(run_dir), "--steps", "3", "--device", "cpu",
+               "-m", "emim", "pretrain", str(brats_mini), "--run-dir", str(run_dir), "--steps", "3", "--device", "cpu",
                "--progress", "none", "--batch-size", "1", "--eval-every", "1000"]
     result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]

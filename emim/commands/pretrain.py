@@ -1,7 +1,7 @@
 """`emim pretrain DATA --run RUN_DIR [options]`: E-MIM pretraining; `--resume` continues a run with its saved config.
 
 Ablations are flags: `--mask patch|position|modal|hybrid` and `--pbt-levels 0..4` (0 = plain MIM).
-Multi-GPU: `torchrun --nproc_per_node N -m emim pretrain ...`.
+Multi-GPU: `torchrun --nproc_per_node N -m emim pretrain DATA --run-dir RUN ...`.
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def _int_triple(text: str) -> tuple[int, int, int]:
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", nargs="?", help="data set: folder of cases, one case folder, or datalist JSON")
-    parser.add_argument("--run", required=True, help="run folder (config, metrics.jsonl, checkpoints)")
+    parser.add_argument("--run-dir", "--run", dest="run", required=True,
+                        help="run folder (config, metrics.jsonl, checkpoints); spell it --run-dir under torchrun, "
+                             "whose own --run-path option makes --run ambiguous")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
