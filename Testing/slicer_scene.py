@@ -22,24 +22,12 @@ slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip
 
 from EMIMSegmentationLib.headless import HeadlessSlicer, bootstrap  # noqa: E402
 
-# The BraTS 2023 label table as an exported model would carry it (standard SNOMED CT codes).
-BRATS_LABELS = [
-    {"value": 1, "name": "Necrotic tumor core", "color": [255, 0, 0],
-     "terminology": {"category": ["SCT", "49755003", "Morphologically Altered Structure"],
-                     "type": ["SCT", "6574001", "Necrosis"]}},
-    {"value": 2, "name": "Peritumoral edema", "color": [0, 200, 0],
-     "terminology": {"category": ["SCT", "49755003", "Morphologically Altered Structure"],
-                     "type": ["SCT", "79654002", "Edema"]}},
-    {"value": 3, "name": "Enhancing tumor", "color": [255, 220, 0],
-     "terminology": {"category": ["SCT", "49755003", "Morphologically Altered Structure"],
-                     "type": ["SCT", "108369006", "Neoplasm"]}},
-]
-BRATS_MODALITIES = [
-    {"name": "t1n", "title": "T1 native", "patterns": ["t1n", "(?<![a-z0-9])t1(?![a-z0-9]|[-_ ]?(ce|gd|c))"]},
-    {"name": "t1c", "title": "T1 contrast-enhanced", "patterns": ["t1c", "t1[-_ ]?(ce|gd)"]},
-    {"name": "t2w", "title": "T2 weighted", "patterns": ["t2w", "(?<![a-z0-9])t2(?![a-z0-9]|[-_ ]?f)"]},
-    {"name": "t2f", "title": "T2 FLAIR", "patterns": ["t2f", "flair"]},
-]
+import emim.labels as emim_labels  # noqa: E402
+from emim.data.modalities import BRATS  # noqa: E402
+
+# The label table and modality set exactly as the engine's export writes them.
+BRATS_LABELS = emim_labels.BRATS_LABELS
+BRATS_MODALITIES = BRATS.to_metadata()
 
 
 def write_model_metadata(folder: Path, task: str = "segmentation", **extra) -> Path:

@@ -16,7 +16,7 @@ from scipy.spatial import cKDTree
 
 from emim.errors import EmimError
 from emim.evaluate import HD95_PENALTY_MM, case_id, evaluate_case, hd95, label_files, pair_cases
-from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, regions_to_labels, terminology_entry
+from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, regions_to_labels
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -71,14 +71,13 @@ def test_other_label_sets_follow_the_metadata() -> None:
         regions_to_labels(np.zeros((2, 2, 2, 2), bool))
 
 
-def test_label_table_is_complete_and_slicer_terminology_is_well_formed() -> None:
+def test_label_table_is_complete_with_standard_codes() -> None:
     assert [label["value"] for label in BRATS_LABELS] == [1, 2, 3]
     colors = [tuple(label["color"]) for label in BRATS_LABELS]
     assert len(set(colors)) == 3 and all(0 <= c <= 255 for color in colors for c in color)
-    entries = [terminology_entry(label["terminology"]) for label in BRATS_LABELS]
-    assert all(len(entry.split("~")) == 7 for entry in entries)
-    assert all("SCT^49755003^Morphologically Altered Structure" in entry for entry in entries)
-    assert [entry.split("~")[2].split("^")[1] for entry in entries] == ["6574001", "79654002", "108369006"]
+    terms = [label["terminology"] for label in BRATS_LABELS]
+    assert all(t["category"]["CodeValue"] == "49755003" for t in terms)
+    assert [t["type"]["CodeValue"] for t in terms] == ["6574001", "79654002", "108369006"]
 
 
 # ---------------------------------------------------------------- pairing

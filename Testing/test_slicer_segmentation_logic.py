@@ -74,7 +74,7 @@ def test_real_label_map_imported_as_named_coloured_segmentation_with_round_trip(
         segment = segments.GetSegment(f"label_{label['value']}")
         assert segment.GetName() == label["name"]
         assert np.allclose(segment.GetColor(), np.array(label["color"]) / 255.0)
-        assert label["terminology"]["type"][1] in segment.GetTerminology()
+        assert label["terminology"]["type"]["CodeValue"] in segment.GetTerminology()
         voxels = slicer.util.arrayFromSegmentBinaryLabelmap(segmentation, f"label_{label['value']}",
                                                             reference).transpose(2, 1, 0)
         assert np.array_equal(voxels > 0, truth == label["value"])

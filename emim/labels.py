@@ -51,20 +51,6 @@ BRATS_REGIONS: list[dict[str, Any]] = [
 ]
 
 
-def terminology_entry(terminology: dict[str, Any]) -> str:
-    """Slicer's `TerminologyEntry` segment tag: context~category~type~modifier~region context~region~modifier."""
-
-    def triplet(code: dict[str, str] | None) -> str:
-        code = code or {}
-        return "^".join(code.get(k, "") for k in ("CodingSchemeDesignator", "CodeValue", "CodeMeaning"))
-
-    return "~".join([
-        terminology.get("contextName", ""), triplet(terminology.get("category")), triplet(terminology.get("type")),
-        triplet(terminology.get("typeModifier")), terminology.get("anatomicContextName", ""),
-        triplet(terminology.get("anatomicRegion")), triplet(terminology.get("anatomicRegionModifier")),
-    ])
-
-
 def region_label_values(regions: list[dict[str, Any]]) -> set[int]:
     """Every label value some region covers: values outside it would be silently ignored, so callers check."""
     return {int(v) for region in regions for v in region["labels"]}

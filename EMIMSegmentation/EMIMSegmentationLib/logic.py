@@ -27,7 +27,7 @@ from .geometry import check_untransformed, mismatch_report, resample_to_referenc
 from .i18n import tr
 from .job import EngineJob
 from .metadata import ModelInfo, read_model_info
-from .modalities import BRATS_MODALITIES, assign_modalities, input_problems
+from .modalities import assign_modalities, brats_modalities, input_problems
 from .process import EngineProcess, engine_command
 from .reconstruction_import import import_reconstruction_outputs
 from .segmentation_import import import_label_file
@@ -47,7 +47,7 @@ class SegmentationLogic:
 
     def loadCase(self, folder: str | Path, model: str | Path | ModelInfo | None = None) -> dict:
         """Load a case folder's modality files (BraTS names, or the model's patterns) as volumes."""
-        modalities = self.readModel(model).modalities if model is not None else BRATS_MODALITIES
+        modalities = self.readModel(model).modalities if model is not None else brats_modalities()
         return load_case_folder(folder, modalities)
 
     def autoAssignInputs(self, model: str | Path | ModelInfo, nodes=None) -> dict:

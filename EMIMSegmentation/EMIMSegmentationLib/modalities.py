@@ -1,35 +1,24 @@
 """Which loaded volume (or file) is which MRI sequence, from the model's name patterns.
 
-Patterns are case-insensitive regular expressions searched in the name; a name goes to the modality whose
-matching pattern comes earliest in its list (so "t1c" beats the looser "t1" rule). A modality with no match is
-missing, one with two equally good matches is ambiguous; both are reported in words for the Apply tooltip.
+The matching rule is the engine's (`emim.data.modalities`: whole-token patterns, longest match wins, ties go to
+neither), so the module and `emim segment` always agree on the same names. That module is pure Python; it is
+imported inside the functions so the module file stays light at Slicer start-up.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
 from .i18n import tr
 from .metadata import Modality
 
-# Used to load a case folder before a model is chosen: BraTS 2023 names first, then the older BraTS names.
-BRATS_MODALITIES: tuple[Modality, ...] = (
-    Modality("t1n", "T1 native", ("t1n", r"(?<![a-z0-9])t1w?(?![a-z0-9]|[-_ ]?(ce|gd|c|post|contrast))", r"t1[-_ ]?(native|pre)")),
-    Modality("t1c", "T1 contrast-enhanced", ("t1c", r"t1[-_ ]?(ce|gd|post)", "contrast")),
-    Modality("t2w", "T2 weighted", ("t2w", r"(?<![a-z0-9])t2w?(?![a-z0-9]|[-_ ]?(f|flair))")),
-    Modality("t2f", "T2 FLAIR", ("t2f", "flair")),
-)
 
+def brats_modalities() -> tuple[Modality, ...]:
+    """The BraTS modality set, used to load a case folder before a model is chosen."""
+    from emim.data.modalities import BRATS
 
-def match_rank(name: str, modality: Modality) -> int | None:
-    """Index of the first of the modality's patterns found in `name`, or None when none matches."""
-    lowered = name.lower()
-    for index, pattern in enumerate(modality.patterns):
-        if re.search(pattern, lowered, flags=re.IGNORECASE):
-            return index
-    return None
+    return tuple(Modality(item["name"], item["title"], tuple(item["patterns"])) for item in BRATS.to_metadata())
 
 
 @dataclass
@@ -44,20 +33,14 @@ class Assignment:
 
 
 def assign_modalities(names: Sequence[str], modalities: Sequence[Modality]) -> Assignment:
-    """Give each modality the best-matching name; each name is used at most once, by its best modality."""
-    best: dict[str, tuple[int, int]] = {}  # name -> (rank, modality index)
-    for name in names:
-        ranks = [(rank, i) for i, m in enumerate(modalities) if (rank := match_rank(name, m)) is not None]
-        if ranks:
-            best[name] = min(ranks)
-    chosen: dict[str, str | None] = {}
-    ambiguous: dict[str, list[str]] = {}
-    for i, modality in enumerate(modalities):
-        candidates = sorted((rank, name) for name, (rank, index) in best.items() if index == i)
-        chosen[modality.name] = candidates[0][1] if candidates else None
-        tied = [name for rank, name in candidates if rank == candidates[0][0]] if candidates else []
-        if len(tied) > 1:
-            ambiguous[modality.name] = tied
+    """Give each modality its one matching name; several candidates are reported as ambiguous, not guessed."""
+    from emim.data.modalities import ModalitySpec, match_modalities
+
+    spec = ModalitySpec.from_metadata([{"name": m.name, "title": m.title, "patterns": list(m.patterns)}
+                                       for m in modalities])
+    found = match_modalities(list(names), spec)
+    chosen = {m.name: found[m.name][0] if len(found[m.name]) == 1 else None for m in modalities}
+    ambiguous = {m.name: found[m.name] for m in modalities if len(found[m.name]) > 1}
     return Assignment(chosen=chosen, ambiguous=ambiguous)
 
 
