@@ -54,8 +54,10 @@ class PretrainTask:
         if step > self.warmup_steps and is_completely_collapsed({k[8:]: v for k, v in record.items()}):
             warnings.append(
                 f"complete collapse: the reconstruction loss ({record['heldout_rec_loss']:.3f}) is at the collapsed "
-                f"loss ({record['heldout_collapsed_loss_sample']:.3f}) and predictions barely vary; use the hybrid "
-                "mask pattern (--mask hybrid) or higher position/modal mask shares")
+                f"loss ({record['heldout_collapsed_loss_sample']:.3f}) and predictions barely vary. "
+                + ("Use the hybrid mask pattern (--mask hybrid). " if self.mask.pattern != "hybrid" else
+                   "Give position and modal masks more weight (--hybrid-probs 1,2,2). ")
+                + "If it persists long after warm-up, lower the learning rate or train longer.")
         levels = self.model.encoder(x)
         ranks, spectra = [], []
         for level in levels:
