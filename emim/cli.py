@@ -20,6 +20,13 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("check_data", "check a data set: files, dimensions, values and grids per case"),
     "pretrain": ("pretrain", "E-MIM self-supervised pretraining (hybrid masks + pyramid Barlow Twins)"),
     "make-sample": ("make_sample", "write semi-synthetic multi-modal brain-tumour cases (BraTS layout)"),
+    "finetune": ("finetune", "fine-tune a UNETR segmentation network on the E-MIM encoder (labelled cases)"),
+    "export": ("export", "write a model folder from a fine-tuning or pretraining run's last checkpoint"),
+    "segment": ("segment", "segment cases with an exported model; label maps on the input's own grid"),
+    "finetune-classifier": ("finetune_classifier", "fine-tune a case-level classifier on the E-MIM encoder"),
+    "classify": ("classify", "class probabilities per case with a classification model"),
+    "reconstruct": ("reconstruct", "mask a case and show a pretraining's reconstruction of it (NIfTI)"),
+    "demo": ("demo", "the whole path on generated sample data: pretrain, fine-tune, segment, evaluate, report"),
 }
 
 

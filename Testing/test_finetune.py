@@ -1,0 +1,173 @@
+"""Segmentation fine-tuning on the real mini cases: pretrained encoder loading (proved tensor by tensor),
+refusal of mismatched checkpoints, encoder freezing, stop + resume, validation Dice, and export to a model folder."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+from dataclasses import replace
+
+import pytest
+import torch
+
+from emim.errors import EmimError
+from emim.finetune.segmentation import (SegmentationTask, default_config, load_pretrained_encoder, resume_finetuning,
+                                        run_finetuning)
+from emim.finetune.unetr import EMIMUNETR
+from emim.progress import Progress
+from emim.train.checkpoint import load_checkpoint
+from emim.train.runfolder import read_metrics
+from emim.train.trainer import TrainSettings
+
+STEPS = 2
+
+
+def _events(stream: io.StringIO) -> list[dict]:
+    return [json.loads(line) for line in stream.getvalue().splitlines()]
+
+
+class _StopAfterFirstStep(Progress):
+    """Sends this process SIGTERM after step 1, as the Slicer module's Stop button does to the engine."""
+
+    def step(self, step: int, total: int, **fields) -> None:
+        super().step(step, total, **fields)
+        if step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.fixture(scope="module")
+def pretrain_run(brats_mini, tmp_path_factory):
+    from emim.pretrain.run import default_config as pretrain_config, run_pretraining
+
+    config = replace(pretrain_config(str(brats_mini), "tiny"), batch_size=1, device="cpu",
+                     train=TrainSettings(steps=1, lr=1e-3, warmup_steps=1, eval_every=100, checkpoint_every=1))
+    run_dir = tmp_path_factory.mktemp("pretrain") / "run"
+    run_pretraining(config, run_dir, progress=Progress("none"))
+    return run_dir
+
+
+def _finetune_config(data, **changes):
+    config = default_config(str(data), "tiny")
+    settings = TrainSettings(steps=STEPS, lr=1e-3, warmup_steps=1, log_every=1, eval_every=100, checkpoint_every=1)
+    return replace(config, train=settings, feature_size=4, batch_size=1, val_cases=1, overlap=0.0, sw_batch_size=4,
+                   device="cpu", **changes)
+
+
+@pytest.fixture(scope="module")
+def finetune_run(brats_mini, pretrain_run, tmp_path_factory):
+    """Fine-tune from the pretraining run, stopped by SIGTERM after step 1 and resumed to the end."""
+    run_dir = tmp_path_factory.mktemp("finetune") / "run"
+    config = _finetune_config(brats_mini, pretrained=str(pretrain_run), freeze_encoder_steps=1)
+    first, second = io.StringIO(), io.StringIO()
+    run_finetuning(config, run_dir, progress=_StopAfterFirstStep("json", stream=first))
+    config_text = (run_dir / "config.json").read_text()
+    stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
+    resume_finetuning(run_dir, device="cpu", progress=Progress("json", stream=second))
+    return {"dir": run_dir, "first": _events(first), "second": _events(second), "config_text": config_text,
+            "stopped_at": stopped_at}
+
+
+def test_pretrained_encoder_tensors_are_loaded_not_random(pretrain_run, finetune_run, brats_mini):
+    checkpoint = load_checkpoint(pretrain_run / "checkpoints" / "last.pt")["model"]
+    expected = {k[len("encoder."):]: v for k, v in checkpoint.items() if k.startswith("encoder.")}
+    model = EMIMUNETR(_finetune_config(brats_mini).model, 3, 4)
+    fresh = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    assert set(fresh) == set(expected)
+    assert not torch.equal(fresh["patch_embed.weight"], expected["patch_embed.weight"])
+    assert not torch.equal(fresh["blocks.0.attn.qkv.weight"], expected["blocks.0.attn.qkv.weight"])
+
+    count, source = load_pretrained_encoder(model.encoder, model.config, pretrain_run)
+    loaded = model.encoder.state_dict()
+    assert count == len(expected) > 0 and "step 1" in source
+    assert all(torch.equal(loaded[k], expected[k]) for k in expected)
+    # the run itself says how many tensors it took, in its start event and its log
+    start = next(e for e in finetune_run["first"] if e["event"] == "start")
+    assert start["pretrained_tensors"] == len(expected)
+    assert f"loaded {len(expected)} encoder tensors" in (finetune_run["dir"] / "train.log").read_text()
+
+
+def test_checkpoint_with_other_modalities_or_width_is_refused(pretrain_run, brats_mini, tmp_path):
+    three = _finetune_config(brats_mini)
+    three = replace(three, model=replace(three.model, modalities=("t1n", "t1c", "t2w")))
+    with pytest.raises(EmimError, match=r"modalities \['t1n', 't1c', 't2w', 't2f'\].*\['t1n', 't1c', 't2w'\]"):
+        load_pretrained_encoder(EMIMUNETR(three.model, 3, 4).encoder, three.model, pretrain_run)
+    narrow = _finetune_config(brats_mini)
+    narrow = replace(narrow, model=replace(narrow.model, embed_dim=48), pretrained=str(pretrain_run))
+    with pytest.raises(EmimError, match="embed_dim 96 .* but 48"):
+        run_finetuning(narrow, tmp_path / "run", progress=Progress("none"))
+    assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
+
+
+def test_frozen_encoder_gets_no_gradient_until_the_freeze_ends(brats_mini):
+    config = _finetune_config(brats_mini)
+    model = EMIMUNETR(replace(config.model, crop_size=(32, 32, 32)), 3, 4)
+    task = SegmentationTask(model, config.regions, [], freeze_encoder_steps=2, overlap=0.0, sw_batch_size=1)
+    batch = {"image": torch.randn(1, 4, 32, 32, 32), "label": torch.randint(0, 4, (1, 1, 32, 32, 32),
+                                                                           dtype=torch.uint8)}
+    for step, encoder_trains in ((1, False), (2, True)):
+        model.zero_grad(set_to_none=True)
+        loss, logs = task.loss(model, batch, step)
+        loss.backward()
+        assert {"dice_loss", "bce_loss"} <= set(logs)
+        assert all((p.grad is not None) == encoder_trains for p in model.encoder.parameters())
+        assert model.head.conv.conv.weight.grad is not None
+
+
+def test_stopped_run_resumes_and_validates_each_region(finetune_run):
+    run_dir = finetune_run["dir"]
+    assert finetune_run["stopped_at"] == 1
+    assert any(e["event"] == "warning" and "resume" in e["message"] for e in finetune_run["first"])
+    progress = [e["step"] for e in finetune_run["second"] if e["event"] == "progress"]
+    assert progress == [2]
+    assert (run_dir / "config.json").read_text() == finetune_run["config_text"]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == STEPS
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+    evals = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evals] == [0, STEPS]
+    for record in evals:
+        dice = [record[f"val_dice_{name}"] for name in ("TC", "WT", "ET")]
+        assert all(0.0 <= d <= 1.0 for d in dice)
+        assert record["val_dice_mean"] == pytest.approx(sum(dice) / 3)
+    cases = json.loads((run_dir / "cases.json").read_text())
+    assert len(cases["train"]) == 2 and len(cases["validation"]) == 1
+
+
+def test_export_of_both_runs_loads_as_model_folders(finetune_run, pretrain_run, tmp_path):
+    from emim.export import export_model
+    from emim.inference.segment import load_segmentation_model
+    from emim.modelfile import load_model
+
+    folder = export_model(finetune_run["dir"], tmp_path / "seg")
+    state, metadata = load_model(folder)
+    checkpoint = load_checkpoint(finetune_run["dir"] / "checkpoints" / "last.pt")["model"]
+    assert set(state) == set(checkpoint) and all(torch.equal(state[k], checkpoint[k]) for k in state)
+    assert metadata["task"] == "segmentation"
+    assert [r["name"] for r in metadata["regions"]] == ["TC", "WT", "ET"]
+    assert [label["value"] for label in metadata["labels"]] == [1, 2, 3]
+    assert [m["name"] for m in metadata["modalities"]] == ["t1n", "t1c", "t2w", "t2f"]
+    assert all(m["patterns"] for m in metadata["modalities"])
+    last_eval = [r for r in read_metrics(finetune_run["dir"] / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    assert metadata["provenance"]["steps"] == STEPS
+    assert metadata["provenance"]["validation"]["val_dice_WT"] == pytest.approx(last_eval["val_dice_WT"])
+    assert load_segmentation_model(folder, "cpu").network.feature_size == 4
+    with pytest.raises(EmimError, match="--force"):
+        export_model(finetune_run["dir"], folder)
+
+    state, metadata = load_model(export_model(pretrain_run, tmp_path / "pre"))
+    assert metadata["task"] == "pretraining"
+    assert any(k.startswith("decoder.") for k in state) and not any(k.startswith("pbt.") for k in state)
+
+
+def test_command_line_options_reach_the_config(brats_mini):
+    from emim.cli import build_parser
+    from emim.commands.finetune import config_from_args
+
+    args = build_parser(only="finetune").parse_args(
+        ["finetune", str(brats_mini), "--run", "r", "--steps", "7", "--freeze-encoder-steps", "3", "--val-cases",
+         "2", "--pretrained", "p", "--feature-size", "12", "--crop", "32"])
+    config = config_from_args(args)
+    assert (config.train.steps, config.freeze_encoder_steps, config.val_cases, config.pretrained,
+            config.feature_size, config.model.crop_size) == (7, 3, 2, "p", 12, (32, 32, 32))

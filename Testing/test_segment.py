@@ -1,0 +1,170 @@
+"""`emim segment` on real mini cases with a model fine-tuned here: exact input grid, orientation round trip,
+batch mode with a bad case, and refusals (missing / extra / other modalities) that leave no partial output."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from emim.errors import EmimError
+from emim.train.trainer import TrainSettings
+
+CASE = "BraTS-GLI-01404-000"  # the smallest mini case (240 x 240 x 70)
+MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+FAST = {"overlap": 0.0, "sw_batch_size": 4}  # whole-volume CPU inference in seconds
+ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+
+
+@pytest.fixture(scope="module")
+def model_dir(brats_mini, tmp_path_factory):
+    """A tiny UNETR fine-tuned for 2 CPU steps from scratch and exported."""
+    from emim.export import export_model
+    from emim.finetune.segmentation import default_config, run_finetuning
+    from emim.progress import Progress
+
+    root = tmp_path_factory.mktemp("segment-model")
+    config = replace(default_config(str(brats_mini), "tiny"), feature_size=4, batch_size=1,
+                     val_cases=0, device="cpu",
+                     train=TrainSettings(steps=2, lr=1e-3, warmup_steps=1, eval_every=100, checkpoint_every=2))
+    run_finetuning(config, root / "run", progress=Progress("none"))
+    return export_model(root / "run", root / "model")
+
+
+@pytest.fixture(scope="module")
+def loaded_model(model_dir):
+    from emim.inference.segment import load_segmentation_model
+
+    return load_segmentation_model(model_dir, "cpu")
+
+
+@pytest.fixture(scope="module")
+def original(brats_mini, loaded_model, tmp_path_factory):
+    from emim.inference.segment import segment_case
+
+    out = tmp_path_factory.mktemp("original") / "seg.nii.gz"
+    path = segment_case(loaded_model, brats_mini / CASE, out, probabilities=True, **FAST)
+    return path
+
+
+def _flipped_copy(source: Path, target: Path) -> None:
+    """The same physical images stored with voxel axis 0 reversed (the affine compensates)."""
+    target.mkdir(parents=True)
+    for path in sorted(source.glob("*.nii.gz")):
+        image = nib.load(str(path))
+        flip = np.eye(4)
+        flip[0, 0], flip[0, 3] = -1, image.shape[0] - 1
+        data = np.asanyarray(image.dataobj)[::-1]
+        nib.save(nib.Nifti1Image(np.ascontiguousarray(data), image.affine @ flip, image.header),
+                 str(target / path.name.replace(source.name, target.name)))
+
+
+def test_label_map_is_on_the_input_grid_exactly(brats_mini, original):
+    reference = nib.load(str(brats_mini / CASE / f"{CASE}-t1n.nii.gz"))
+    result = nib.load(str(original))
+    assert result.shape == reference.shape
+    assert np.array_equal(result.affine, reference.affine)
+    assert np.array_equal(result.header.get_sform(), reference.header.get_sform())
+    assert np.array_equal(result.header.get_qform(), reference.header.get_qform())
+    assert result.get_data_dtype() == np.uint8
+    labels = np.asarray(result.dataobj)
+    assert set(np.unique(labels).tolist()) <= {0, 1, 2, 3}
+    # labels are the regions' painting of the written probabilities: 2 where WT, 1 where TC, 3 where ET
+    probs = {r: np.asarray(nib.load(str(original.parent / f"seg_prob_{r}.nii.gz")).dataobj) for r in ("TC", "WT", "ET")}
+    assert all(p.dtype == np.float32 and p.shape == reference.shape for p in probs.values())
+    expected = np.zeros(reference.shape, np.uint8)
+    expected[probs["WT"] > 0.5] = 2
+    expected[probs["TC"] > 0.5] = 1
+    expected[probs["ET"] > 0.5] = 3
+    assert np.array_equal(labels, expected)
+
+
+def test_batch_segments_a_flipped_case_like_the_original_and_reports_a_bad_case(brats_mini, model_dir, original,
+                                                                                 tmp_path):
+    batch = tmp_path / "batch"
+    _flipped_copy(brats_mini / CASE, batch / "flipped")
+    bad = batch / "no-flair"
+    bad.mkdir()
+    for modality in MODALITIES[:3]:
+        os.symlink(brats_mini / CASE / f"{CASE}-{modality}.nii.gz", bad / f"no-flair-{modality}.nii.gz")
+    out = tmp_path / "out"
+    result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(model_dir), "--output", str(out),
+                             "--overlap", "0", "--sw-batch-size", "4", "--progress", "json", str(batch)],
+                            capture_output=True, text=True, env=ENV, timeout=600)
+    assert result.returncode == 1, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "warning" and "CPU" in events[0]["message"]  # --device auto without a GPU says so
+    error = next(e for e in events if e["event"] == "error")
+    assert error["case"] == "no-flair" and "t2f" in error["message"]
+    outputs = [e for e in events if e["event"] == "output"]
+    assert [(e["case"], e["kind"]) for e in outputs] == [("flipped", "label")]
+    percents = [e["percent"] for e in events if e["event"] == "progress"]
+    assert percents == sorted(percents) and 0 < percents[-1] <= 50  # the flipped case is half of the batch
+    assert events[-1]["event"] == "done" and events[-1]["succeeded"] == 1
+    assert sorted(p.name for p in out.iterdir()) == ["flipped.nii.gz"]  # nothing for the bad case, no temporaries
+
+    flipped = nib.load(str(out / "flipped.nii.gz"))
+    source = nib.load(str(batch / "flipped" / "flipped-t1n.nii.gz"))
+    assert np.array_equal(flipped.affine, source.affine) and flipped.shape == source.shape
+    assert np.array_equal(np.asarray(flipped.dataobj), np.asarray(nib.load(str(original)).dataobj)[::-1])
+
+
+def test_missing_extra_and_foreign_modalities_are_refused_without_output(brats_mini, loaded_model, tmp_path):
+    from emim.inference.segment import segment_case
+
+    files = {m: brats_mini / CASE / f"{CASE}-{m}.nii.gz" for m in MODALITIES}
+    out = tmp_path / "out.nii.gz"
+    with pytest.raises(EmimError, match="got 3 image.*needs 4.*missing t2f"):
+        segment_case(loaded_model, {m: files[m] for m in MODALITIES[:3]}, out)
+    with pytest.raises(EmimError, match="no modality adc.*exactly 4"):
+        segment_case(loaded_model, {**files, "adc": files["t1n"]}, out)
+    prostate = tmp_path / "p001"
+    prostate.mkdir()
+    for name, source in (("t2w", "t2w"), ("adc", "t1n"), ("hbv", "t1c")):
+        os.symlink(files[source], prostate / f"p001_{name}.nii.gz")
+    with pytest.raises(EmimError, match=r"case p001: the model needs the modalities t1n, t1c, t2w, t2f.*missing t1n"):
+        segment_case(loaded_model, prostate, out)
+    assert list(tmp_path.glob("*.nii.gz")) == [] and not out.exists()
+
+
+def test_command_line_refuses_a_wrong_number_of_images(brats_mini, model_dir, tmp_path):
+    out = tmp_path / "seg.nii.gz"
+    images = [f"--image={m}={brats_mini / CASE / f'{CASE}-{m}.nii.gz'}" for m in MODALITIES[:2]]
+    result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(model_dir), "--output", str(out),
+                             "--device", "cpu", *images], capture_output=True, text=True, env=ENV, timeout=300)
+    assert result.returncode == 2
+    assert "got 2 image(s) (t1n, t1c) but the model needs 4" in result.stderr
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_a_failed_write_leaves_none_of_the_case_files(brats_mini, tmp_path):
+    from emim.data.cases import find_cases
+    from emim.data.loading import load_case
+    from emim.inference.segment import _write_all
+
+    loaded = load_case(find_cases(brats_mini / CASE)[0], ["t1n"], with_label=False)
+    good = np.zeros(loaded.image.shape[1:], np.uint8)
+    with pytest.raises(ValueError, match="does not match the reference grid"):
+        _write_all({tmp_path / "a.nii.gz": (loaded, good, np.uint8),
+                    tmp_path / "b.nii.gz": (loaded, good[:-1], np.float32)})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_window_count_matches_monai(loaded_model):
+    """Progress percentages rely on counting MONAI's windows the way MONAI places them."""
+    from monai.data.utils import dense_patch_slices
+
+    from emim.inference.segment import count_windows
+
+    for shape, overlap in (((133, 175, 70), 0.5), ((64, 64, 64), 0.25), ((40, 200, 90), 0.0)):
+        padded = [max(s, 64) for s in shape]
+        interval = [64 if p == 64 else max(int(64 * (1 - overlap)), 1) for p in padded]
+        assert count_windows(shape, (64, 64, 64), overlap) == len(dense_patch_slices(padded, (64, 64, 64), interval))

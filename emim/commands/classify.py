@@ -1,0 +1,65 @@
+"""`emim classify --model MODEL INPUT... | --image NAME=PATH ...`: class probabilities per case, as a table.
+
+INPUT is a case folder or a folder of cases (files assigned by the model's modality patterns), or the files of
+one case given with `--image t1n=PATH --image t1c=PATH ...`. Each case is seen as tiles of the model's crop size
+over the brain's bounding box whose mean feature is classified. With `--progress json` stdout holds only JSON
+lines, ending with `{"event": "done", "probabilities": {case: {class: p}}, "predicted": {case: class}}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from emim.commands.segment import _image
+from emim.progress import PROGRESS_MODES, Progress
+from emim.train.device import DEVICE_CHOICES
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="case folder(s) or folder(s) of cases")
+    parser.add_argument("--model", required=True, help="classification model folder (from finetune-classifier)")
+    parser.add_argument("--image", type=_image, action="append", default=[], metavar="NAME=PATH",
+                        help="one modality file of a single case, e.g. --image t1n=case-t1n.nii.gz (repeat)")
+    parser.add_argument("--resample", action="store_true",
+                        help="resample modalities whose grid differs onto the first modality (physical space)")
+    parser.add_argument("--sw-batch-size", type=int, default=None, help="tiles per forward pass (default: model's)")
+    parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
+    parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
+
+
+def run(args: argparse.Namespace) -> int:
+    from emim.errors import EmimError
+    from emim.inference.classify import classify_case, load_classification_model
+    from emim.inference.segment import case_from_images, check_modalities, resolve_cases
+
+    if bool(args.image) == bool(args.inputs):
+        raise EmimError("give either INPUT case folder(s) or every modality with --image NAME=PATH, not "
+                        f"{'both' if args.image else 'neither'}")
+    progress = Progress(args.progress)
+    model = load_classification_model(args.model, args.device, lambda m: progress.event("warning", message=m))
+    images = dict(args.image)
+    if len(images) != len(args.image):
+        raise EmimError("the same modality is given twice with --image; give each modality once")
+    cases = [case_from_images(images, model.spec)] if images else resolve_cases(args.inputs, model.spec)
+    for case in cases:
+        check_modalities(case, model.spec)
+    progress.event("start", command="classify", total=len(cases), device=str(model.device),
+                   classes=model.class_names)
+    results: dict[str, dict[str, float]] = {}
+    for index, case in enumerate(cases):
+        results[case.case_id] = classify_case(model, case, args.resample, args.sw_batch_size)
+        progress.step(index + 1, len(cases), case=case.case_id)
+    predicted = {case: max(p, key=p.get) for case, p in results.items()}
+    if args.progress == "json":
+        progress.event("done", probabilities=results, predicted=predicted)
+    else:
+        width = max(len("case"), *(len(case) for case in results)) + 2
+        columns = [max(len(name), 6) + 2 for name in model.class_names]
+        print("case".ljust(width) + "".join(n.rjust(w) for n, w in zip(model.class_names, columns))
+              + "  predicted", file=sys.stdout)
+        for case, probabilities in results.items():
+            print(case.ljust(width) + "".join(f"{probabilities[n]:.4f}".rjust(w)
+                                              for n, w in zip(model.class_names, columns))
+                  + f"  {predicted[case]}", file=sys.stdout)
+    return 0

@@ -1,0 +1,78 @@
+"""`emim segment --model MODEL --output OUT [options] INPUT...`: label maps on exactly the input's grid.
+
+INPUT is a case folder or a folder of case folders (files assigned to the model's modalities by its name
+patterns); or give every modality explicitly with `--image t1n=PATH --image t1c=PATH ...` and no INPUT. One case
+and OUT ending in .nii.gz writes that file; otherwise OUT is a folder of <case>.nii.gz (and
+<case>_prob_<region>.nii.gz with --probabilities). In a batch a failing case is reported and the others still
+run; the exit status is 1 when any case failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from emim.progress import PROGRESS_MODES, Progress
+from emim.train.device import DEVICE_CHOICES
+
+PERMILLE = 1000  # progress units over the whole job: windows of each case, cases of the batch
+
+
+def _image(text: str) -> tuple[str, str]:
+    name, sep, path = text.partition("=")
+    if not sep or not name or not path:
+        raise argparse.ArgumentTypeError(f"--image takes NAME=PATH (e.g. t1n=case/t1.nii.gz), got {text!r}")
+    return name.strip(), path
+
+
+def add_parser(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="case folder(s) or folder(s) of cases")
+    parser.add_argument("--model", required=True, help="exported segmentation model folder")
+    parser.add_argument("--output", required=True, help="OUT.nii.gz for one case, or an output folder")
+    parser.add_argument("--image", type=_image, action="append", default=[], metavar="NAME=PATH",
+                        help="one modality file of a single case (repeat for every modality of the model)")
+    parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
+    parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, 0.5)")
+    parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model's)")
+    parser.add_argument("--probabilities", action="store_true", help="also write per-region probability maps")
+    parser.add_argument("--resample", action="store_true",
+                        help="resample modalities on other grids onto the reference modality (physical space)")
+    parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from emim.errors import EmimError
+    from emim.inference.segment import case_from_images, load_segmentation_model, resolve_cases, segment_case
+
+    if bool(args.image) == bool(args.inputs):
+        raise EmimError("give either INPUT case folder(s) or every modality with --image NAME=PATH, not "
+                        f"{'both' if args.image else 'neither'}")
+    progress = Progress(args.progress)
+    model = load_segmentation_model(args.model, args.device, lambda m: progress.event("warning", message=m))
+    images = dict(args.image)
+    if len(images) != len(args.image):
+        raise EmimError("the same modality is given twice with --image; give each modality once")
+    cases = [case_from_images(images, model.spec)] if images else resolve_cases(args.inputs, model.spec)
+    output = Path(args.output)
+    if len(cases) > 1 and output.name.lower().endswith(".nii.gz"):
+        raise EmimError(f"{len(cases)} cases cannot all be written to the one file {output}; give a folder")
+    progress.event("start", command="segment", total=len(cases), cases=[c.case_id for c in cases],
+                   device=str(model.device), model=str(args.model))
+    outputs, failed = [], []
+    for index, case in enumerate(cases):
+        def on_windows(done: int, total: int, index: int = index, case_id: str = case.case_id) -> None:
+            units = int(PERMILLE * (index + done / total) / len(cases))
+            progress.step(units, PERMILLE, case=case_id, window=done, windows=total)
+
+        try:
+            outputs.append(str(segment_case(model, case, output, args.overlap, args.sw_batch_size,
+                                            args.probabilities, args.resample, progress=progress,
+                                            single=len(cases) == 1, on_windows=on_windows)))
+        except EmimError as error:
+            failed.append({"case": case.case_id, "message": str(error)})
+            progress.event("error", case=case.case_id, message=str(error))
+    progress.event("done", outputs=outputs, succeeded=len(outputs), failed=failed,
+                   message=f"{len(outputs)} of {len(cases)} case(s) segmented"
+                           + (f"; failed: {', '.join(f['case'] for f in failed)}" if failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,105 @@
+"""Turn a run folder's last checkpoint into a model folder (docs/engine-interface.md) that inference can trust.
+
+A fine-tuning run becomes a `segmentation` model (UNETR weights, labels, regions, the modality names with the
+patterns that assign files to them, preprocessing, inference defaults, provenance with the last validation Dice).
+A pretraining run becomes a `pretraining` model (encoder + reconstruction decoder, without the Barlow Twins
+projectors that only training uses), which is what `emim reconstruct` and the Slicer module's reconstruction
+view load. Only weights leave the checkpoint: optimiser state and random states stay in the run.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from emim.errors import EmimError
+from emim.train.checkpoint import load_checkpoint
+from emim.train.runfolder import RunFolder, read_metrics
+
+INFERENCE_DEFAULTS = {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 2}
+CASES_FILE = "cases.json"  # written by fine-tuning: which cases trained and which validated
+
+
+def _last_eval(run: RunFolder, prefix: str) -> dict[str, Any]:
+    """The last evaluation record's values whose names start with `prefix` (e.g. val_dice_), with its step."""
+    if not run.metrics_path.is_file():
+        return {}
+    evals = [r for r in read_metrics(run.metrics_path) if r.get("kind") == "eval"
+             and any(k.startswith(prefix) for k in r)]
+    if not evals:
+        return {}
+    return {"step": evals[-1]["step"], **{k: v for k, v in evals[-1].items() if k.startswith(prefix)}}
+
+
+def _provenance(run: RunFolder, config: dict[str, Any], step: int) -> dict[str, Any]:
+    provenance = {"run": str(run.path.resolve()), "data": config["data"], "steps": step,
+                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine_version": config.get("engine_version")}
+    cases_file = run.path / CASES_FILE
+    if cases_file.is_file():
+        cases = json.loads(cases_file.read_text())
+        provenance.update({"training_cases": len(cases["train"]), "validation_cases": cases["validation"]})
+    return provenance
+
+
+def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict]:
+    metadata = {
+        "task": "segmentation",
+        "description": f"UNETR over an E-MIM encoder, fine-tuned on {config['data']}",
+        "modalities": config["modalities"],
+        "model_config": config["model"],
+        "network": {"architecture": "UNETR", "feature_size": config["feature_size"],
+                    "out_channels": len(config["regions"]), "activation": "sigmoid"},
+        "preprocessing": {"normalization": config["normalization"], "orientation": "RAS", "spacing": None},
+        "inference": dict(INFERENCE_DEFAULTS),
+        "labels": config["labels"],
+        "regions": config["regions"],
+        "provenance": {**_provenance(run, config, int(state["step"])), "pretrained": config.get("pretrained"),
+                       "validation": _last_eval(run, "val_dice_")},
+    }
+    return state["model"], metadata
+
+
+def _pretraining(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict]:
+    from emim.data.cases import dataset_spec
+
+    names = config["model"]["modalities"]
+    weights = {k: v for k, v in state["model"].items() if k.startswith(("encoder.", "decoder."))}
+    metadata = {
+        "task": "pretraining",
+        "description": f"E-MIM encoder and reconstruction decoder pretrained on {config['data']}",
+        "modalities": dataset_spec(config["data"]).select(names).to_metadata(),
+        "model_config": config["model"],
+        "network": {"architecture": "E-MIM encoder + MIM decoder"},
+        "preprocessing": {"normalization": config["normalization"], "orientation": "RAS", "spacing": None},
+        "provenance": {**_provenance(run, config, int(state["step"])), "mask": config.get("mask"),
+                       "pbt_levels": config.get("pbt_levels"), "diagnostics": _last_eval(run, "heldout_")},
+    }
+    return weights, metadata
+
+
+def export_model(run_dir: str | Path, out: str | Path, name: str | None = None, description: str | None = None,
+                 force: bool = False) -> Path:
+    """Write the model folder `out` from the last checkpoint of the fine-tuning or pretraining run `run_dir`."""
+    from emim.modelfile import METADATA_FILE, save_model
+
+    run = RunFolder(run_dir, write=False)
+    config = run.read_config()
+    if not run.last_checkpoint.is_file():
+        raise EmimError(f"{run.path} has no checkpoint yet ({run.last_checkpoint}); let the run save one first.")
+    out = Path(out)
+    if (out / METADATA_FILE).exists() and not force:
+        raise EmimError(f"{out} already holds a model; choose another --out folder or pass --force to replace it.")
+    state = load_checkpoint(run.last_checkpoint)
+    command = config.get("command")
+    if command == "finetune":
+        weights, metadata = _segmentation(run, config, state)
+    elif command == "pretrain":
+        weights, metadata = _pretraining(run, config, state)
+    else:
+        raise EmimError(f"{run.path} is a {command!r} run; export takes fine-tuning or pretraining runs.")
+    metadata["name"] = name or f"E-MIM {metadata['task']} ({out.name})"
+    if description:
+        metadata["description"] = description
+    return save_model(out, weights, metadata)

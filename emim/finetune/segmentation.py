@@ -1,0 +1,258 @@
+"""Segmentation fine-tuning: config, loss, validation Dice, pretrained-encoder loading, and the run itself.
+
+The network predicts one sigmoid channel per region (BraTS: TC, WT, ET, which nest), trained with soft Dice +
+binary cross-entropy. Validation runs the same sliding-window inference as `emim segment` on whole held-out
+cases, so its Dice is what a user will get. Pretrained weights are loaded loudly: the number of encoder tensors
+taken is logged and recorded, and a checkpoint made for other modalities or another width is refused, because a
+silently random encoder would make a "pretrained vs scratch" comparison meaningless.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from emim import __version__
+from emim.config import ModelConfig, preset
+from emim.errors import EmimError
+from emim.export import CASES_FILE
+from emim.finetune.unetr import EMIMUNETR
+from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
+from emim.progress import Progress
+from emim.train import distributed
+from emim.train.runfolder import RunFolder
+from emim.train.trainer import TrainSettings, seed_everything, train
+
+DEFAULT_FEATURE_SIZE = {"tiny": 8, "small": 16, "base": 16}
+# encoder fields that must agree for pretrained weights to mean the same thing (crop size and skip levels may differ)
+ENCODER_FIELDS = ("modalities", "embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")
+PALETTE = [[220, 40, 40], [60, 200, 80], [250, 220, 30], [40, 110, 230], [230, 120, 30], [160, 60, 200],
+           [30, 200, 200], [240, 100, 180]]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    data: str
+    model: ModelConfig
+    modalities: tuple[dict, ...]  # ModalitySpec.to_metadata() of the data: names and patterns, for the export
+    labels: tuple[dict, ...]
+    regions: tuple[dict, ...]
+    train: TrainSettings = TrainSettings()
+    feature_size: int = 16
+    batch_size: int = 2
+    pretrained: str | None = None
+    freeze_encoder_steps: int = 0
+    val_cases: int = 1
+    overlap: float = 0.5  # validation sliding window
+    sw_batch_size: int = 2
+    normalization: str = "zscore-nonzero"
+    resample: bool = False
+    workers: int = 0
+    device: str = "auto"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"command": "finetune", "task": "segmentation", "engine_version": __version__, "data": self.data,
+                "model": self.model.to_dict(), "modalities": list(self.modalities), "labels": list(self.labels),
+                "regions": list(self.regions), "train": self.train.to_dict(), "feature_size": self.feature_size,
+                "batch_size": self.batch_size, "pretrained": self.pretrained,
+                "freeze_encoder_steps": self.freeze_encoder_steps, "val_cases": self.val_cases,
+                "overlap": self.overlap, "sw_batch_size": self.sw_batch_size, "normalization": self.normalization,
+                "resample": self.resample, "workers": self.workers, "device": self.device}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
+        plain = {k: v for k, v in data.items() if k not in ("command", "task", "engine_version", "model", "train")}
+        for key in ("modalities", "labels", "regions"):
+            plain[key] = tuple(plain[key])
+        return cls(model=ModelConfig.from_dict(data["model"]), train=TrainSettings(**data["train"]), **plain)
+
+
+def label_set(data: str | Path, names: Sequence[str]) -> tuple[list[dict], list[dict]]:
+    """(labels, regions) of a data set: a datalist's `labels` (one sigmoid region per label), else BraTS."""
+    from emim.data.cases import read_datalist
+    from emim.data.modalities import BRATS
+
+    path = Path(data)
+    declared = read_datalist(path).get("labels") if path.suffix.lower() == ".json" and path.is_file() else None
+    if declared:
+        values = sorted((int(k), str(v)) for k, v in declared.items() if int(k) != 0)
+        labels = [{"value": v, "name": n, "color": PALETTE[i % len(PALETTE)]} for i, (v, n) in enumerate(values)]
+        return labels, [{"name": n, "labels": [v]} for v, n in values]
+    if not set(names) <= set(BRATS.names):
+        raise EmimError(f"{data}: modalities {list(names)} are not BraTS, so the label set is unknown; add a "
+                        '"labels": {"1": "name", ...} entry to the datalist JSON.')
+    return [dict(label) for label in BRATS_LABELS], [dict(region) for region in BRATS_REGIONS]
+
+
+def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[str] | None = None,
+                   **model_overrides: Any) -> FinetuneConfig:
+    """A config from a preset, with modalities and the label set taken from the data set."""
+    from emim.data.cases import dataset_spec
+
+    spec = dataset_spec(data)
+    spec = spec.select(modalities) if modalities else spec
+    labels, regions = label_set(data, spec.names)
+    return FinetuneConfig(data=str(data), model=preset(preset_name, modalities=spec.names, **model_overrides),
+                          modalities=tuple(spec.to_metadata()), labels=tuple(labels), regions=tuple(regions),
+                          feature_size=DEFAULT_FEATURE_SIZE.get(preset_name, 16))
+
+
+def _shown(value: Any) -> Any:
+    """Tuples and lists compare and print alike (JSON configs hold lists, dataclasses tuples)."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def load_pretrained_encoder(encoder: nn.Module, config: ModelConfig, source: str | Path) -> tuple[int, str]:
+    """Copy the encoder weights of `source` into `encoder`; returns (tensors loaded, description of the source).
+
+    Refuses a source whose modalities or encoder shape differ from `config`, naming both, and one that holds no
+    encoder weights, so an unusable checkpoint can never leave the encoder silently random.
+    """
+    from emim.inference.pretrained import load_into, read_pretrained
+
+    weights = read_pretrained(source)
+    what = f"{weights.source}" + (f" (step {weights.step})" if weights.step is not None else "")
+    theirs_all, ours_all = weights.config.to_dict(), config.to_dict()
+    differences = [f"{key} {_shown(theirs_all[key])} in {what} but {_shown(ours_all[key])} in the fine-tuning "
+                   "config" for key in ENCODER_FIELDS if _shown(theirs_all[key]) != _shown(ours_all[key])]
+    if differences:
+        raise EmimError(f"cannot fine-tune from {what}: {'; '.join(differences)}. Fine-tune with the same "
+                        "modalities (--modalities, in the same order) and --preset as the pretraining, or "
+                        "pretrain on these modalities first.")
+    return load_into(encoder, weights, "encoder."), what
+
+
+def region_targets(label: torch.Tensor, regions: Sequence[dict]) -> torch.Tensor:
+    """(B, 1, X, Y, Z) label map -> (B, C, X, Y, Z) float region masks."""
+    return torch.cat([torch.isin(label, torch.tensor(r["labels"], device=label.device, dtype=label.dtype))
+                      for r in regions], dim=1).float()
+
+
+class SegmentationTask:
+    """Soft Dice + BCE on sigmoid region channels; per-region Dice on whole held-out cases at each evaluation."""
+
+    def __init__(self, model: EMIMUNETR, regions: Sequence[dict], validation: Sequence, freeze_encoder_steps: int,
+                 overlap: float, sw_batch_size: int) -> None:
+        from monai.losses import DiceLoss
+
+        self.model = model
+        self.regions = list(regions)
+        self.validation = list(validation)  # LoadedCase with labels
+        self.freeze_encoder_steps = freeze_encoder_steps
+        self.overlap = overlap
+        self.sw_batch_size = sw_batch_size
+        self.dice_loss = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
+        self.bce = nn.BCEWithLogitsLoss()
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
+        target = region_targets(batch["label"], self.regions)
+        logits = model(batch["image"], freeze_encoder=step < self.freeze_encoder_steps).float()
+        dice, bce = self.dice_loss(logits, target), self.bce(logits, target)
+        return dice + bce, {"dice_loss": float(dice.detach()), "bce_loss": float(bce.detach())}
+
+    def evaluate(self, step: int) -> dict[str, Any]:
+        from emim.evaluate import dice
+        from emim.inference.segment import predict_probabilities
+
+        if not self.validation:
+            return {}
+        device = next(self.model.parameters()).device
+        scores = np.zeros((len(self.validation), len(self.regions)))
+        for i, case in enumerate(self.validation):
+            probs = predict_probabilities(self.model, case.image, self.model.config.crop_size, self.overlap,
+                                          self.sw_batch_size, device)
+            truth = labels_to_regions(case.label, self.regions)
+            scores[i] = [dice(probs[c] > 0.5, truth[c]) for c in range(len(self.regions))]
+        record = {f"val_dice_{r['name']}": float(scores[:, c].mean()) for c, r in enumerate(self.regions)}
+        record["val_dice_mean"] = float(scores.mean())
+        return record
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+
+def _load_labelled(cases: list, config: FinetuneConfig) -> list:
+    """Load cases with labels, refusing a missing label or values no region covers (they would be ignored)."""
+    from emim.data.loading import load_case
+
+    known = region_label_values(config.regions) | {0}
+    loaded = []
+    for case in cases:
+        if case.label is None:
+            raise EmimError(f"case {case.case_id} has no label file; fine-tuning needs one per case (e.g. "
+                            f"{case.case_id}-seg.nii.gz). Remove the case or add its segmentation.")
+        item = load_case(case, config.model.modalities, config.normalization, config.resample, with_label=True)
+        extra = sorted(set(np.unique(item.label).tolist()) - known)
+        if extra:
+            raise EmimError(f"case {case.case_id}: label file {case.label} has values {extra} that no output "
+                            f"region uses (regions: {[r['name'] + str(r['labels']) for r in config.regions]}). "
+                            "Relabel the file, or declare the labels in a datalist JSON.")
+        loaded.append(item)
+    return loaded
+
+
+def resume_finetuning(run_dir: str | Path, device: str = "auto", workers: int = 0,
+                      progress: Progress | None = None) -> Path:
+    """Continue a run from its last checkpoint with the config it was started with (device and workers may change)."""
+    saved = FinetuneConfig.from_dict(RunFolder(run_dir, write=False).read_config())
+    return run_finetuning(replace(saved, device=device, workers=workers), run_dir, resume=True, progress=progress)
+
+
+def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = False,
+                   progress: Progress | None = None) -> Path:
+    """Run (or resume) segmentation fine-tuning into `run_dir`; returns the path of the last checkpoint."""
+    from emim.data.cases import find_cases
+    from emim.train.batches import crop_batches
+    from emim.train.device import resolve_device
+
+    dist = distributed.setup(config.device)
+    progress = progress if progress is not None and dist.is_main else Progress("bar" if dist.is_main else "none")
+    run = RunFolder(run_dir, write=dist.is_main)
+    if not resume and run.last_checkpoint.exists():
+        raise EmimError(f"{run.path} already holds a run; use --resume to continue it or choose a new --run folder")
+    run.write_config(config.to_dict())
+    device = distributed.device_for(dist, resolve_device(config.device, lambda m: progress.event("warning",
+                                                                                                 message=m)))
+    seed_everything(config.train.seed + dist.rank)
+    model = EMIMUNETR(config.model, len(config.regions), config.feature_size)
+    loaded_tensors, source = 0, None
+    if config.pretrained and not resume:  # on resume the checkpoint already holds the (fine-tuned) encoder
+        loaded_tensors, source = load_pretrained_encoder(model.encoder, config.model, config.pretrained)
+        run.log(f"loaded {loaded_tensors} encoder tensors from {source}")
+    cases = find_cases(config.data)
+    if len(cases) <= config.val_cases:
+        raise EmimError(f"{config.data} has {len(cases)} case(s); with --val-cases {config.val_cases} none is left "
+                        "to train on. Use fewer validation cases or add cases.")
+    progress.event("start", command="finetune", run_dir=str(run.path), total=config.train.steps,
+                   device=str(device), cases=len(cases), val_cases=config.val_cases, world_size=dist.world_size,
+                   pretrained=source, pretrained_tensors=loaded_tensors)
+    split = len(cases) - config.val_cases
+    train_cases = _load_labelled(cases[:split], config)
+    validation = _load_labelled(cases[split:], config) if dist.is_main else []
+    if dist.is_main:
+        (run.path / CASES_FILE).write_text(json.dumps({"train": [c.case_id for c in cases[:split]],
+                                                       "validation": [c.case_id for c in cases[split:]]}) + "\n")
+    run.log(f"fine-tuning on {split} cases, validating on {[c.case_id for c in cases[split:]]}, device {device}")
+    task = SegmentationTask(model, config.regions, validation, config.freeze_encoder_steps, config.overlap,
+                            config.sw_batch_size)
+
+    def batches(start_step: int):
+        return crop_batches(train_cases, config.model.crop_size, config.batch_size, with_label=True,
+                            seed=config.train.seed + 100_003 * start_step + 7 * dist.rank, device=device,
+                            workers=config.workers)
+
+    try:
+        step = train(task, batches, config.train, run, progress, dist, device, resume=resume)
+        progress.event("done", run_dir=str(run.path), step=step, checkpoint=str(run.last_checkpoint))
+    finally:
+        distributed.cleanup(dist)
+    return run.last_checkpoint

@@ -1,0 +1,1 @@
+"""Inference with trained models: segmentation, classification and masked reconstruction."""

@@ -1,0 +1,115 @@
+"""Read a whole pretraining from wherever the user points: a run folder, a checkpoint or a model folder.
+
+`emim reconstruct` needs the encoder and the MIM decoder, and how the pretraining fed them (normalisation, mask
+ratios, modality patterns). Checkpoints are read only through `load_checkpoint` (weights_only) and model folders
+only through `load_model` (safetensors, hash-checked), so pointing at a file from elsewhere cannot run code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from emim.config import ModelConfig
+from emim.data.modalities import ModalitySpec
+from emim.errors import EmimError
+
+
+@dataclass
+class PretrainedWeights:
+    """A model's full state dict plus what is needed to rebuild and feed it."""
+
+    state: dict[str, torch.Tensor]
+    config: ModelConfig
+    normalization: str
+    mask: dict[str, Any] | None  # the run's MaskConfig.to_dict(), when known
+    source: Path
+    step: int | None
+    spec: ModalitySpec  # how input files are matched to the modalities (names, titles, patterns)
+
+
+def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any]:
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise EmimError(f"{checkpoint} has no config.json in its run folder {run_dir}, so its model size is unknown; "
+                        "point to the run folder itself, or keep checkpoints inside RUN/checkpoints/")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise EmimError(f"{path} is not valid JSON ({error}); restore the run folder's config.json") from None
+    if "model" not in config:
+        raise EmimError(f"{path} has no 'model' section; it is not an emim run config")
+    return config
+
+
+def _from_checkpoint(checkpoint: Path, run_dir: Path) -> PretrainedWeights:
+    from emim.train.checkpoint import load_checkpoint
+
+    from emim.data.cases import dataset_spec
+
+    config = _run_config(run_dir, checkpoint)
+    state = load_checkpoint(checkpoint)
+    if not isinstance(state.get("model"), dict):
+        raise EmimError(f"{checkpoint} holds no model weights; point to a run folder's checkpoints/last.pt")
+    model = ModelConfig.from_dict(config["model"])
+    try:
+        spec = dataset_spec(config.get("data", "")).select(model.modalities)
+    except EmimError:  # the training datalist changed since; names still match themselves
+        spec = ModalitySpec.from_metadata(list(model.modalities))
+    return PretrainedWeights(state["model"], model, config.get("normalization", "zscore-nonzero"),
+                             config.get("mask"), checkpoint, int(state.get("step", 0)), spec)
+
+
+def read_pretrained(source: str | Path) -> PretrainedWeights:
+    """The weights at `source`: RUN/ (its checkpoints/last.pt), a checkpoint file, or an exported model folder."""
+    from emim.modelfile import METADATA_FILE, WEIGHTS_FILE, load_model
+
+    path = Path(source).expanduser()
+    if path.is_dir() and (path / METADATA_FILE).is_file() or path.name in (METADATA_FILE, WEIGHTS_FILE):
+        state, metadata = load_model(path)
+        preprocessing = metadata.get("preprocessing") or {}
+        provenance = metadata.get("provenance") or {}
+        return PretrainedWeights(state, ModelConfig.from_dict(metadata["model_config"]),
+                                 preprocessing.get("normalization", "zscore-nonzero"), provenance.get("mask"),
+                                 path, provenance.get("steps"),
+                                 ModalitySpec.from_metadata(metadata["modalities"]))
+    if path.is_dir() and (path / "config.json").is_file():
+        checkpoint = path / "checkpoints" / "last.pt"
+        if not checkpoint.is_file():
+            raise EmimError(f"run folder {path} has no checkpoints/last.pt yet; let the pretraining write a "
+                            "checkpoint (it does so every --checkpoint-every steps) or point to another run")
+        return _from_checkpoint(checkpoint, path)
+    if path.is_file():
+        return _from_checkpoint(path, path.parent.parent)
+    raise EmimError(f"{path} is not a pretraining run folder, checkpoint or model folder; give RUN/ of "
+                    "`emim pretrain`, RUN/checkpoints/last.pt, or a folder exported by `emim export`")
+
+
+def submodule_state(weights: PretrainedWeights, prefix: str) -> dict[str, torch.Tensor]:
+    """The tensors under `prefix` ("encoder.", "decoder.") with the prefix removed."""
+    return {key[len(prefix):]: value for key, value in weights.state.items() if key.startswith(prefix)}
+
+
+def load_into(module: nn.Module, weights: PretrainedWeights, prefix: str) -> int:
+    """Load the `prefix` part of `weights` into `module` strictly; a layout mismatch is an EmimError. Returns count."""
+    state = submodule_state(weights, prefix)
+    if not state:
+        raise EmimError(f"{weights.source} holds no {prefix.rstrip('.')} weights; point to an E-MIM pretraining "
+                        "run, checkpoint or model")
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        details = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}" for what, keys in
+                            (("missing", missing), ("unexpected", unexpected), ("other shape", wrong)) if keys)
+        raise EmimError(f"the {prefix.rstrip('.')} weights in {weights.source} do not fit this network ({details}); "
+                        "use the same model size (preset) as the pretraining, or start without pretrained weights")
+    module.load_state_dict(state)
+    return len(state)
+

@@ -1,0 +1,260 @@
+"""Segment cases with an exported segmentation model, writing label maps on exactly the input's grid.
+
+Pipeline per case: `load_case` (canonical RAS voxel order, the model's normalisation) -> crop to the brain's
+bounding box (all-zero background cannot hold tumour, and skipping it halves the windows on BraTS) -> MONAI
+sliding-window inference with Gaussian blending (bf16 autocast on CUDA) -> sigmoid -> `regions_to_labels` ->
+`save_like_reference`, which restores the reference file's voxel order, affine and header. Every file of a case
+is written under a temporary name and renamed only when all of them are complete, so a failure leaves nothing.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from emim.data.cases import Case, _without_suffix, find_cases, is_nifti
+from emim.data.loading import LoadedCase, load_case
+from emim.data.modalities import ModalitySpec, strip_extension
+from emim.errors import EmimError
+from emim.finetune.unetr import EMIMUNETR
+from emim.labels import regions_to_labels
+from emim.progress import Progress
+from emim.train.device import autocast, resolve_device
+
+NIFTI = ".nii.gz"
+
+
+@dataclass
+class SegmentationModel:
+    """An exported segmentation model, loaded once and reused for every case of a batch."""
+
+    network: EMIMUNETR
+    metadata: dict[str, Any]
+    device: torch.device
+    folder: Path | None = None
+
+    @property
+    def spec(self) -> ModalitySpec:
+        return ModalitySpec.from_metadata(self.metadata["modalities"])
+
+    @property
+    def regions(self) -> list[dict[str, Any]]:
+        return self.metadata["regions"]
+
+    @property
+    def crop_size(self) -> tuple[int, int, int]:
+        return self.network.config.crop_size
+
+    @property
+    def normalization(self) -> str:
+        return (self.metadata.get("preprocessing") or {}).get("normalization", "zscore-nonzero")
+
+    def inference_default(self, key: str, fallback: Any) -> Any:
+        return (self.metadata.get("inference") or {}).get(key, fallback)
+
+
+def build_network(model_config: dict[str, Any], network: dict[str, Any], out_channels: int) -> EMIMUNETR:
+    """The UNETR described by a model folder's `model_config` and `network` metadata."""
+    from emim.config import ModelConfig
+
+    return EMIMUNETR(ModelConfig.from_dict(model_config), out_channels, int(network.get("feature_size", 16)))
+
+
+def load_segmentation_model(model_dir: str | Path, device: str = "auto",
+                            warn: Callable[[str], None] | None = None) -> SegmentationModel:
+    """Read and check a model folder (never unpickling) and put its network on the resolved device."""
+    from emim.modelfile import load_model
+
+    state, metadata = load_model(model_dir)
+    if metadata["task"] != "segmentation":
+        raise EmimError(f"{model_dir} is a {metadata['task']} model; `emim segment` needs a segmentation model "
+                        "(export a fine-tuning run with `emim export RUN --out MODEL`).")
+    network = build_network(metadata["model_config"], metadata.get("network") or {}, len(metadata["regions"]))
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as error:
+        raise EmimError(f"the weights in {model_dir} do not fit the network its metadata.json describes "
+                        f"({str(error).splitlines()[0]}); re-export the model.") from None
+    resolved = resolve_device(device, warn)
+    return SegmentationModel(network.to(resolved).eval(), metadata, resolved, Path(model_dir))
+
+
+def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
+    """How many windows MONAI's sliding window visits (after padding the volume up to the window size)."""
+    total = 1
+    for size, window in zip(shape, roi):
+        size = max(size, window)
+        step = max(int(window * (1 - overlap)), 1)
+        total *= 1 if size == window else math.ceil((size - window) / step) + 1
+    return total
+
+
+def _foreground_box(image: np.ndarray) -> tuple[slice, ...]:
+    """Bounding box of voxels non-zero in any channel (the brain of skull-stripped data); whole volume if none."""
+    inside = np.any(image != 0, axis=0)
+    if not inside.any():
+        return tuple(slice(0, s) for s in inside.shape)
+    box = []
+    for axis in range(3):
+        present = np.flatnonzero(np.any(inside, axis=tuple(a for a in range(3) if a != axis)))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
+    return tuple(box)
+
+
+def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequence[int], overlap: float,
+                          sw_batch_size: int, device: torch.device,
+                          on_windows: Callable[[int, int], None] | None = None) -> np.ndarray:
+    """(M, X, Y, Z) normalised canonical image -> (C, X, Y, Z) float32 region probabilities.
+
+    `on_windows(done, total)` is called after each window batch (progress reporting).
+    """
+    from monai.inferers import sliding_window_inference
+
+    box = _foreground_box(image)
+    crop = torch.from_numpy(np.ascontiguousarray(image[(slice(None), *box)]))[None].to(device)
+    total = count_windows(crop.shape[2:], roi, overlap)
+    done = 0
+
+    def predictor(windows: torch.Tensor) -> torch.Tensor:
+        nonlocal done
+        with autocast(device):
+            logits = network(windows)
+        done += windows.shape[0]
+        if on_windows is not None:
+            on_windows(min(done, total), total)
+        return logits.float()
+
+    with torch.inference_mode():
+        logits = sliding_window_inference(crop, tuple(roi), sw_batch_size, predictor, overlap=overlap,
+                                          mode="gaussian")
+        probabilities = torch.sigmoid(logits[0]).float().cpu().numpy()
+    full = np.zeros((probabilities.shape[0], *image.shape[1:]), dtype=np.float32)
+    full[(slice(None), *box)] = probabilities
+    return full
+
+
+def case_from_images(images: dict[str, str | Path], spec: ModalitySpec) -> Case:
+    """A case from explicit files per modality (`--image t1n=PATH ...`), checked against the model's modalities."""
+    unknown = [m for m in images if m not in spec.names]
+    if unknown:
+        raise EmimError(f"the model has no modality {', '.join(unknown)}; it takes exactly {len(spec.names)} "
+                        f"images: {', '.join(spec.names)}. Name each --image after one of them.")
+    missing = [m for m in spec.names if m not in images]
+    if missing:
+        raise EmimError(f"got {len(images)} image(s) ({', '.join(images) or 'none'}) but the model needs "
+                        f"{len(spec.names)}: {', '.join(spec.names)}; missing {', '.join(missing)}. Add "
+                        f"--image {missing[0]}=PATH for each missing one.")
+    paths = {m: Path(images[m]) for m in spec.names}
+    return Case(_without_suffix(strip_extension(paths[spec.names[0]].name), spec.names[0]), paths)
+
+
+def resolve_cases(inputs: Sequence[str | Path], spec: ModalitySpec) -> list[Case]:
+    """Case folders or folders of cases -> cases, their files assigned by the model's modality patterns."""
+    cases: list[Case] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_file() and is_nifti(path):
+            raise EmimError(f"{path} is a single file; give a case folder, a folder of cases, or every modality "
+                            f"with --image NAME=PATH ({', '.join(spec.names)}).")
+        cases += find_cases(path, spec)
+    ids = [c.case_id for c in cases]
+    repeated = sorted({i for i in ids if ids.count(i) > 1})
+    if repeated:
+        raise EmimError(f"case id(s) {', '.join(repeated)} appear more than once in the inputs; their outputs "
+                        "would overwrite each other. Segment them into different --output folders.")
+    return cases
+
+
+def check_modalities(case: Case, spec: ModalitySpec) -> None:
+    """Refuse a case whose files do not cover the model's modalities, naming what it has and what is missing."""
+    missing = [m for m in spec.names if m not in case.images and m not in case.ambiguous]
+    if missing:
+        found = ", ".join(case.images) or "none of them"
+        where = f" in {case.folder}" if case.folder else ""
+        raise EmimError(f"case {case.case_id}: the model needs the modalities {', '.join(spec.names)} but the "
+                        f"files{where} give {found}; missing {', '.join(missing)}. Add a file named like "
+                        f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have.")
+
+
+def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool) -> dict[str, Path]:
+    """'label' and 'prob_<region>' -> final paths: OUT itself for one case and OUT ending .nii.gz, else OUT/<case>."""
+    if single and output.name.lower().endswith(NIFTI):
+        folder, stem = output.parent, output.name[: -len(NIFTI)]
+    else:
+        folder, stem = output, case_id
+    paths = {"label": folder / f"{stem}{NIFTI}"}
+    paths.update({f"prob_{r}": folder / f"{stem}_prob_{r}{NIFTI}" for r in regions})
+    return paths
+
+
+def _write_all(files: dict[Path, tuple[LoadedCase, np.ndarray, Any]]) -> None:
+    """Write every file under a temporary name, then rename them all; on failure remove the temporaries."""
+    temporaries: list[tuple[Path, Path]] = []
+    try:
+        for path, (loaded, array, dtype) in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            temporary = path.parent / f".{path.name[: -len(NIFTI)]}.{os.getpid()}.tmp{NIFTI}"
+            temporaries.append((temporary, path))
+            loaded.save_like_reference(array, temporary, dtype)
+        for temporary, path in temporaries:
+            os.replace(temporary, path)
+    finally:
+        for temporary, _ in temporaries:
+            temporary.unlink(missing_ok=True)
+
+
+def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path | dict[str, str | Path],
+                 output: str | Path, overlap: float | None = None, sw_batch_size: int | None = None,
+                 probabilities: bool = False, resample: bool = False, device: str = "auto",
+                 progress: Progress | None = None, single: bool = True,
+                 on_windows: Callable[[int, int], None] | None = None) -> Path:
+    """Segment one case and return the label map's path (see `output_paths` for where files go).
+
+    `model` is a model folder or a `SegmentationModel` (load it once for a batch); `case` a `Case`, a case
+    folder, or {modality: file}. The label map is uint8 with the model's label values on the reference
+    modality's exact grid; with `probabilities` each region's probability map is written too (float32).
+    """
+    progress = progress or Progress("none")
+    if not isinstance(model, SegmentationModel):
+        model = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
+    spec = model.spec
+    if isinstance(case, dict):
+        case = case_from_images(case, spec)
+    elif not isinstance(case, Case):
+        found = resolve_cases([case], spec)
+        if len(found) != 1:
+            raise EmimError(f"{case} holds {len(found)} cases; segment_case takes one case folder.")
+        case = found[0]
+    check_modalities(case, spec)
+    loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
+    overlap = float(model.inference_default("overlap", 0.5) if overlap is None else overlap)
+    sw_batch_size = int(model.inference_default("sw_batch_size", 2) if sw_batch_size is None else sw_batch_size)
+    if not 0 <= overlap < 1 or sw_batch_size < 1:
+        raise EmimError(f"overlap must be in [0, 1) and sw-batch-size at least 1, got {overlap} and {sw_batch_size}")
+    try:
+        probs = predict_probabilities(model.network, loaded.image, model.crop_size, overlap, sw_batch_size,
+                                      model.device, on_windows)
+    except torch.OutOfMemoryError:
+        torch.cuda.empty_cache()
+        raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --sw-batch-size {sw_batch_size}; "
+                        "use a smaller --sw-batch-size (1), close other GPU programs, or run with --device cpu.") \
+            from None
+    names = [r["name"] for r in model.regions]
+    paths = output_paths(Path(output), case.case_id, names, single)
+    files = {paths["label"]: (loaded, regions_to_labels(probs, model.regions), np.uint8)}
+    if probabilities:
+        files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
+    _write_all(files)
+    progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id)
+    if probabilities:
+        for name in names:
+            progress.event("output", path=str(paths[f"prob_{name}"]), kind="probability", case=case.case_id,
+                           region=name)
+    return paths["label"]
