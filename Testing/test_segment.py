@@ -148,12 +148,12 @@ def test_command_line_refuses_a_wrong_number_of_images(brats_mini, model_dir, tm
 def test_a_failed_write_leaves_none_of_the_case_files(brats_mini, tmp_path):
     from emim.data.cases import find_cases
     from emim.data.loading import load_case
-    from emim.inference.segment import _write_all
+    from emim.inference.segment import write_case_outputs
 
     loaded = load_case(find_cases(brats_mini / CASE)[0], ["t1n"], with_label=False)
     good = np.zeros(loaded.image.shape[1:], np.uint8)
     with pytest.raises(ValueError, match="does not match the reference grid"):
-        _write_all({tmp_path / "a.nii.gz": (loaded, good, np.uint8),
+        write_case_outputs({tmp_path / "a.nii.gz": (loaded, good, np.uint8),
                     tmp_path / "b.nii.gz": (loaded, good[:-1], np.float32)})
     assert list(tmp_path.iterdir()) == []
 

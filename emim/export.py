@@ -22,7 +22,7 @@ INFERENCE_DEFAULTS = {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 2}
 CASES_FILE = "cases.json"  # written by fine-tuning: which cases trained and which validated
 
 
-def _last_eval(run: RunFolder, prefix: str) -> dict[str, Any]:
+def last_eval(run: RunFolder, prefix: str) -> dict[str, Any]:
     """The last evaluation record's values whose names start with `prefix` (e.g. val_dice_), with its step."""
     if not run.metrics_path.is_file():
         return {}
@@ -33,7 +33,7 @@ def _last_eval(run: RunFolder, prefix: str) -> dict[str, Any]:
     return {"step": evals[-1]["step"], **{k: v for k, v in evals[-1].items() if k.startswith(prefix)}}
 
 
-def _provenance(run: RunFolder, config: dict[str, Any], step: int) -> dict[str, Any]:
+def run_provenance(run: RunFolder, config: dict[str, Any], step: int) -> dict[str, Any]:
     provenance = {"run": str(run.path.resolve()), "data": config["data"], "steps": step,
                   "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine_version": config.get("engine_version")}
     cases_file = run.path / CASES_FILE
@@ -55,8 +55,8 @@ def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any])
         "inference": dict(INFERENCE_DEFAULTS),
         "labels": config["labels"],
         "regions": config["regions"],
-        "provenance": {**_provenance(run, config, int(state["step"])), "pretrained": config.get("pretrained"),
-                       "validation": _last_eval(run, "val_dice_")},
+        "provenance": {**run_provenance(run, config, int(state["step"])), "pretrained": config.get("pretrained"),
+                       "validation": last_eval(run, "val_dice_")},
     }
     return state["model"], metadata
 
@@ -73,15 +73,15 @@ def _pretraining(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) 
         "model_config": config["model"],
         "network": {"architecture": "E-MIM encoder + MIM decoder"},
         "preprocessing": {"normalization": config["normalization"], "orientation": "RAS", "spacing": None},
-        "provenance": {**_provenance(run, config, int(state["step"])), "mask": config.get("mask"),
-                       "pbt_levels": config.get("pbt_levels"), "diagnostics": _last_eval(run, "heldout_")},
+        "provenance": {**run_provenance(run, config, int(state["step"])), "mask": config.get("mask"),
+                       "pbt_levels": config.get("pbt_levels"), "diagnostics": last_eval(run, "heldout_")},
     }
     return weights, metadata
 
 
 def export_model(run_dir: str | Path, out: str | Path, name: str | None = None, description: str | None = None,
                  force: bool = False) -> Path:
-    """Write the model folder `out` from the last checkpoint of the fine-tuning or pretraining run `run_dir`."""
+    """Write the model folder `out` from the last checkpoint of a fine-tuning, classification or pretraining run."""
     from emim.modelfile import METADATA_FILE, save_model
 
     run = RunFolder(run_dir, write=False)
@@ -97,6 +97,10 @@ def export_model(run_dir: str | Path, out: str | Path, name: str | None = None, 
         weights, metadata = _segmentation(run, config, state)
     elif command == "pretrain":
         weights, metadata = _pretraining(run, config, state)
+    elif command == "finetune-classifier":
+        from emim.finetune.classification import classification_export
+
+        weights, metadata = classification_export(run, config, state)
     else:
         raise EmimError(f"{run.path} is a {command!r} run; export takes fine-tuning or pretraining runs.")
     metadata["name"] = name or f"E-MIM {metadata['task']} ({out.name})"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emim.commands.segment import _image
+from emim.commands.arguments import image_assignment
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
 
@@ -19,7 +19,7 @@ from emim.train.device import DEVICE_CHOICES
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="case folder(s) or folder(s) of cases")
     parser.add_argument("--model", required=True, help="classification model folder (from finetune-classifier)")
-    parser.add_argument("--image", type=_image, action="append", default=[], metavar="NAME=PATH",
+    parser.add_argument("--image", type=image_assignment, action="append", default=[], metavar="NAME=PATH",
                         help="one modality file of a single case, e.g. --image t1n=case-t1n.nii.gz (repeat)")
     parser.add_argument("--resample", action="store_true",
                         help="resample modalities whose grid differs onto the first modality (physical space)")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from emim.commands.pretrain import _int_triple
+from emim.commands.arguments import int_triple
 from emim.config import PRESETS
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
@@ -23,7 +23,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                                              "encoder weights to start from (default: random encoder)")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
-    parser.add_argument("--crop", type=_int_triple, help="crop (window) size, e.g. 96 or 128,128,96 (multiple of 16)")
+    parser.add_argument("--crop", type=int_triple, help="crop (window) size, e.g. 96 or 128,128,96 (multiple of 16)")
     parser.add_argument("--feature-size", type=int, help="UNETR decoder width (default 8 for tiny, else 16)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=1000)

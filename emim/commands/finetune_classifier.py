@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from emim.commands.pretrain import _int_triple
+from emim.commands.arguments import int_triple
 from emim.config import PRESETS
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
@@ -27,7 +27,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS),
                         help="model size (default tiny); the pretraining's when --pretrained is given")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
-    parser.add_argument("--crop", type=_int_triple, help="crop size, e.g. 96 or 128,128,96 (multiple of 16)")
+    parser.add_argument("--crop", type=int_triple, help="crop size, e.g. 96 or 128,128,96 (multiple of 16)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--lr", type=float, default=1e-4)
@@ -74,8 +74,8 @@ def config_from_args(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     from emim.errors import EmimError
-    from emim.finetune.classification import (export_classification, resume_classifier_training,
-                                              run_classifier_training)
+    from emim.export import export_model
+    from emim.finetune.classification import resume_classifier_training, run_classifier_training
 
     progress = Progress(args.progress)
     if args.resume:
@@ -85,6 +85,6 @@ def run(args: argparse.Namespace) -> int:
     else:
         run_classifier_training(config_from_args(args), args.run, progress=progress)
     if args.export and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 exports
-        folder = export_classification(args.run, args.export)
+        folder = export_model(args.run, args.export)
         progress.event("output", path=str(folder), kind="model")
     return 0

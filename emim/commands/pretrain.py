@@ -9,14 +9,10 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
+from emim.commands.arguments import int_triple
 from emim.config import PRESETS
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
-
-
-def _int_triple(text: str) -> tuple[int, int, int]:
-    values = [int(v) for v in text.replace("x", ",").split(",")]
-    return tuple(values * 3 if len(values) == 1 else values)  # type: ignore[return-value]
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +23,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
-    parser.add_argument("--crop", type=_int_triple, help="crop size, e.g. 96 or 128,128,96 (multiple of 16)")
+    parser.add_argument("--crop", type=int_triple, help="crop size, e.g. 96 or 128,128,96 (multiple of 16)")
     parser.add_argument("--batch-size", type=int, default=2)
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=1.5e-4)

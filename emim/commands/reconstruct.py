@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emim.commands.segment import PERMILLE, _image
+from emim.commands.arguments import PERMILLE, image_assignment
 from emim.pretrain.masks import MASK_CHOICES
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
@@ -32,7 +32,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-ratio", type=float, help="share of hidden patches (default: the pretraining's)")
     parser.add_argument("--position-ratio", type=float,
                         help="share of hidden positions (default: the pretraining's)")
-    parser.add_argument("--image", type=_image, action="append", default=[], metavar="NAME=PATH",
+    parser.add_argument("--image", type=image_assignment, action="append", default=[], metavar="NAME=PATH",
                         help="one modality file of a single case, e.g. --image t1n=case-t1n.nii.gz (repeat)")
     parser.add_argument("--resample", action="store_true",
                         help="resample modalities whose grid differs onto the first modality (physical space)")

@@ -11,24 +11,15 @@ from __future__ import annotations
 
 import argparse
 
+from emim.commands.arguments import PERMILLE, image_assignment
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
-
-PERMILLE = 1000  # progress units over the whole job: windows of each case, cases of the batch
-
-
-def _image(text: str) -> tuple[str, str]:
-    name, sep, path = text.partition("=")
-    if not sep or not name or not path:
-        raise argparse.ArgumentTypeError(f"--image takes NAME=PATH (e.g. t1n=case/t1.nii.gz), got {text!r}")
-    return name.strip(), path
-
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="*", metavar="INPUT", help="case folder(s) or folder(s) of cases")
     parser.add_argument("--model", required=True, help="exported segmentation model folder")
     parser.add_argument("--output", required=True, help="OUT.nii.gz for one case, or an output folder")
-    parser.add_argument("--image", type=_image, action="append", default=[], metavar="NAME=PATH",
+    parser.add_argument("--image", type=image_assignment, action="append", default=[], metavar="NAME=PATH",
                         help="one modality file of a single case (repeat for every modality of the model)")
     parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, 0.5)")

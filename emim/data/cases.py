@@ -115,7 +115,7 @@ def _short_name(path: Path, case_id: str) -> str:
     return name[len(case_id):] if name.lower().startswith(case_id.lower()) and len(name) > len(case_id) else name
 
 
-def _without_suffix(stem: str, modality: str) -> str:
+def without_suffix(stem: str, modality: str) -> str:
     """"p001_t2w" -> "p001": the case part of a file name that ends with its modality."""
     return re.sub(rf"[-_. ]?{re.escape(modality)}$", "", stem, flags=re.IGNORECASE) or stem
 
@@ -151,7 +151,7 @@ def _name_cases(cases: list[Case], path: Path) -> None:
     unnamed = [c for c in cases if not c.case_id]
     for case in unnamed:
         modality, first = next(iter(case.images.items()))
-        case.case_id = _without_suffix(strip_extension(first.name), modality)
+        case.case_id = without_suffix(strip_extension(first.name), modality)
     if len({c.case_id for c in unnamed}) < len(unnamed):
         for case in unnamed:
             case.case_id = next(iter(case.images.values())).parent.name

@@ -209,10 +209,10 @@ def classification_export(run: RunFolder, config: dict[str, Any], state: dict[st
     record (AUC, accuracy, loss, number of cases, step).
     """
     from emim.data.cases import dataset_spec
-    from emim.export import _last_eval, _provenance
+    from emim.export import last_eval, run_provenance
 
     settings = ClassifierConfig.from_dict(config)
-    validation = _last_eval(run, "val_")
+    validation = last_eval(run, "val_")
     spec = settings.modality_spec or dataset_spec(settings.data).select(settings.model.modalities).to_metadata()
     metadata = {
         "task": "classification",
@@ -226,19 +226,8 @@ def classification_export(run: RunFolder, config: dict[str, Any], state: dict[st
         "inference": {"pooling": "mean tile feature over the brain bounding box (tiles of crop_size)",
                       "sw_batch_size": 4},
         "classes": [{"value": i, "name": n} for i, n in enumerate(settings.classes)],
-        "provenance": {**_provenance(run, config, int(state["step"])), "labels": settings.labels,
+        "provenance": {**run_provenance(run, config, int(state["step"])), "labels": settings.labels,
                        "pretrained": settings.pretrained, "validation_auc": validation.get("val_auc"),
                        "validation_accuracy": validation.get("val_accuracy"), "validation": validation},
     }
     return state["model"], metadata
-
-
-def export_classification(run_dir: str | Path, output: str | Path, name: str | None = None) -> Path:
-    """Write the last checkpoint of a classification run as the model folder `output`; returns it."""
-    from emim.modelfile import save_model
-    from emim.train.checkpoint import load_checkpoint
-
-    run = RunFolder(run_dir, write=False)
-    weights, metadata = classification_export(run, run.read_config(), load_checkpoint(run.last_checkpoint))
-    metadata["name"] = name or f"E-MIM classification ({Path(output).name})"
-    return save_model(output, weights, metadata)

@@ -143,7 +143,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
                      progress: Progress | None = None,
                      on_batch: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Reconstruct one case into the folder `output`; returns the output records {path, kind, modality, case}."""
-    from emim.inference.segment import _write_all, check_modalities
+    from emim.inference.segment import write_case_outputs, check_modalities
 
     progress = progress or Progress("none")
     names = model.modalities
@@ -170,7 +170,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
             dtype = np.uint8 if kind == "mask" else np.float32
             files[path] = (loaded, result[kind][index].astype(dtype), dtype)
             records.append({"path": str(path), "kind": kind, "modality": modality, "case": case.case_id})
-    _write_all(files)
+    write_case_outputs(files)
     for record in records:
         progress.event("output", **record)
     return records

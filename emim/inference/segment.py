@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emim.data.cases import Case, _without_suffix, find_cases, is_nifti
+from emim.data.cases import Case, without_suffix, find_cases, is_nifti
 from emim.data.loading import LoadedCase, load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
@@ -152,7 +152,7 @@ def case_from_images(images: dict[str, str | Path], spec: ModalitySpec) -> Case:
                         f"{len(spec.names)}: {', '.join(spec.names)}; missing {', '.join(missing)}. Add "
                         f"--image {missing[0]}=PATH for each missing one.")
     paths = {m: Path(images[m]) for m in spec.names}
-    return Case(_without_suffix(strip_extension(paths[spec.names[0]].name), spec.names[0]), paths)
+    return Case(without_suffix(strip_extension(paths[spec.names[0]].name), spec.names[0]), paths)
 
 
 def resolve_cases(inputs: Sequence[str | Path], spec: ModalitySpec) -> list[Case]:
@@ -194,7 +194,7 @@ def output_paths(output: Path, case_id: str, regions: Sequence[str], single: boo
     return paths
 
 
-def _write_all(files: dict[Path, tuple[LoadedCase, np.ndarray, Any]]) -> None:
+def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any]]) -> None:
     """Write every file under a temporary name, then rename them all; on failure remove the temporaries."""
     temporaries: list[tuple[Path, Path]] = []
     try:
@@ -251,7 +251,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     files = {paths["label"]: (loaded, regions_to_labels(probs, model.regions), np.uint8)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
-    _write_all(files)
+    write_case_outputs(files)
     progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id)
     if probabilities:
         for name in names:
