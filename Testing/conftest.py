@@ -24,3 +24,22 @@ def _torch_threads() -> None:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_segmentation_model(brats_mini, tmp_path_factory) -> Path:
+    """A tiny UNETR fine-tuned for 2 CPU steps from scratch on the real mini cases and exported (shared by the
+    engine and Slicer tests: its weights are untrained, the tests check plumbing and geometry, not accuracy)."""
+    from dataclasses import replace
+
+    from emim.export import export_model
+    from emim.finetune.segmentation import default_config, run_finetuning
+    from emim.progress import Progress
+    from emim.train.trainer import TrainSettings
+
+    root = tmp_path_factory.mktemp("segment-model")
+    config = replace(default_config(str(brats_mini), "tiny"), feature_size=4, batch_size=1, val_cases=0,
+                     device="cpu",
+                     train=TrainSettings(steps=2, lr=1e-3, warmup_steps=1, eval_every=100, checkpoint_every=2))
+    run_finetuning(config, root / "run", progress=Progress("none"))
+    return export_model(root / "run", root / "model")

@@ -74,13 +74,29 @@ def test_no_engine_or_torch_import_at_module_import_time(module):
         assert _top_level_imports(source) & HEAVY == set(), source
 
 
-def test_importing_the_logic_loads_neither_torch_nor_the_engine():
-    code = ("import sys; sys.path.insert(0, 'EMIMSegmentation'); import EMIMSegmentationLib.logic; "
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.name)
+def test_importing_the_logic_loads_neither_torch_nor_the_engine(module):
+    # every module folder on the path, as in Slicer where all scripted modules share one folder
+    paths = [str(m) for m in MODULES]
+    code = (f"import sys; sys.path[:0] = {paths!r}; import {module.name}Lib.logic; "
             "import EMIMSegmentationLib.headless; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,))
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
+
+
+def test_training_module_reuses_the_segmentation_runner_instead_of_copying_it():
+    """EMIMTraining imports EMIMSegmentationLib's process/job/i18n/errors; Slicer must load that module first."""
+    lib = REPO / "EMIMTraining" / "EMIMTrainingLib"
+    imports = set()
+    for source in lib.glob("*.py"):
+        imports |= {n.module for n in ast.walk(ast.parse(source.read_text()))
+                    if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("EMIMSegmentationLib")}
+    assert {"EMIMSegmentationLib.process", "EMIMSegmentationLib.job", "EMIMSegmentationLib.i18n",
+            "EMIMSegmentationLib.errors"} <= imports
+    assert not any((lib / name).exists() for name in ("process.py", "job.py", "headless.py", "install.py"))
+    assert 'dependencies = ["EMIMSegmentation"]' in (REPO / "EMIMTraining" / "EMIMTraining.py").read_text()
 
 
 def test_json_resources_parse():

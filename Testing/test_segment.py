@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import nibabel as nib
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 
 from emim.errors import EmimError
-from emim.train.trainer import TrainSettings
 
 CASE = "BraTS-GLI-01404-000"  # the smallest mini case (240 x 240 x 70)
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
@@ -24,18 +22,8 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
 
 
 @pytest.fixture(scope="module")
-def model_dir(brats_mini, tmp_path_factory):
-    """A tiny UNETR fine-tuned for 2 CPU steps from scratch and exported."""
-    from emim.export import export_model
-    from emim.finetune.segmentation import default_config, run_finetuning
-    from emim.progress import Progress
-
-    root = tmp_path_factory.mktemp("segment-model")
-    config = replace(default_config(str(brats_mini), "tiny"), feature_size=4, batch_size=1,
-                     val_cases=0, device="cpu",
-                     train=TrainSettings(steps=2, lr=1e-3, warmup_steps=1, eval_every=100, checkpoint_every=2))
-    run_finetuning(config, root / "run", progress=Progress("none"))
-    return export_model(root / "run", root / "model")
+def model_dir(tiny_segmentation_model):
+    return tiny_segmentation_model
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from slicer_scene import MODULE_DIR, REPO, segment_command_available, write_model_metadata
+import nibabel as nib
+import numpy as np
+
+from slicer_scene import MODULE_DIR, REPO, write_model_metadata
 
 SCRIPT = MODULE_DIR / "EMIMSegmentationBatch.py"
 
@@ -50,6 +53,19 @@ def test_batch_refuses_a_folder_that_is_not_a_model(batch_input, tmp_path):
     assert result.returncode == 2 and "No metadata.json" in result.stderr
 
 
-@pytest.mark.skipif(not segment_command_available(), reason="needs the engine's `emim segment` command")
-def test_batch_segments_cases_and_writes_seg_nrrd(batch_input, tmp_path):
-    pytest.skip("needs a small exported segmentation model; wire the engine's export here once it exists")
+def test_batch_segments_cases_and_writes_seg_nrrd(batch_input, tiny_segmentation_model, tmp_path):
+    out = tmp_path / "out"
+    result = _run(["--input", str(batch_input), "--model", str(tiny_segmentation_model), "--output", str(out),
+                   "--device", "cpu", "--overlap", "0", "--nifti"])
+    assert result.returncode == 1, result.stderr
+    assert "Summary: 2 of 3 cases succeeded, 1 failed." in result.stdout
+    assert "FAILED BraTS-broken-000:" in result.stdout
+    for case in ("BraTS-GLI-00360-000", "BraTS-GLI-00500-001"):
+        labels = nib.load(out / f"{case}.nii.gz")
+        reference = nib.load(batch_input / case / f"{case}-t1n.nii.gz")
+        assert labels.shape == reference.shape
+        np.testing.assert_allclose(labels.affine, reference.affine, atol=1e-4)
+        assert set(np.unique(np.asarray(labels.dataobj))) <= {0, 1, 2, 3}
+        header = (out / f"{case}.seg.nrrd").read_bytes()[:4000].decode("latin-1")
+        assert "Segment0_Name:=Necrotic tumor core" in header and "Segment2_Name:=Enhancing tumor" in header
+    assert not (out / "BraTS-broken-000.seg.nrrd").exists()

@@ -205,3 +205,25 @@ def test_model_metadata_errors_name_the_file(tmp_path):
     (tmp_path / "metadata.json").write_text('{"task": "segmentation"}')
     with pytest.raises(EMIMSegmentationError, match="metadata.json is not a valid"):
         read_model_info(tmp_path)
+
+
+def test_segment_runs_the_engine_and_returns_a_segmentation_on_the_input_grid(case_inputs, tiny_segmentation_model):
+    """Acceptance: loaded volumes -> engine subprocess -> named, coloured segments on the input's grid."""
+    before = {k: _fingerprint(n) for k, n in case_inputs.items()}
+    progress: list[float] = []
+    logic = SegmentationLogic()
+    segmentation = logic.segment(case_inputs, tiny_segmentation_model, device="cpu", overlap=0.0,
+                                 waitForCompletion=True, progressCallback=progress.append)
+    reference = case_inputs["t1n"]
+    names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
+    assert set(names) <= {label["name"] for label in BRATS_LABELS}
+    ref_string = segmentation.GetSegmentation().GetConversionParameter("Reference image geometry")
+    assert ref_string == slicer.vtkSegmentationConverter.SerializeImageGeometry(_oriented(reference))
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    assert slicer.modules.segmentations.logic().ExportAllSegmentsToLabelmapNode(
+        segmentation, labelmap, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+    assert slicer.util.arrayFromVolume(labelmap).shape == slicer.util.arrayFromVolume(reference).shape
+    assert np.allclose(ijk_to_ras(labelmap), ijk_to_ras(reference), atol=1e-4)
+    assert progress and max(progress) > 0
+    assert all(_same(before[k], _fingerprint(n)) for k, n in case_inputs.items())

@@ -32,6 +32,12 @@ def running_in_slicer() -> bool:
     return hasattr(slicer, "app")
 
 
+# The module logics hold a raw (not reference-counted) pointer to the application logic: if the caller drops the
+# returned object, the application logic would be freed under them and the next AddArchetypeVolume would crash.
+# Keeping the current bootstrap here ties its lifetime to `slicer.mrmlScene`'s.
+_current: HeadlessSlicer | None = None
+
+
 def bootstrap(quiet: bool = True) -> HeadlessSlicer:
     """Create a scene with the application, Colors, Volumes, Segmentations, SubjectHierarchy and Data logics.
 
@@ -68,4 +74,6 @@ def bootstrap(quiet: bool = True) -> HeadlessSlicer:
 
     slicer.mrmlScene = scene
     slicer.modules = SimpleNamespace(**{key: SimpleNamespace(logic=(lambda lg=logic: lg)) for key, logic in logics.items()})
-    return HeadlessSlicer(scene=scene, app=app, logics=logics)
+    global _current
+    _current = HeadlessSlicer(scene=scene, app=app, logics=logics)
+    return _current

@@ -1,0 +1,131 @@
+"""The data set check that must pass before a run starts: `emim check-data PATH --json`, as a report and a table.
+
+The engine does the checking (files, dimensions, values, grids per case); this file only runs it, keeps its JSON
+report, and says the blocking problems in sentences that name the case and the fix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import slicer
+import vtk
+
+from EMIMSegmentationLib.process import EngineProcess, python_executable
+
+from .errors import EMIMTrainingError
+from .i18n import tr
+
+TABLE_COLUMNS = ("Case", "Status", "Modalities", "Size", "Spacing (mm)", "Label", "Problems and fixes")
+
+
+@dataclass
+class DataReport:
+    """check-data's `done` event: `path`, `modalities`, `ok`, `summary`, `cases` (each with `problems`)."""
+
+    data: dict
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.data.get("ok"))
+
+    @property
+    def path(self) -> str:
+        return str(self.data.get("path", ""))
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.data.get("modalities", []))
+
+    @property
+    def cases(self) -> list[dict]:
+        return list(self.data.get("cases", []))
+
+    def blocking_problems(self) -> list[str]:
+        """One sentence per error that stops a run: the case, the file, what is wrong, and the fix."""
+        sentences = []
+        for case in self.cases:
+            for problem in case.get("problems", []):
+                if problem.get("severity") == "error":
+                    sentences.append(tr("Case {case}: {message} Fix: {fix}").format(
+                        case=case.get("case_id"), message=_sentence(problem.get("message", "")),
+                        fix=problem.get("fix", "")))
+        return sentences
+
+    def summary_text(self) -> str:
+        summary = self.data.get("summary", {})
+        return tr("{cases} cases found, {usable} usable, {errors} with errors, {warnings} with warnings; "
+                  "modalities {modalities}.").format(cases=summary.get("cases", 0), usable=summary.get("usable", 0),
+                                                     errors=summary.get("with_errors", 0),
+                                                     warnings=summary.get("with_warnings", 0),
+                                                     modalities=", ".join(self.modalities))
+
+    def require_ok(self) -> None:
+        """Raise with every blocking problem when the data set cannot be trained on as it is."""
+        if not self.cases:
+            raise EMIMTrainingError(tr("No cases were found in {path}; point to a folder of case folders (BraTS "
+                                       "layout) or a datalist JSON.").format(path=self.path))
+        problems = self.blocking_problems()
+        if problems:
+            raise EMIMTrainingError(tr("The data set {path} cannot be used as it is:").format(path=self.path)
+                                    + "\n" + "\n".join(problems))
+
+
+def check_data(path: str | Path, modalities: Sequence[str] = (), resample: bool = False,
+               log: Callable[[str], None] | None = None) -> DataReport:
+    """Run the engine's check (about 0.2 s per case plus 1-2 s start-up) and return its report."""
+    command = [python_executable(), "-m", "emim", "check-data", str(path), "--json"]
+    if modalities:
+        command += ["--modalities", ",".join(modalities)]
+    if resample:
+        command.append("--resample")
+    process = EngineProcess(command)
+    done, errors = None, []
+    for event in process.wait():
+        kind = event.get("event")
+        if kind == "done":
+            done = event
+        elif kind == "error":
+            errors.append(str(event.get("message", "")))
+        elif kind == "log" and log is not None:
+            log(str(event.get("message", "")))
+    if done is None:  # check-data exits 1 with a report when cases are broken; without one the set is unreadable
+        raise EMIMTrainingError(" ".join(errors) or tr("Checking {path} failed (exit code {code}); see the log.")
+                                .format(path=path, code=process.returncode))
+    return DataReport({k: v for k, v in done.items() if k != "event"})
+
+
+def report_table(report: DataReport, table=None):
+    """The per-case table (one row per case) as a vtkMRMLTableNode, replacing the contents of `table` if given."""
+    if table is None:
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", slicer.mrmlScene.GenerateUniqueName(
+            tr("EMIM data check")))
+    modifying = table.StartModify()
+    table.RemoveAllColumns()
+    columns = []
+    for title in TABLE_COLUMNS:
+        column = vtk.vtkStringArray()
+        column.SetName(title)
+        columns.append(table.AddColumn(column))
+    for case in report.cases:
+        problems = case.get("problems", [])
+        status = tr("usable") if case.get("usable") else tr("cannot be used")
+        if case.get("usable") and problems:
+            status = tr("usable, with warnings")
+        values = (case.get("case_id", ""), status, ", ".join(case.get("modalities", {})),
+                  "x".join(str(v) for v in case.get("shape") or ()),
+                  " x ".join(f"{v:g}" for v in case.get("spacing") or ()),
+                  tr("yes") if case.get("has_label") else tr("no"),
+                  " | ".join(f"{_sentence(p.get('message', ''))} {tr('Fix:')} {p.get('fix', '')}" for p in problems))
+        row = table.AddEmptyRow()
+        for column, value in zip(columns, values):
+            column.SetValue(row, str(value))
+    table.EndModify(modifying)
+    return table
+
+
+def _sentence(text: str) -> str:
+    text = str(text).strip()
+    return text if text.endswith((".", "!", "?")) else text + "."

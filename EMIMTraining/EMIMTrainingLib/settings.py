@@ -1,0 +1,121 @@
+"""What a training run is started with, and the engine command line it becomes.
+
+One dataclass for the three tasks: the fields a task does not use are left out of its command line, so the
+module's panel and the batch script can keep every knob in one place (and the parameter node can save them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+from EMIMSegmentationLib.process import python_executable
+
+from .errors import EMIMTrainingError
+from .i18n import tr
+
+PRETRAIN, FINETUNE, CLASSIFY = "pretrain", "finetune", "finetune-classifier"
+TASKS = (PRETRAIN, FINETUNE, CLASSIFY)
+TASK_TITLES = {PRETRAIN: "E-MIM pretraining", FINETUNE: "Segmentation fine-tuning",
+               CLASSIFY: "Classification fine-tuning"}
+PRESETS = ("tiny", "small", "base")
+MASK_PATTERNS = ("hybrid", "patch", "position", "modal")
+DEVICES = ("auto", "cuda", "cpu")
+
+
+@dataclass
+class TrainingSettings:
+    """Knobs of one run. `crop` is one edge or "X,Y,Z"; empty strings and None mean the engine's default."""
+
+    task: str
+    data: str
+    run: str
+    preset: str = "tiny"
+    modalities: Sequence[str] = ()
+    crop: str = ""
+    batch_size: int = 2
+    steps: int = 1000
+    learning_rate: float | None = None
+    device: str = "auto"
+    gpus: int = 1
+    log_every: int = 5
+    eval_every: int = 50
+    checkpoint_every: int = 50
+    # pretraining
+    mask: str = "hybrid"
+    patch_ratio: float = 0.75
+    position_ratio: float = 0.6
+    pbt_levels: int = 4
+    pbt_weight: float = 0.1
+    # fine-tuning
+    pretrained: str = ""  # pretraining run folder, checkpoint or model folder; empty = from scratch
+    val_cases: int = 1  # segmentation: whole cases held out for validation Dice
+    labels_csv: str = ""  # classification: `case_id,label` lines
+    val_fraction: float = 0.2  # classification
+    extra: Sequence[str] = field(default_factory=tuple)  # further engine options, passed as they are
+
+    def problems(self) -> list[str]:
+        """Why the run cannot start as set (said in words); empty when it can."""
+        found = []
+        if self.task not in TASKS:
+            found.append(tr("Choose a task: {choices}.").format(choices=", ".join(TASKS)))
+        if not self.data:
+            found.append(tr("Choose the data set (a folder of cases or a datalist JSON)."))
+        if not self.run:
+            found.append(tr("Choose an output run folder."))
+        if self.preset not in PRESETS:
+            found.append(tr("Preset must be one of {choices}.").format(choices=", ".join(PRESETS)))
+        if self.task == PRETRAIN and self.mask not in MASK_PATTERNS:
+            found.append(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_PATTERNS)))
+        if self.task == CLASSIFY and not self.labels_csv:
+            found.append(tr("Classification fine-tuning needs a labels CSV (one `case_id,label` line per case)."))
+        if self.gpus < 1:
+            found.append(tr("The number of GPUs must be at least 1."))
+        if self.gpus > 1 and self.device == "cpu":
+            found.append(tr("Several GPUs were asked for with device CPU; choose device auto or cuda."))
+        if self.run and (Path(self.run) / "checkpoints" / "last.pt").exists():
+            found.append(tr("The run folder {run} already holds a run: resume it or choose a new folder.")
+                         .format(run=self.run))
+        return found
+
+    def arguments(self) -> list[str]:
+        """The engine options of this task (without the interpreter, the subcommand and --progress)."""
+        problems = self.problems()
+        if problems:
+            raise EMIMTrainingError(" ".join(problems))
+        args = [str(self.data), "--run", str(self.run), "--preset", self.preset, "--batch-size", str(self.batch_size),
+                "--steps", str(self.steps), "--device", self.device, "--log-every", str(self.log_every),
+                "--eval-every", str(self.eval_every), "--checkpoint-every", str(self.checkpoint_every)]
+        if self.modalities:
+            args += ["--modalities", ",".join(self.modalities)]
+        if self.crop:
+            args += ["--crop", str(self.crop).replace(" ", "")]
+        if self.learning_rate is not None:
+            args += ["--lr", repr(float(self.learning_rate))]
+        if self.task == PRETRAIN:
+            args += ["--mask", self.mask, "--patch-ratio", str(self.patch_ratio), "--position-ratio",
+                     str(self.position_ratio), "--pbt-levels", str(self.pbt_levels), "--pbt-weight",
+                     str(self.pbt_weight)]
+        else:
+            if self.pretrained:
+                args += ["--pretrained", str(self.pretrained)]
+            if self.task == FINETUNE:
+                args += ["--val-cases", str(self.val_cases)]
+            else:
+                args += ["--labels", str(self.labels_csv), "--val-fraction", str(self.val_fraction)]
+        return args + [str(a) for a in self.extra]
+
+
+def training_command(subcommand: str, arguments: Sequence[str], gpus: int = 1) -> list[str]:
+    """`python -m emim SUB ... --progress json`; with several GPUs the same under torchrun (one process per GPU).
+
+    `--standalone` picks a free rendezvous port on this machine, so two runs do not clash. The `--` ends torchrun's
+    own options: without it torchrun's parser reads the engine's `--run` as an ambiguous abbreviation of its
+    `--run-path` and refuses to start (pytorch/pytorch#120601); torchrun drops the `--` before calling the engine.
+    """
+    engine = [subcommand, *arguments, "--progress", "json"]
+    if gpus > 1:
+        return [python_executable(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
+                "-m", "emim", "--", *engine]
+    return [python_executable(), "-m", "emim", *engine]
