@@ -17,7 +17,8 @@ from emim.train.device import DEVICE_CHOICES
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", nargs="?", help="labelled data set: folder of cases or datalist JSON")
-    parser.add_argument("--run", required=True, help="run folder (config, metrics.jsonl, checkpoints)")
+    parser.add_argument("--run-dir", "--run", dest="run", required=True,
+                        help="run folder (config, metrics.jsonl, checkpoints); spell it --run-dir under torchrun")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     parser.add_argument("--pretrained", help="E-MIM pretraining run folder, checkpoint (.pt) or model folder whose "
                                              "encoder weights to start from (default: random encoder)")

@@ -20,7 +20,8 @@ from emim.train.device import DEVICE_CHOICES
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("data", nargs="?", help="data set: folder of cases, one case folder, or datalist JSON")
     parser.add_argument("--labels", help="CSV with a header and one `case_id,label` line per case")
-    parser.add_argument("--run", required=True, help="run folder (config, metrics.jsonl, checkpoints)")
+    parser.add_argument("--run-dir", "--run", dest="run", required=True,
+                        help="run folder (config, metrics.jsonl, checkpoints); spell it --run-dir under torchrun")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
     parser.add_argument("--pretrained", metavar="SOURCE",
                         help="initialise the encoder from a pretraining run folder, checkpoint or model folder")
