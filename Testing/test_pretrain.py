@@ -121,3 +121,15 @@ def test_torchrun_two_processes_on_cpu(brats_mini, tmp_path):
     checkpoints = list((run_dir / "checkpoints").glob("*.pt"))
     assert [p.name for p in checkpoints] == ["last.pt"]
     assert load_checkpoint(checkpoints[0])["step"] == 3
+
+
+def test_a_second_writer_on_a_live_run_folder_is_refused(tmp_path):
+    from emim.train.runfolder import RunFolder
+
+    holder = RunFolder(tmp_path / "run")
+    command = [sys.executable, "-c", "import sys; from emim.train.runfolder import RunFolder; RunFolder(sys.argv[1])",
+               str(tmp_path / "run")]
+    result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=60)
+    assert result.returncode != 0 and "another process is already training into" in result.stderr
+    del holder
+    assert subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=60).returncode == 0

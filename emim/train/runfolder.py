@@ -23,6 +23,24 @@ class RunFolder:
         self.write = write  # only rank 0 writes under torchrun
         if write:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            self._lock = self._hold_lock()
+
+    def _hold_lock(self):
+        """Two processes training into one folder would interleave metrics and overwrite each other's
+        checkpoints (a double click on Start, a resume while the run is alive): the writer holds an exclusive
+        lock on RUN/.lock for as long as it lives; the operating system releases it when the process ends."""
+        try:
+            import fcntl
+        except ImportError:  # Windows: no advisory locks here; the GUI prevents double starts there
+            return None
+        handle = (self.path / ".lock").open("a")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            handle.close()
+            raise EmimError(f"another process is already training into {self.path}; wait for it or stop it "
+                            "before resuming, or choose another run folder") from None
+        return handle
 
     @property
     def config_path(self) -> Path:
