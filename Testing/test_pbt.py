@@ -21,7 +21,7 @@ def test_large_for_independent_views():
 
 
 def test_position_features_average_the_visible_modalities_at_each_position():
-    positions, dim = 4, 3
+    positions = 4
     # tokens: modality 0 at positions 0,1 and modality 1 at position 1 (token index = m * N + n)
     keep = torch.tensor([[0, 1, positions + 1]])
     features = torch.tensor([[[1.0, 1, 1], [2, 2, 2], [4, 4, 4]]])

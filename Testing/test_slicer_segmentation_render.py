@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import vtk
 from vtk.util.numpy_support import vtk_to_numpy
 

@@ -144,26 +144,17 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
     from emim.export import CASES_FILE
     from emim.finetune.class_labels import read_class_labels
     from emim.finetune.segmentation import load_pretrained_encoder
-    from emim.train import distributed
-    from emim.train.device import resolve_device
-    from emim.train.trainer import seed_everything, train
+    from emim.train.session import open_run, train_run
 
-    dist = distributed.setup(config.device)
-    progress = progress if dist.is_main else Progress("none")
-    progress = progress or Progress("bar")
-    if not resume and (Path(run_dir) / "checkpoints" / "last.pt").exists():
-        raise EmimError(f"{run_dir} already holds a run; use --resume to continue it or choose a new --run folder")
     cases = find_cases(config.data)
     labels = read_class_labels(config.labels, [case.case_id for case in cases])  # before any file is written
-    run = RunFolder(run_dir, write=dist.is_main)
+    session = open_run(run_dir, config.device, config.train.seed, resume, progress)
+    dist, run, device, progress = session.dist, session.run, session.device, session.progress
     if resume and config.classes != labels.names:
         raise EmimError(f"{config.labels} now gives the classes {', '.join(labels.names)} but the run was started "
                         f"with {', '.join(config.classes)}; restore the labels CSV the run was started with")
     config = replace(config, classes=labels.names)
     run.write_config(config.to_dict())
-    device = distributed.device_for(dist, resolve_device(config.device, lambda m: progress.event("warning",
-                                                                                                 message=m)))
-    seed_everything(config.train.seed + dist.rank)
     train_ids, val_ids = split_cases(labels.targets, config.val_fraction, config.train.seed)
     model = ClassifierNet(config.model, len(labels.names))
     loaded_tensors = 0
@@ -186,14 +177,9 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
     def batches(start_step: int):
         return crop_stream([loaded[i] for i in train_ids], [labels.targets[i] for i in train_ids],
                            config.model.crop_size, config.batch_size,
-                           seed=config.train.seed + 100_003 * start_step + 7 * dist.rank, device=device)
+                           seed=session.batch_seed(config.train.seed, start_step), device=device)
 
-    try:
-        step = train(task, batches, config.train, run, progress, dist, device, resume=resume)
-        progress.event("done", run_dir=str(run.path), step=step, checkpoint=str(run.last_checkpoint))
-    finally:
-        distributed.cleanup(dist)
-    return run.last_checkpoint
+    return train_run(session, task, batches, config.train, resume)
 
 
 def resume_classifier_training(run_dir: str | Path, device: str = "auto", progress: Progress | None = None) -> Path:

@@ -25,9 +25,9 @@ from emim.export import CASES_FILE
 from emim.finetune.unetr import EMIMUNETR
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
 from emim.progress import Progress
-from emim.train import distributed
 from emim.train.runfolder import RunFolder
-from emim.train.trainer import TrainSettings, seed_everything, train
+from emim.train.session import open_run, train_run
+from emim.train.trainer import TrainSettings
 
 DEFAULT_FEATURE_SIZE = {"tiny": 8, "small": 16, "base": 16}
 # encoder fields that must agree for pretrained weights to mean the same thing (crop size and skip levels may differ)
@@ -212,17 +212,10 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     """Run (or resume) segmentation fine-tuning into `run_dir`; returns the path of the last checkpoint."""
     from emim.data.cases import find_cases
     from emim.train.batches import crop_batches
-    from emim.train.device import resolve_device
 
-    dist = distributed.setup(config.device)
-    progress = progress if progress is not None and dist.is_main else Progress("bar" if dist.is_main else "none")
-    run = RunFolder(run_dir, write=dist.is_main)
-    if not resume and run.last_checkpoint.exists():
-        raise EmimError(f"{run.path} already holds a run; use --resume to continue it or choose a new --run folder")
+    session = open_run(run_dir, config.device, config.train.seed, resume, progress)
+    dist, run, device, progress = session.dist, session.run, session.device, session.progress
     run.write_config(config.to_dict())
-    device = distributed.device_for(dist, resolve_device(config.device, lambda m: progress.event("warning",
-                                                                                                 message=m)))
-    seed_everything(config.train.seed + dist.rank)
     model = EMIMUNETR(config.model, len(config.regions), config.feature_size)
     loaded_tensors, source = 0, None
     if config.pretrained and not resume:  # on resume the checkpoint already holds the (fine-tuned) encoder
@@ -247,12 +240,7 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
 
     def batches(start_step: int):
         return crop_batches(train_cases, config.model.crop_size, config.batch_size, with_label=True,
-                            seed=config.train.seed + 100_003 * start_step + 7 * dist.rank, device=device,
+                            seed=session.batch_seed(config.train.seed, start_step), device=device,
                             workers=config.workers)
 
-    try:
-        step = train(task, batches, config.train, run, progress, dist, device, resume=resume)
-        progress.event("done", run_dir=str(run.path), step=step, checkpoint=str(run.last_checkpoint))
-    finally:
-        distributed.cleanup(dist)
-    return run.last_checkpoint
+    return train_run(session, task, batches, config.train, resume)

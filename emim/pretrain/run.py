@@ -15,11 +15,10 @@ from emim.progress import Progress
 from emim.pretrain.masks import MaskConfig
 from emim.pretrain.model import EMIMPretrainer
 from emim.pretrain.task import PretrainTask
-from emim.train import distributed
 from emim.train.batches import crop_batches
-from emim.train.device import resolve_device
 from emim.train.runfolder import RunFolder
-from emim.train.trainer import TrainSettings, seed_everything, train
+from emim.train.session import open_run, train_run
+from emim.train.trainer import TrainSettings
 
 
 @dataclass(frozen=True)
@@ -90,17 +89,9 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
     from emim.data.cases import find_cases
     from emim.data.loading import load_case
 
-    dist = distributed.setup(config.device)
-    progress = progress or Progress("bar", enabled=dist.is_main)
-    if not dist.is_main:
-        progress = Progress("none")
-    run = RunFolder(run_dir, write=dist.is_main)
-    if not resume and run.last_checkpoint.exists():
-        raise EmimError(f"{run.path} already holds a run; use --resume to continue it or choose a new --run folder")
+    session = open_run(run_dir, config.device, config.train.seed, resume, progress)
+    dist, run, device, progress = session.dist, session.run, session.device, session.progress
     run.write_config(config.to_dict())
-    device = distributed.device_for(dist, resolve_device(config.device, lambda m: progress.event("warning",
-                                                                                                 message=m)))
-    seed_everything(config.train.seed + dist.rank)
     cases = find_cases(config.data)
     if not cases:
         raise EmimError(f"no cases found in {config.data}; run `emim check-data {config.data}`")
@@ -119,12 +110,7 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
 
     def batches(start_step: int):
         return crop_batches(train_cases, config.model.crop_size, config.batch_size, with_label=False,
-                            seed=config.train.seed + 100_003 * start_step + 7 * dist.rank, device=device,
+                            seed=session.batch_seed(config.train.seed, start_step), device=device,
                             workers=config.workers)
 
-    try:
-        step = train(task, batches, config.train, run, progress, dist, device, resume=resume)
-        progress.event("done", run_dir=str(run.path), step=step, checkpoint=str(run.last_checkpoint))
-    finally:
-        distributed.cleanup(dist)
-    return run.last_checkpoint
+    return train_run(session, task, batches, config.train, resume)

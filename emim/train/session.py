@@ -1,0 +1,55 @@
+"""Opening and closing one training run: the part every runner (pretraining, segmentation and classification
+fine-tuning) shares, so torchrun, device choice, seeding and run-folder rules are the same everywhere."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from emim.errors import EmimError
+from emim.progress import Progress
+from emim.train import distributed
+from emim.train.device import resolve_device
+from emim.train.runfolder import RunFolder
+from emim.train.trainer import Task, TrainSettings, seed_everything, train
+
+
+@dataclass
+class RunSession:
+    dist: distributed.DistInfo
+    run: RunFolder
+    device: torch.device
+    progress: Progress
+
+    def batch_seed(self, seed: int, start_step: int) -> int:
+        """A data-stream seed that differs per rank and is reproducible from the step a (resumed) run starts at."""
+        return seed + 100_003 * start_step + 7 * self.dist.rank
+
+
+def open_run(run_dir: str | Path, device: str, seed: int, resume: bool, progress: Progress | None) -> RunSession:
+    """Join torchrun if launched by it, lock the run folder (main rank), pick the device, seed every rank."""
+    dist = distributed.setup(device)
+    progress = (progress or Progress("bar")) if dist.is_main else Progress("none")
+    if not resume and (Path(run_dir) / "checkpoints" / "last.pt").exists():
+        raise EmimError(f"{run_dir} already holds a run; use --resume to continue it or choose a new run folder")
+    run = RunFolder(run_dir, write=dist.is_main)
+    chosen = distributed.device_for(dist, resolve_device(device, lambda m: progress.event("warning", message=m)))
+    seed_everything(seed + dist.rank)
+    return RunSession(dist, run, chosen, progress)
+
+
+def train_run(session: RunSession, task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSettings,
+              resume: bool) -> Path:
+    """Drive the shared loop, report `done`, and leave the process group whatever happens."""
+    try:
+        step = train(task, batches, settings, session.run, session.progress, session.dist, session.device,
+                     resume=resume)
+        session.progress.event("done", run_dir=str(session.run.path), step=step,
+                               checkpoint=str(session.run.last_checkpoint))
+    finally:
+        distributed.cleanup(session.dist)
+    return session.run.last_checkpoint
