@@ -21,3 +21,47 @@ def image_assignment(text: str) -> tuple[str, str]:
     if not sep or not name or not path:
         raise argparse.ArgumentTypeError(f"--image takes NAME=PATH (e.g. t1n=case/t1.nii.gz), got {text!r}")
     return name.strip(), path
+
+
+def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, steps: int, lr: float,
+                           weight_decay: float, eval_every: int, eval_help: str) -> None:
+    """The options every training command shares (run folder, model size, optimiser, schedule, data, device)."""
+    from emim.config import PRESETS
+    from emim.progress import PROGRESS_MODES
+    from emim.train.device import DEVICE_CHOICES
+
+    parser.add_argument("data", nargs="?", help=data_help)
+    parser.add_argument("--run-dir", "--run", dest="run", required=True,
+                        help="run folder (config, metrics.jsonl, checkpoints); spell it --run-dir under torchrun, "
+                             "whose own --run-path option makes --run ambiguous")
+    parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
+    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
+    parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
+    parser.add_argument("--crop", type=int_triple, help="crop size, e.g. 96 or 128,128,96 (multiple of 16)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5%% of steps)")
+    parser.add_argument("--weight-decay", type=float, default=weight_decay)
+    parser.add_argument("--grad-clip", type=float, default=1.0)
+    parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation micro-batches per step")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--normalization", default="zscore-nonzero",
+                        choices=["zscore-nonzero", "zscore", "max", "none"])
+    parser.add_argument("--resample", action="store_true",
+                        help="resample modalities whose grid differs onto the first modality (physical space)")
+    parser.add_argument("--log-every", type=int, default=5)
+    parser.add_argument("--eval-every", type=int, default=eval_every, help=eval_help)
+    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
+    parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
+
+
+def train_settings(args: argparse.Namespace):
+    """TrainSettings from the shared training options (warm-up defaults to 5% of the steps)."""
+    from emim.train.trainer import TrainSettings
+
+    warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
+    return TrainSettings(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
+                         grad_clip=args.grad_clip, accumulate=args.accumulate, log_every=args.log_every,
+                         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
