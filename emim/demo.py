@@ -20,7 +20,7 @@ def _settings(steps: int, lr: float, eval_every: int) -> TrainSettings:
                          checkpoint_every=eval_every)
 
 
-def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 150, finetune_steps: int = 300,
+def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 100, finetune_steps: int = 120,
              seed: int = 0, device: str = "auto", progress: Progress | None = None) -> Path:
     """Run the whole path into `out` and return the report's path; `out` must be new or an earlier demo folder."""
     from emim.data.check import check_dataset
@@ -66,9 +66,9 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 150, finetun
     done("pretraining")
 
     stage("fine-tuning")
-    config = replace(finetune_config(str(out / "data"), "tiny"), device=device, val_cases=1,
+    config = replace(finetune_config(str(out / "data"), "tiny"), device=device, val_cases=1, batch_size=1,
                      pretrained=str(out / "runs" / "pretrain"),
-                     train=_settings(finetune_steps, 1e-3, max(1, finetune_steps // 3)))
+                     train=_settings(finetune_steps, 2e-3, max(1, finetune_steps // 2)))
     run_finetuning(config, out / "runs" / "finetune", progress=progress)
     model = export_model(out / "runs" / "finetune", out / "model", name="E-MIM demo (tiny, sample data)")
     done("fine-tuning")
