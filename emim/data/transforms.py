@@ -8,34 +8,43 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
+
 
 def _first(samples):
     """RandCropByPosNegLabeld returns a list of samples; we draw one (a module-level function so it pickles)."""
     return samples[0]
 
 
-def _nonzero(image):
-    """Foreground for the bounding box: z-scored brain voxels can be negative, only the background is exactly 0."""
-    return image != 0
+def brain_box(image: np.ndarray, label: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Cut (C, X, Y, Z) (and its (X, Y, Z) label) to the bounding box of voxels non-zero in any channel.
+
+    Done once per case when it is loaded for training, not per crop: on a BraTS volume the per-crop foreground crop
+    was 65 % of a CPU pretraining loop (7.4 crops/s, against 77 crops/s with the box cut once). Z-scored brain voxels
+    can be negative; only the background is exactly 0.
+    """
+    nonzero = np.any(image != 0, axis=0)
+    if not nonzero.any():
+        return image, label
+    box = tuple(slice(int(i.min()), int(i.max()) + 1) for i in np.nonzero(nonzero))
+    return np.ascontiguousarray(image[(slice(None), *box)]), None if label is None else \
+        np.ascontiguousarray(label[box])
 
 
 def training_transforms(crop_size: Sequence[int], with_label: bool):
     """Pad to at least `crop_size`, crop, and flip each axis with probability 0.5.
 
-    The volume is first cut to the bounding box of its non-zero voxels (the brain in skull-stripped data), so
-    crops are not spent on air; then zero-padded where it is smaller than the crop (BraTS cases can have fewer
-    slices than a 96^3 crop). With a label, crops are centred on a tumour voxel half of the time and on a brain
+    Give it volumes already cut with `brain_box`, so crops are not spent on air; they are zero-padded where they
+    are smaller than the crop (BraTS cases can have fewer slices than a 96^3 crop). With a label, crops are centred on a tumour voxel half of the time and on a brain
     voxel (any channel above its mean, i.e. > 0 after z-scoring) otherwise, so at least half the crops show
     tumour; without one, crop positions are uniform inside the brain's bounding box.
     """
-    from monai.transforms import (Compose, CropForegroundd, EnsureTyped, Lambda, RandCropByPosNegLabeld,
-                                  RandFlipd, RandSpatialCropd, SpatialPadd)
+    from monai.transforms import (Compose, EnsureTyped, Lambda, RandCropByPosNegLabeld, RandFlipd,
+                                  RandSpatialCropd, SpatialPadd)
 
     size = tuple(int(s) for s in crop_size)
     keys = ["image", "label"] if with_label else ["image"]
-    steps = [CropForegroundd(keys=keys, source_key="image", select_fn=_nonzero, allow_smaller=True,
-                             start_coord_key=None, end_coord_key=None),
-             SpatialPadd(keys=keys, spatial_size=size)]
+    steps = [SpatialPadd(keys=keys, spatial_size=size)]
     if with_label:
         steps.append(RandCropByPosNegLabeld(keys=keys, label_key="label", spatial_size=size, pos=1, neg=1,
                                             num_samples=1, image_key="image", image_threshold=0.0))

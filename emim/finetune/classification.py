@@ -89,8 +89,9 @@ def split_cases(targets: dict[str, int], fraction: float, seed: int) -> tuple[li
 def crop_stream(images: Sequence[np.ndarray], targets: Sequence[int], crop_size: Sequence[int], batch_size: int,
                 seed: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches {'image': (B, M, *crop), 'target': (B,)} of random crops (with flips) of random cases."""
-    from emim.data.transforms import training_transforms
+    from emim.data.transforms import brain_box, training_transforms
 
+    images = [brain_box(image)[0] for image in images]
     rng = np.random.default_rng(seed)
     transform = training_transforms(crop_size, with_label=False)
     transform.set_random_state(seed=seed % 2**32)

@@ -14,13 +14,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from emim.data.loading import LoadedCase
-from emim.data.transforms import training_transforms
+from emim.data.transforms import brain_box, training_transforms
 
 
 class CropStream(IterableDataset):
     def __init__(self, cases: Sequence[LoadedCase], crop_size: Sequence[int], with_label: bool, seed: int) -> None:
         super().__init__()
-        self.cases = list(cases)
+        self.volumes = [brain_box(case.image, case.label if with_label else None) for case in cases]
         self.crop_size = tuple(crop_size)
         self.with_label = with_label
         self.seed = seed
@@ -32,10 +32,10 @@ class CropStream(IterableDataset):
         transform = training_transforms(self.crop_size, self.with_label)
         transform.set_random_state(seed=seed % 2**32)
         while True:
-            case = self.cases[int(rng.integers(len(self.cases)))]
-            item = {"image": case.image}
+            image, label = self.volumes[int(rng.integers(len(self.volumes)))]
+            item = {"image": image}
             if self.with_label:
-                item["label"] = case.label[None]
+                item["label"] = label[None]
             out = transform(item)
             out = out[0] if isinstance(out, list) else out
             sample = {"image": torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)}
