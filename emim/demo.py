@@ -20,7 +20,7 @@ def _settings(steps: int, lr: float, eval_every: int) -> TrainSettings:
                          checkpoint_every=eval_every)
 
 
-def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 100, finetune_steps: int = 120,
+def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetune_steps: int = 300,
              seed: int = 0, device: str = "auto", progress: Progress | None = None) -> Path:
     """Run the whole path into `out` and return the report's path; `out` must be new or an earlier demo folder."""
     from emim.data.check import check_dataset

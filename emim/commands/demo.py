@@ -10,8 +10,8 @@ from emim.progress import PROGRESS_MODES, Progress
 def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="demo-output", help="output folder (replaced if it holds an earlier demo)")
     parser.add_argument("--cases", type=int, default=6, help="generated training cases (one is used to validate)")
-    parser.add_argument("--pretrain-steps", type=int, default=100)
-    parser.add_argument("--finetune-steps", type=int, default=120)
+    parser.add_argument("--pretrain-steps", type=int, default=200)
+    parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)

@@ -53,10 +53,9 @@ def _starts(length: int, crop: int) -> list[int]:
 
 def brain_tiles(image: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
     """(M, X, Y, Z) -> (T, M, *crop) tiles covering the bounding box of the non-zero voxels."""
-    nonzero = np.argwhere(np.any(image != 0, axis=0))
-    if len(nonzero):
-        low, high = nonzero.min(axis=0), nonzero.max(axis=0) + 1
-        image = image[:, low[0]:high[0], low[1]:high[1], low[2]:high[2]]
+    from emim.data.transforms import brain_box
+
+    image = brain_box(image)[0]
     short = [max(c - s, 0) for s, c in zip(image.shape[1:], crop_size)]
     image = np.pad(image, [(0, 0)] + [(d // 2, d - d // 2) for d in short])
     tiles = [image[:, x:x + crop_size[0], y:y + crop_size[1], z:z + crop_size[2]]

@@ -96,18 +96,6 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
     return total
 
 
-def _foreground_box(image: np.ndarray) -> tuple[slice, ...]:
-    """Bounding box of voxels non-zero in any channel (the brain of skull-stripped data); whole volume if none."""
-    inside = np.any(image != 0, axis=0)
-    if not inside.any():
-        return tuple(slice(0, s) for s in inside.shape)
-    box = []
-    for axis in range(3):
-        present = np.flatnonzero(np.any(inside, axis=tuple(a for a in range(3) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
-
-
 def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequence[int], overlap: float,
                           sw_batch_size: int, device: torch.device,
                           on_windows: Callable[[int, int], None] | None = None) -> np.ndarray:
@@ -117,7 +105,9 @@ def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequ
     """
     from monai.inferers import sliding_window_inference
 
-    box = _foreground_box(image)
+    from emim.data.transforms import brain_bounds
+
+    box = brain_bounds(image)
     crop = torch.from_numpy(np.ascontiguousarray(image[(slice(None), *box)]))[None].to(device)
     total = count_windows(crop.shape[2:], roi, overlap)
     done = 0
