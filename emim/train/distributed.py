@@ -61,3 +61,14 @@ def mean_over_ranks(value: float, info: DistInfo, device: torch.device) -> float
     tensor = torch.tensor([value], dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     return float(tensor) / info.world_size
+
+
+def any_rank(flag: bool, info: DistInfo, device: torch.device) -> bool:
+    """True on every rank when any rank says so: a stop signal seen by one rank at step k (SIGTERM reaches the
+    ranks at slightly different times) must stop all of them at the same step, or the others would wait forever
+    in the next collective."""
+    if not info.enabled:
+        return flag
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return bool(tensor.item() > 0)

@@ -24,7 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from emim.progress import Progress
 from emim.train.checkpoint import load_checkpoint, save_checkpoint
 from emim.train.device import autocast
-from emim.train.distributed import DistInfo, mean_over_ranks
+from emim.train.distributed import DistInfo, any_rank, mean_over_ranks
 from emim.train.optim import build_optimizer, warmup_cosine
 from emim.train.runfolder import RunFolder
 
@@ -150,7 +150,7 @@ def train(task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSe
     if step == 0:
         evaluate()
     with _StopRequest() as stop:
-        while step < settings.steps and not stop.requested:
+        while step < settings.steps:
             logs: dict[str, float] = {}
             total = 0.0
             for micro in range(settings.accumulate):
@@ -181,8 +181,11 @@ def train(task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSe
                 progress.step(step, settings.steps, loss=loss_value)
             if step % settings.eval_every == 0 or step == settings.steps:
                 evaluate()
-            if step % settings.checkpoint_every == 0 or step == settings.steps or stop.requested:
+            stopping = any_rank(stop.requested, dist, device)
+            if step % settings.checkpoint_every == 0 or step == settings.steps or stopping:
                 checkpoint()
-    if stop.requested:
+            if stopping:
+                break
+    if step < settings.steps:
         progress.event("warning", step=step, message=f"stopped at step {step}; resume with --resume")
     return step
