@@ -26,7 +26,7 @@ from EMIMTrainingLib.logic import TrainingLogic  # noqa: E402
 from EMIMTrainingLib.settings import FINETUNE, PRETRAIN, TrainingSettings, training_command  # noqa: E402
 from EMIMTrainingLib.training_job import STOPPED  # noqa: E402
 
-STEPS = 10
+STEPS = 200  # long enough that the test can stop it part-way, even on a quiet machine (~30 ms a step)
 TIMEOUT_S = 240
 
 
@@ -40,7 +40,7 @@ def _poll_until(job, condition, what: str) -> None:
 
 def _tiny_settings(data: Path, run: Path, steps: int = STEPS) -> TrainingSettings:
     return TrainingSettings(task=PRETRAIN, data=str(data), run=str(run), preset="tiny", crop="32", batch_size=1,
-                            steps=steps, device="cpu", log_every=1, eval_every=3, checkpoint_every=4)
+                            steps=steps, device="cpu", log_every=1, eval_every=10, checkpoint_every=20)
 
 
 @pytest.fixture(scope="module")

@@ -65,3 +65,28 @@ def train_settings(args: argparse.Namespace):
     return TrainSettings(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
                          grad_clip=args.grad_clip, accumulate=args.accumulate, log_every=args.log_every,
                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
+
+
+def add_case_inputs(parser: argparse.ArgumentParser, what: str = "case folder(s) or folder(s) of cases") -> None:
+    """INPUT case folders, or every modality of one case as `--image NAME=PATH` (the inference commands)."""
+    parser.add_argument("inputs", nargs="*", metavar="INPUT", help=what)
+    parser.add_argument("--image", type=image_assignment, action="append", default=[], metavar="NAME=PATH",
+                        help="one modality file of a single case, e.g. --image t1n=case-t1n.nii.gz (repeat)")
+
+
+def check_case_inputs(args: argparse.Namespace) -> None:
+    """Refuse both or neither kind of input, and a modality given twice, before anything heavy is loaded."""
+    from emim.errors import EmimError
+
+    if bool(args.image) == bool(args.inputs):
+        raise EmimError("give either INPUT case folder(s) or every modality with --image NAME=PATH, not "
+                        f"{'both' if args.image else 'neither'}")
+    if len(dict(args.image)) != len(args.image):
+        raise EmimError("the same modality is given twice with --image; give each modality once")
+
+
+def case_inputs(args: argparse.Namespace, spec):
+    """The cases the inference command works on, with files assigned by the model's modality spec."""
+    from emim.inference.segment import case_from_images, resolve_cases
+
+    return [case_from_images(dict(args.image), spec)] if args.image else resolve_cases(args.inputs, spec)

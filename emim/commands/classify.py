@@ -11,16 +11,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from emim.commands.arguments import image_assignment
+from emim.commands.arguments import add_case_inputs, case_inputs, check_case_inputs
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="case folder(s) or folder(s) of cases")
+    add_case_inputs(parser, "case folder(s) or folder(s) of cases")
     parser.add_argument("--model", required=True, help="classification model folder (from finetune-classifier)")
-    parser.add_argument("--image", type=image_assignment, action="append", default=[], metavar="NAME=PATH",
-                        help="one modality file of a single case, e.g. --image t1n=case-t1n.nii.gz (repeat)")
     parser.add_argument("--resample", action="store_true",
                         help="resample modalities whose grid differs onto the first modality (physical space)")
     parser.add_argument("--sw-batch-size", type=int, default=None, help="tiles per forward pass (default: model's)")
@@ -29,19 +27,13 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emim.errors import EmimError
     from emim.inference.classify import classify_case, load_classification_model
-    from emim.inference.segment import case_from_images, check_modalities, resolve_cases
+    from emim.inference.segment import check_modalities
 
-    if bool(args.image) == bool(args.inputs):
-        raise EmimError("give either INPUT case folder(s) or every modality with --image NAME=PATH, not "
-                        f"{'both' if args.image else 'neither'}")
+    check_case_inputs(args)
     progress = Progress(args.progress)
     model = load_classification_model(args.model, args.device, lambda m: progress.event("warning", message=m))
-    images = dict(args.image)
-    if len(images) != len(args.image):
-        raise EmimError("the same modality is given twice with --image; give each modality once")
-    cases = [case_from_images(images, model.spec)] if images else resolve_cases(args.inputs, model.spec)
+    cases = case_inputs(args, model.spec)
     for case in cases:
         check_modalities(case, model.spec)
     progress.event("start", command="classify", total=len(cases), device=str(model.device),

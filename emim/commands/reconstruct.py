@@ -15,14 +15,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from emim.commands.arguments import PERMILLE, image_assignment
+from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
 from emim.pretrain.masks import MASK_CHOICES
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="case folder (or folder of cases)")
+    add_case_inputs(parser, "case folder (or folder of cases)")
     parser.add_argument("--model", required=True, metavar="PRETRAINING",
                         help="pretraining run folder, checkpoint (RUN/checkpoints/last.pt) or pretraining model folder")
     parser.add_argument("--output", required=True, metavar="DIR", help="folder for the NIfTI outputs")
@@ -32,8 +32,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--patch-ratio", type=float, help="share of hidden patches (default: the pretraining's)")
     parser.add_argument("--position-ratio", type=float,
                         help="share of hidden positions (default: the pretraining's)")
-    parser.add_argument("--image", type=image_assignment, action="append", default=[], metavar="NAME=PATH",
-                        help="one modality file of a single case, e.g. --image t1n=case-t1n.nii.gz (repeat)")
     parser.add_argument("--resample", action="store_true",
                         help="resample modalities whose grid differs onto the first modality (physical space)")
     parser.add_argument("--batch-size", type=int, default=2, help="crops per forward pass")
@@ -44,11 +42,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emim.errors import EmimError
     from emim.inference.reconstruct import load_reconstructor, reconstruct_case
-    from emim.inference.segment import case_from_images, resolve_cases
 
-    if bool(args.image) == bool(args.inputs):
-        raise EmimError("give either an INPUT case folder or every modality with --image NAME=PATH, not "
-                        f"{'both' if args.image else 'neither'}")
+    check_case_inputs(args)
     progress = Progress(args.progress)
     for name in ("patch_ratio", "position_ratio"):
         value = getattr(args, name)
@@ -57,11 +52,8 @@ def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise EmimError(f"--batch-size must be at least 1, got {args.batch_size}")
     model = load_reconstructor(args.model, args.device, lambda m: progress.event("warning", message=m))
-    images = dict(args.image)
-    if len(images) != len(args.image):
-        raise EmimError("the same modality is given twice with --image; give each modality once")
     spec = model.weights.spec
-    cases = [case_from_images(images, spec)] if images else resolve_cases(args.inputs, spec)
+    cases = case_inputs(args, spec)
     progress.event("start", command="reconstruct", total=len(cases), device=str(model.device), mask=args.mask,
                    seed=args.seed, model=str(args.model))
     outputs = []

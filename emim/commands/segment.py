@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import argparse
 
-from emim.commands.arguments import PERMILLE, image_assignment
+from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="*", metavar="INPUT", help="case folder(s) or folder(s) of cases")
+    add_case_inputs(parser, "case folder(s) or folder(s) of cases")
     parser.add_argument("--model", required=True, help="exported segmentation model folder")
     parser.add_argument("--output", required=True, help="OUT.nii.gz for one case, or an output folder")
-    parser.add_argument("--image", type=image_assignment, action="append", default=[], metavar="NAME=PATH",
-                        help="one modality file of a single case (repeat for every modality of the model)")
     parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, 0.5)")
     parser.add_argument("--sw-batch-size", type=int, help="windows per forward pass (default: the model's)")
@@ -34,17 +32,12 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from emim.errors import EmimError
-    from emim.inference.segment import case_from_images, load_segmentation_model, resolve_cases, segment_case
+    from emim.inference.segment import load_segmentation_model, segment_case
 
-    if bool(args.image) == bool(args.inputs):
-        raise EmimError("give either INPUT case folder(s) or every modality with --image NAME=PATH, not "
-                        f"{'both' if args.image else 'neither'}")
+    check_case_inputs(args)
     progress = Progress(args.progress)
     model = load_segmentation_model(args.model, args.device, lambda m: progress.event("warning", message=m))
-    images = dict(args.image)
-    if len(images) != len(args.image):
-        raise EmimError("the same modality is given twice with --image; give each modality once")
-    cases = [case_from_images(images, model.spec)] if images else resolve_cases(args.inputs, model.spec)
+    cases = case_inputs(args, model.spec)
     output = Path(args.output)
     if len(cases) > 1 and output.name.lower().endswith(".nii.gz"):
         raise EmimError(f"{len(cases)} cases cannot all be written to the one file {output}; give a folder")
