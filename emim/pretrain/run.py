@@ -69,11 +69,12 @@ def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[st
 
 def _heldout_crops(cases: list, crop_size: Sequence[int]) -> torch.Tensor:
     """One fixed crop per case, centred on the brain (non-zero voxels), padded where the volume is smaller."""
-    from monai.transforms import CropForeground, ResizeWithPadOrCrop
+    from monai.transforms import ResizeWithPadOrCrop
+
+    from emim.data.transforms import brain_box
 
     crop = ResizeWithPadOrCrop(tuple(crop_size))
-    foreground = CropForeground(select_fn=lambda v: v != 0, allow_smaller=True)
-    return torch.stack([torch.as_tensor(crop(foreground(case.image))).float() for case in cases])
+    return torch.stack([torch.as_tensor(crop(brain_box(case.image)[0])).float() for case in cases])
 
 
 def resume_pretraining(run_dir: str | Path, device: str = "auto", workers: int = 0,
