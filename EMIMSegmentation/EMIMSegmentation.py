@@ -122,7 +122,7 @@ class EMIMSegmentationTest(ScriptedLoadableModuleTest):
         if not model:
             self.delayDisplay("EMIM_TEST_MODEL is not set: skipping the end-to-end test")
             return
-        nodes = SampleData.downloadSample(SAMPLE_NAME)
+        nodes = SampleData.SampleDataLogic().downloadSamples(SAMPLE_NAME)
         logic = EMIMSegmentationLogic()
         inputs = logic.autoAssignInputs(model, nodes)
         self.assertEqual(logic.inputProblems(inputs, model), [])
