@@ -156,3 +156,20 @@ def test_window_count_matches_monai(loaded_model):
         padded = [max(s, 64) for s in shape]
         interval = [64 if p == 64 else max(int(64 * (1 - overlap)), 1) for p in padded]
         assert count_windows(shape, (64, 64, 64), overlap) == len(dense_patch_slices(padded, (64, 64, 64), interval))
+
+
+def test_a_case_far_from_the_training_spacing_is_segmented_with_a_warning(model_dir, tmp_path):
+    import io
+
+    from emim.inference.segment import segment_case
+    from emim.modelfile import load_metadata
+    from emim.progress import Progress
+    from emim.sample import make_sample_cases
+
+    assert load_metadata(model_dir)["preprocessing"]["spacing"] == [1.0, 1.0, 1.0]  # the real mini cases
+    (case,) = make_sample_cases(tmp_path / "cases", 1, seed=3, size="small")  # 2 mm voxels
+    stream = io.StringIO()
+    out = segment_case(model_dir, case, tmp_path / "seg.nii.gz", device="cpu", progress=Progress("json", stream=stream),
+                       **FAST)
+    warnings = [json.loads(line) for line in stream.getvalue().splitlines() if '"warning"' in line]
+    assert out.is_file() and any("2 x 2 x 2 mm voxels" in w["message"] for w in warnings)

@@ -43,6 +43,12 @@ def run_provenance(run: RunFolder, config: dict[str, Any], step: int) -> dict[st
     return provenance
 
 
+def training_spacing(run: RunFolder) -> list[float] | None:
+    """Median voxel spacing (mm, RAS order) of the training cases, recorded by fine-tuning; None if unknown."""
+    cases_file = run.path / CASES_FILE
+    return json.loads(cases_file.read_text()).get("spacing") if cases_file.is_file() else None
+
+
 def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict]:
     metadata = {
         "task": "segmentation",
@@ -51,7 +57,8 @@ def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any])
         "model_config": config["model"],
         "network": {"architecture": "UNETR", "feature_size": config["feature_size"],
                     "out_channels": len(config["regions"]), "activation": "sigmoid"},
-        "preprocessing": {"normalization": config["normalization"], "orientation": "RAS", "spacing": None},
+        "preprocessing": {"normalization": config["normalization"], "orientation": "RAS",
+                          "spacing": training_spacing(run)},
         "inference": dict(INFERENCE_DEFAULTS),
         "labels": config["labels"],
         "regions": config["regions"],

@@ -232,8 +232,10 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     train_cases = _load_labelled(cases[:split], config)
     validation = _load_labelled(cases[split:], config) if dist.is_main else []
     if dist.is_main:
+        spacing = np.median([item.spacing for item in train_cases], axis=0).round(3).tolist()
         (run.path / CASES_FILE).write_text(json.dumps({"train": [c.case_id for c in cases[:split]],
-                                                       "validation": [c.case_id for c in cases[split:]]}) + "\n")
+                                                       "validation": [c.case_id for c in cases[split:]],
+                                                       "spacing": spacing}) + "\n")
     run.log(f"fine-tuning on {split} cases, validating on {[c.case_id for c in cases[split:]]}, device {device}")
     task = SegmentationTask(model, config.regions, validation, config.freeze_encoder_steps, config.overlap,
                             config.sw_batch_size)

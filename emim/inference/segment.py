@@ -224,6 +224,12 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         case = found[0]
     check_modalities(case, spec)
     loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
+    trained = (model.metadata.get("preprocessing") or {}).get("spacing")
+    if trained and any(abs(have - want) > 0.2 * want for have, want in zip(loaded.spacing, trained)):
+        progress.event("warning", case=case.case_id, message=(
+            f"case {case.case_id} has {' x '.join(f'{v:g}' for v in loaded.spacing)} mm voxels but the model was "
+            f"trained on {' x '.join(f'{v:g}' for v in trained)} mm; expect a worse segmentation. Resample the "
+            "case to the model's spacing first (e.g. Slicer's Resample Scalar Volume)."))
     overlap = float(model.inference_default("overlap", 0.5) if overlap is None else overlap)
     sw_batch_size = int(model.inference_default("sw_batch_size", 2) if sw_batch_size is None else sw_batch_size)
     if not 0 <= overlap < 1 or sw_batch_size < 1:
