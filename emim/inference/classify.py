@@ -20,7 +20,6 @@ from emim.data.loading import load_case
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
 from emim.finetune.classifier import ClassifierNet, case_probabilities
-from emim.train.device import resolve_device
 
 
 @dataclass
@@ -45,20 +44,13 @@ class ClassificationModel:
 def load_classification_model(model_dir: str | Path, device: str = "auto",
                               warn: Callable[[str], None] | None = None) -> ClassificationModel:
     """Read and check a model folder (never unpickling); refuse models of other tasks."""
-    from emim.modelfile import load_model
+    from emim.inference.model_folder import load_network
 
-    state, metadata = load_model(model_dir)
-    if metadata["task"] != "classification":
-        raise EmimError(f"{model_dir} is a {metadata['task']} model; `emim classify` needs a classification model "
-                        "(export a `emim finetune-classifier` run).")
-    network = ClassifierNet(ModelConfig.from_dict(metadata["model_config"]), len(metadata["classes"]))
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as error:
-        raise EmimError(f"the weights in {model_dir} do not fit the classifier its metadata.json describes "
-                        f"({str(error).splitlines()[0]}); re-export the model.") from None
-    resolved = resolve_device(device, warn)
-    return ClassificationModel(network.to(resolved).eval(), metadata, resolved)
+    network, metadata, resolved = load_network(
+        model_dir, "classification",
+        lambda meta: ClassifierNet(ModelConfig.from_dict(meta["model_config"]), len(meta["classes"])),
+        "export a `emim finetune-classifier` run", device, warn)
+    return ClassificationModel(network, metadata, resolved)
 
 
 def classify_case(model: ClassificationModel, case: Case, resample: bool = False, batch_size: int | None = None,

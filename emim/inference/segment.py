@@ -26,7 +26,7 @@ from emim.errors import EmimError
 from emim.finetune.unetr import EMIMUNETR
 from emim.labels import regions_to_labels
 from emim.progress import Progress
-from emim.train.device import autocast, resolve_device
+from emim.train.device import autocast
 
 NIFTI = ".nii.gz"
 
@@ -70,20 +70,13 @@ def build_network(model_config: dict[str, Any], network: dict[str, Any], out_cha
 def load_segmentation_model(model_dir: str | Path, device: str = "auto",
                             warn: Callable[[str], None] | None = None) -> SegmentationModel:
     """Read and check a model folder (never unpickling) and put its network on the resolved device."""
-    from emim.modelfile import load_model
+    from emim.inference.model_folder import load_network
 
-    state, metadata = load_model(model_dir)
-    if metadata["task"] != "segmentation":
-        raise EmimError(f"{model_dir} is a {metadata['task']} model; `emim segment` needs a segmentation model "
-                        "(export a fine-tuning run with `emim export RUN --out MODEL`).")
-    network = build_network(metadata["model_config"], metadata.get("network") or {}, len(metadata["regions"]))
-    try:
-        network.load_state_dict(state)
-    except RuntimeError as error:
-        raise EmimError(f"the weights in {model_dir} do not fit the network its metadata.json describes "
-                        f"({str(error).splitlines()[0]}); re-export the model.") from None
-    resolved = resolve_device(device, warn)
-    return SegmentationModel(network.to(resolved).eval(), metadata, resolved, Path(model_dir))
+    network, metadata, resolved = load_network(
+        model_dir, "segmentation",
+        lambda meta: build_network(meta["model_config"], meta.get("network") or {}, len(meta["regions"])),
+        "export a fine-tuning run with `emim export RUN --out MODEL`", device, warn)
+    return SegmentationModel(network, metadata, resolved, Path(model_dir))
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
