@@ -113,10 +113,10 @@ class EMIMTrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
 
 
 class EMIMTrainingTest(ScriptedLoadableModuleTest):
-    """In Slicer: a short `tiny` pretraining on the data set in $EMIM_TEST_DATA is started, stopped and resumed.
+    """In Slicer: a short `tiny` pretraining is started, stopped and resumed.
 
-    Run: Slicer --testing --python-code "import slicer.testing; slicer.testing.runUnitTest(['EMIMTraining'])"
-    with EMIM_TEST_DATA set to a folder of BraTS case folders.
+    Run: Slicer --testing --python-code "import slicer.testing; slicer.testing.runUnitTest(['EMIMTraining'])".
+    The data set is $EMIM_TEST_DATA (a folder of BraTS case folders) or else the shipped E-MIM sample case.
     """
 
     def setUp(self):
@@ -127,12 +127,10 @@ class EMIMTrainingTest(ScriptedLoadableModuleTest):
         self.test_start_stop_resume()
 
     def test_start_stop_resume(self):
+        from EMIMSegmentationLib.sample_data import sample_case_folder
         from EMIMTrainingLib.settings import TrainingSettings
 
-        data = os.environ.get("EMIM_TEST_DATA")
-        if not data:
-            self.delayDisplay("EMIM_TEST_DATA is not set: skipping the training test")
-            return
+        data = os.environ.get("EMIM_TEST_DATA") or str(sample_case_folder().parent)
         run = os.path.join(tempfile.mkdtemp(prefix="emim-training-test-"), "run")
         logic = EMIMTrainingLogic()
         settings = TrainingSettings(task="pretrain", data=data, run=run, preset="tiny", crop="32", batch_size=1,
