@@ -133,8 +133,9 @@ class EMIMTrainingTest(ScriptedLoadableModuleTest):
         data = os.environ.get("EMIM_TEST_DATA") or str(sample_case_folder().parent)
         run = os.path.join(tempfile.mkdtemp(prefix="emim-training-test-"), "run")
         logic = EMIMTrainingLogic()
+        # 200 steps (~30 ms each): long enough to be stopped part-way even on a fast, quiet machine
         settings = TrainingSettings(task="pretrain", data=data, run=run, preset="tiny", crop="32", batch_size=1,
-                                    steps=8, device="cpu", log_every=1, eval_every=4, checkpoint_every=4)
+                                    steps=200, device="cpu", log_every=1, eval_every=50, checkpoint_every=50)
         job = logic.start(settings)
         while job.metrics.tables.get("train") is None or job.metrics.tables["train"].GetNumberOfRows() < 2:
             self.assertFalse(job.poll() and job.state == "failed", job.error)
@@ -143,7 +144,8 @@ class EMIMTrainingTest(ScriptedLoadableModuleTest):
         logic.stop(job)
         self.assertEqual(job.state, "stopped")
         saved = job.checkpoint_step
+        self.assertLess(saved, 200, "the run ended before the stop; nothing is left to resume")
         job = logic.resume(run, device="cpu", waitForCompletion=True)
         self.assertEqual(job.resumed_step, saved)
-        self.assertEqual(job.metrics.last_step, 8)
+        self.assertEqual(job.metrics.last_step, 200)
         self.delayDisplay("E-MIM training start/stop/resume passed")

@@ -1,9 +1,9 @@
 """The module's shipped sample case and its self-test, on real MRML from slicer-core.
 
-Sample Data itself is a Slicer module (absent here), so the test does with the registered source what Sample
-Data does with any source: fetch each URI into a cache folder with urllib, verify the SHA256 checksum, load the
-file as a volume named after `nodeNames`. The self-test's checks are then run on those nodes exactly as
-EMIMSegmentationTest runs them inside Slicer, with a model the self-test trains itself.
+Sample Data itself is a Slicer module (absent here), so the tests do with the registered source what Sample
+Data does with any source (`fetch_sample_source`: copy each URI into a cache, verify its SHA256, load it as a
+volume). The self-test's checks then run on those nodes, and the module's own ScriptedLoadableModuleTest runs
+whole in a child process through Testing/slicer_app_standin.py.
 """
 
 from __future__ import annotations
@@ -11,18 +11,17 @@ from __future__ import annotations
 import hashlib
 import shutil
 from pathlib import Path
-from urllib.request import urlretrieve
 
 import nibabel as nib
 import numpy as np
 import pytest
+from slicer_app_standin import REPO, fetch_sample_source
 from slicer_scene import MODULE_DIR, slicer, slicer_app  # noqa: F401  (fixture)
 
 from EMIMSegmentationLib.logic import SegmentationLogic
 from EMIMSegmentationLib.sample_data import (CASE_ID, MODALITIES, SAMPLE_FOLDER, sample_case_folder,
                                              sample_data_source, sample_files)
 from EMIMSegmentationLib.self_test import make_test_model, segmentation_problems
-from EMIMSegmentationLib.volumes_io import load_volume
 
 from emim.sample import make_sample_cases
 
@@ -31,19 +30,6 @@ ICON = MODULE_DIR / "Resources" / "Icons" / "EMIMSegmentation.png"
 
 def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _fetch_like_sample_data(source: dict, cache: Path) -> list:
-    """Sample Data's download-verify-load loop for one source, with the standard library and the Volumes logic."""
-    nodes = []
-    for uri, name, node_name, checksum in zip(source["uris"], source["fileNames"], source["nodeNames"],
-                                              source["checksums"], strict=True):
-        path = cache / name
-        urlretrieve(uri, path)
-        algorithm, digest = checksum.split(":")
-        assert algorithm == "SHA256" and _sha256(path) == digest, f"checksum of {name} does not match"
-        nodes.append(load_volume(path, node_name))
-    return nodes
 
 
 def test_every_shipped_file_matches_its_checksum():
@@ -80,7 +66,7 @@ def test_shipped_case_is_what_the_generator_makes(tmp_path):
 def test_sample_data_source_loads_four_named_volumes_on_the_brats_grid(slicer_app, tmp_path):
     source = sample_data_source(ICON)
     assert source["category"] == "E-MIM" and Path(source["thumbnailFileName"]).is_file()
-    nodes = _fetch_like_sample_data(source, tmp_path)
+    nodes = fetch_sample_source(source, tmp_path)
     assert [node.GetName() for node in nodes] == [f"{CASE_ID}-{m}" for m in MODALITIES]
     affine = nib.load(sample_case_folder() / f"{CASE_ID}-t1n.nii.gz").affine
     for node in nodes:
@@ -99,7 +85,7 @@ def self_test_model(tmp_path_factory) -> Path:
 
 def test_module_self_test_segments_the_sample_case(slicer_app, tmp_path, self_test_model):
     """EMIMSegmentationTest's body on slicer-core: sample nodes -> self-made tiny model -> checked segmentation."""
-    nodes = _fetch_like_sample_data(sample_data_source(ICON), tmp_path)
+    nodes = fetch_sample_source(sample_data_source(ICON), tmp_path)
     model = self_test_model
     assert (model / "model.safetensors").is_file()
     assert segmentation_problems(SegmentationLogic(), nodes, model) == []
@@ -108,7 +94,7 @@ def test_module_self_test_segments_the_sample_case(slicer_app, tmp_path, self_te
 
 
 def test_self_test_reports_a_missing_modality(slicer_app, tmp_path, self_test_model):
-    nodes = _fetch_like_sample_data(sample_data_source(ICON), tmp_path)
+    nodes = fetch_sample_source(sample_data_source(ICON), tmp_path)
     problems = segmentation_problems(SegmentationLogic(), nodes[:3], self_test_model)
     assert problems and "FLAIR" in " ".join(problems)
 
@@ -119,3 +105,15 @@ def _ijk_to_ras(node):
     matrix = vtk.vtkMatrix4x4()
     node.GetIJKToRASMatrix(matrix)
     return matrix
+
+
+@pytest.mark.parametrize("module", ["EMIMSegmentation", "EMIMTraining"])
+def test_the_modules_own_self_test_passes(module):
+    """The module file's Test class, run as Slicer's test runner would, on slicer-core plus the stand-ins."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, str(REPO / "Testing" / "slicer_app_standin.py"), module], cwd=REPO,
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "passed" in result.stdout and "OK" in result.stderr
