@@ -50,6 +50,7 @@ class EMIMSegmentationParameterNode:
     device: str = "auto"
     resample: bool = False
     show3D: bool = False
+    fast: bool = False
     maskPattern: str = "hybrid"
     seed: int = 0
     input0: slicer.vtkMRMLScalarVolumeNode

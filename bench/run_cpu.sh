@@ -12,7 +12,15 @@ for threads in 1 2; do
     "$PYTHON" bench/segmentation_e2e.py --device cpu --presets tiny,small,base --repeats 3 --budget-s 100 --no-real \
         --threads "$threads" --name "segmentation_e2e_cpu_${threads}thread"
 done
+"$PYTHON" bench/segmentation_e2e.py --device cpu --presets tiny,base --repeats 1 --no-real --overlap 0.5 \
+    --name segmentation_e2e_cpu_overlap50
 "$PYTHON" bench/segmentation_e2e.py --device cpu --presets small --repeats 1 --name segmentation_e2e_cpu_real
+if [ -d demo-output/model ]; then  # accuracy side of the CPU overlap default, with the model `make demo` trains
+    cases=(demo-output/unseen EMIMSegmentation/Resources/SampleData)
+    real=${EMIM_BRATS_MINI:-../shared/data/brats-gli-mini}
+    [ -d "$real" ] && cases+=("$real")
+    "$PYTHON" bench/overlap_accuracy.py --model demo-output/model --overlaps 0.5,0.25 "${cases[@]}"
+fi
 "$PYTHON" bench/pretrain_throughput.py --device cpu --preset tiny --batch 2 --steps 5 --warmup 2 --data-batches 5 \
     --threads 1 --name pretrain_throughput_cpu_tiny64_1thread
 "$PYTHON" bench/scaling.py --device cpu --preset tiny --sizes 96,128,192x192x144 --batches 1,2,4 --steps 3 \

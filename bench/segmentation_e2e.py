@@ -60,7 +60,7 @@ def timed_stages(stages: dict[str, float]) -> Iterator[None]:
     stages["read"] -= stages["normalise"]  # normalise runs inside load_case
 
 
-def run_ours(model: Any, case: Path, out: Path, stages: dict[str, float] | None = None,
+def run_ours(model: Any, case: Path, out: Path, overlap: float, stages: dict[str, float] | None = None,
              windows: list[int] | None = None) -> Path:
     from emim.inference.segment import segment_case
 
@@ -69,7 +69,7 @@ def run_ours(model: Any, case: Path, out: Path, stages: dict[str, float] | None 
             windows[:] = [total]
 
     with timed_stages(stages) if stages is not None else contextlib.nullcontext():
-        return segment_case(model, case, out / f"{case.name}.nii.gz", on_windows=on_windows)
+        return segment_case(model, case, out / f"{case.name}.nii.gz", overlap, on_windows=on_windows)
 
 
 def window_gflop(model: Any) -> float:
@@ -89,10 +89,10 @@ def window_gflop(model: Any) -> float:
 class Reference:
     """The MONAI-transforms pipeline around the same network, as a MONAI user would write it."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Any, overlap: float) -> None:
         from monai.transforms import Compose, EnsureChannelFirstd, LoadImaged, NormalizeIntensityd, Orientationd
 
-        self.model = model
+        self.model, self.overlap = model, overlap
         self.read = Compose([LoadImaged(keys="image", image_only=False), EnsureChannelFirstd(keys="image")])
         self.orient = Orientationd(keys="image", axcodes="RAS")
         self.normalise = NormalizeIntensityd(keys="image", nonzero=True, channel_wise=True)
@@ -125,7 +125,6 @@ class Reference:
         lap("normalise")
         image = torch.as_tensor(data["image"]).as_tensor()[None].to(device)
         roi = model.crop_size
-        overlap = float(model.inference_default("overlap", 0.5))
         sw_batch = int(model.inference_default("sw_batch_size", 2))
 
         def predictor(windows: torch.Tensor) -> torch.Tensor:
@@ -133,7 +132,8 @@ class Reference:
                 return model.network(windows).float()
 
         with torch.inference_mode():
-            logits = sliding_window_inference(image, roi, sw_batch, predictor, overlap=overlap, mode="gaussian")
+            logits = sliding_window_inference(image, roi, sw_batch, predictor, overlap=self.overlap,
+                                              mode="gaussian")
             probabilities = torch.sigmoid(logits[0]).cpu().numpy()
         lap("infer")
         label = regions_to_labels(probabilities, model.regions)
@@ -189,17 +189,17 @@ def measure(preset_name: str, cases: list[tuple[str, Path]], args: argparse.Name
     started = time.perf_counter()
     model = load_segmentation_model(model_dir, args.device)
     load_model_s = time.perf_counter() - started
-    reference = Reference(model)
+    overlap = float(model.inference_default("overlap", 0.5) if args.overlap is None else args.overlap)
+    reference = Reference(model, overlap)
     out = common.CACHE / "out" / preset_name
     out.mkdir(parents=True, exist_ok=True)
     params = sum(p.numel() for p in model.network.parameters())
-    overlap = float(model.inference_default("overlap", 0.5))
     gflop = window_gflop(model)
     rows = []
     for case_name, case in cases:
         warm_up(model, case)
         ours_windows: list[int] = []
-        pipelines = {"ours": lambda s: run_ours(model, case, out, s, ours_windows),
+        pipelines = {"ours": lambda s: run_ours(model, case, out, overlap, s, ours_windows),
                      "reference": lambda s: reference(case, out, s)}
         times: dict[str, list[float]] = {k: [] for k in pipelines}
         cpu: dict[str, list[float]] = {k: [] for k in pipelines}  # process CPU seconds: robust to other load
@@ -254,6 +254,8 @@ def run_preset_process(preset_name: str, args: argparse.Namespace) -> list[dict[
                args.device, "--repeats", str(args.repeats), "--budget-s", str(args.budget_s)]
     if args.threads:
         command += ["--threads", str(args.threads)]
+    if args.overlap is not None:
+        command += ["--overlap", str(args.overlap)]
     if args.no_real:
         command.append("--no-real")
     subprocess.run(command, check=True)
@@ -285,6 +287,8 @@ def main() -> None:
     parser.add_argument("--no-real", action="store_true", help="skip the real BraTS mini case")
     parser.add_argument("--name", default=None, help="results file stem (default segmentation_e2e_<device>)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--overlap", type=float, default=None,
+                        help="sliding-window overlap for both pipelines (default: the model's, 0.5)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     common.ensure_malloc_env()

@@ -35,6 +35,8 @@ from .volumes_io import load_case_folder, write_volume
 
 DEVICES = ("auto", "cuda", "cpu")
 MASK_PATTERNS = ("hybrid", "modal", "position", "patch")
+# The panel's "faster" choice: 12 instead of 27 96^3 windows over a BraTS brain (base on 2 CPU cores: 22 s, not 48 s)
+FAST_OVERLAP = 0.25
 Log = Callable[[str], None]
 Progress = Callable[[float], None]
 

@@ -11,7 +11,7 @@ import slicer
 from .errors import EMIMSegmentationError
 from .i18n import tr
 from .job import SUCCEEDED
-from .logic import DEVICES, MASK_PATTERNS
+from .logic import DEVICES, FAST_OVERLAP, MASK_PATTERNS
 from .metadata import ModelInfo
 
 MAX_INPUTS = 4
@@ -111,7 +111,9 @@ class WidgetController:
                           waitForCompletion=False, logCallback=self.log, progressCallback=self.onProgress)
             if self.model.task == "segmentation":
                 self.job = self.logic.segment(self.inputs(), self.model, self.ui.outputSegmentationSelector.currentNode(),
-                                              show3D=self.ui.show3DCheckBox.checked, **common)
+                                              show3D=self.ui.show3DCheckBox.checked,
+                                              overlap=FAST_OVERLAP if self.ui.fastCheckBox.checked else None,
+                                              **common)
             elif self.model.task == "pretraining":
                 self.job = self.logic.reconstruct(self.inputs(), self.model, self.ui.maskComboBox.currentText,
                                                   self.ui.seedSpinBox.value, **common)
