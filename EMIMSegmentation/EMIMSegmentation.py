@@ -117,9 +117,11 @@ class EMIMSegmentationTest(ScriptedLoadableModuleTest):
 
         import SampleData
 
+        from EMIMSegmentationLib.install import ensure_dependencies
         from EMIMSegmentationLib.sample_data import MODALITIES, SAMPLE_NAME
         from EMIMSegmentationLib.self_test import segmentation_problems, self_test_model
 
+        self.assertTrue(ensure_dependencies(confirm=False), "the engine's Python packages could not be installed")
         nodes = SampleData.SampleDataLogic().downloadSamples(SAMPLE_NAME)
         self.assertEqual(len(nodes), len(MODALITIES), "Sample Data did not load all four sample volumes")
         self.delayDisplay("Sample case loaded")

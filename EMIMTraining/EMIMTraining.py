@@ -127,9 +127,11 @@ class EMIMTrainingTest(ScriptedLoadableModuleTest):
         self.test_start_stop_resume()
 
     def test_start_stop_resume(self):
+        from EMIMSegmentationLib.install import ensure_dependencies
         from EMIMSegmentationLib.sample_data import sample_case_folder
         from EMIMTrainingLib.settings import TrainingSettings
 
+        self.assertTrue(ensure_dependencies(confirm=False), "the engine's Python packages could not be installed")
         data = os.environ.get("EMIM_TEST_DATA") or str(sample_case_folder().parent)
         run = os.path.join(tempfile.mkdtemp(prefix="emim-training-test-"), "run")
         logic = EMIMTrainingLogic()
