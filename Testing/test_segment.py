@@ -158,7 +158,8 @@ def test_window_count_matches_monai(loaded_model):
         assert count_windows(shape, (64, 64, 64), overlap) == len(dense_patch_slices(padded, (64, 64, 64), interval))
 
 
-def test_a_case_far_from_the_training_spacing_is_segmented_with_a_warning(model_dir, tmp_path):
+def test_a_case_far_from_the_training_spacing_runs_at_the_models_spacing_and_lands_on_its_own_grid(model_dir,
+                                                                                                   tmp_path):
     import io
 
     from emim.inference.segment import segment_case
@@ -167,9 +168,24 @@ def test_a_case_far_from_the_training_spacing_is_segmented_with_a_warning(model_
     from emim.sample import make_sample_cases
 
     assert load_metadata(model_dir)["preprocessing"]["spacing"] == [1.0, 1.0, 1.0]  # the real mini cases
-    (case,) = make_sample_cases(tmp_path / "cases", 1, seed=3, size="small")  # 2 mm voxels
-    stream = io.StringIO()
-    out = segment_case(model_dir, case, tmp_path / "seg.nii.gz", device="cpu", progress=Progress("json", stream=stream),
-                       **FAST)
-    warnings = [json.loads(line) for line in stream.getvalue().splitlines() if '"warning"' in line]
-    assert out.is_file() and any("2 x 2 x 2 mm voxels" in w["message"] for w in warnings)
+    (case,) = make_sample_cases(tmp_path / "cases", 1, seed=3, size="small")  # 2 mm voxels, 120 x 120 x 78
+    reference = nib.load(str(case / f"{case.name}-t1n.nii.gz"))
+
+    def run(name: str, **options) -> tuple[nib.Nifti1Image, list[dict]]:
+        stream = io.StringIO()
+        out = segment_case(model_dir, case, tmp_path / f"{name}.nii.gz", device="cpu",
+                           progress=Progress("json", stream=stream), **FAST, **options)
+        events = [json.loads(line) for line in stream.getvalue().splitlines()]
+        return nib.load(str(out)), events
+
+    result, events = run("model-spacing")
+    assert result.shape == reference.shape and np.array_equal(result.affine, reference.affine)
+    (label_event,) = [e for e in events if e["event"] == "output"]
+    assert label_event["ran_at"] == "1 x 1 x 1 mm" and label_event["case_spacing"] == "2 x 2 x 2 mm"
+    assert not [e for e in events if e["event"] == "warning"]
+
+    native, events = run("native", native_spacing=True)
+    assert native.shape == reference.shape and np.array_equal(native.affine, reference.affine)
+    warnings = [e["message"] for e in events if e["event"] == "warning"]
+    assert any("2 x 2 x 2 mm voxels" in w and "--native-spacing" in w for w in warnings)
+    assert "ran_at" not in [e for e in events if e["event"] == "output"][0]

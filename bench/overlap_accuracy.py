@@ -27,6 +27,8 @@ def main() -> None:
     parser.add_argument("--overlaps", default="0.5,0.25")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--native-spacing", action="store_true",
+                        help="run on each case's own voxel size, not the model's training spacing")
     parser.add_argument("--name", default=None, help="results file stem (default overlap_accuracy_<device>)")
     args = parser.parse_args()
     common.ensure_malloc_env()
@@ -51,7 +53,7 @@ def main() -> None:
         for overlap in overlaps:
             path = out / f"{overlap}" / f"{case.case_id}.nii.gz"
             start = time.perf_counter()
-            predictions[overlap] = segment_case(model, case, path, overlap)
+            predictions[overlap] = segment_case(model, case, path, overlap, native_spacing=args.native_spacing)
             seconds = time.perf_counter() - start
             row = {"case": case.case_id, "overlap": overlap, "seconds": round(seconds, 2)}
             if case.label is not None:
@@ -64,7 +66,7 @@ def main() -> None:
             print(row, flush=True)
     columns = list(rows[0])
     common.write_results(args.name or f"overlap_accuracy_{torch.device(args.device).type}", info,
-                         {"model": str(args.model), "rows": rows}, common.markdown_table(rows, columns))
+                         {"model": str(args.model), "native_spacing": args.native_spacing, "rows": rows}, common.markdown_table(rows, columns))
 
 
 if __name__ == "__main__":

@@ -25,6 +25,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--probabilities", action="store_true", help="also write per-region probability maps")
     parser.add_argument("--resample", action="store_true",
                         help="resample modalities on other grids onto the reference modality (physical space)")
+    parser.add_argument("--native-spacing", action="store_true",
+                        help="run the model on the case's own voxel size even when it was trained on another "
+                             "(default: resample to the model's spacing and back when they differ by over 20%%)")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
@@ -52,7 +55,8 @@ def run(args: argparse.Namespace) -> int:
         try:
             outputs.append(str(segment_case(model, case, output, args.overlap, args.sw_batch_size,
                                             args.probabilities, args.resample, progress=progress,
-                                            single=len(cases) == 1, on_windows=on_windows)))
+                                            single=len(cases) == 1, on_windows=on_windows,
+                                            native_spacing=args.native_spacing)))
         except EmimError as error:
             failed.append({"case": case.case_id, "message": str(error)})
             progress.event("error", case=case.case_id, message=str(error))

@@ -1,9 +1,9 @@
 """Segment cases with an exported segmentation model, writing label maps on exactly the input's grid.
 
-Pipeline per case: `load_case` (canonical RAS voxel order, the model's normalisation) -> crop to the brain's
-bounding box (all-zero background cannot hold tumour, and skipping it halves the windows on BraTS) -> MONAI
-sliding-window inference with Gaussian blending (bf16 autocast on CUDA) -> sigmoid -> `regions_to_labels` ->
-`save_like_reference`, which restores the reference file's voxel order, affine and header. Every file of a case
+Pipeline per case: `load_case` (canonical RAS voxel order, the model's normalisation) -> the model's training
+spacing where the case is far from it (`spacing`) -> crop to the brain's bounding box (all-zero background cannot
+hold tumour, and skipping it halves the windows on BraTS) -> MONAI sliding-window inference with Gaussian blending
+(bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> `regions_to_labels` -> `save_like_reference`, which restores the reference file's voxel order, affine and header. Every file of a case
 is written under a temporary name and renamed only when all of them are complete, so a failure leaves nothing.
 """
 
@@ -25,6 +25,7 @@ from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.finetune.unetr import EMIMUNETR
 from emim.labels import regions_to_labels
+from emim.inference.spacing import needs_resampling, rescale
 from emim.progress import Progress
 from emim.train.device import autocast
 
@@ -123,6 +124,10 @@ def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequ
     return full
 
 
+def _mm(spacing: Sequence[float]) -> str:
+    return " x ".join(f"{v:g}" for v in spacing) + " mm"
+
+
 def case_from_images(images: dict[str, str | Path], spec: ModalitySpec) -> Case:
     """A case from explicit files per modality (`--image t1n=PATH ...`), checked against the model's modalities."""
     unknown = [m for m in images if m not in spec.names]
@@ -197,12 +202,14 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                  output: str | Path, overlap: float | None = None, sw_batch_size: int | None = None,
                  probabilities: bool = False, resample: bool = False, device: str = "auto",
                  progress: Progress | None = None, single: bool = True,
-                 on_windows: Callable[[int, int], None] | None = None) -> Path:
+                 on_windows: Callable[[int, int], None] | None = None, native_spacing: bool = False) -> Path:
     """Segment one case and return the label map's path (see `output_paths` for where files go).
 
     `model` is a model folder or a `SegmentationModel` (load it once for a batch); `case` a `Case`, a case
     folder, or {modality: file}. The label map is uint8 with the model's label values on the reference
     modality's exact grid; with `probabilities` each region's probability map is written too (float32).
+    A case far from the model's training spacing runs at the model's spacing and comes back (see `spacing`),
+    unless `native_spacing`.
     """
     progress = progress or Progress("none")
     if not isinstance(model, SegmentationModel):
@@ -218,30 +225,36 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     check_modalities(case, spec)
     loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
     trained = (model.metadata.get("preprocessing") or {}).get("spacing")
-    if trained and any(abs(have - want) > 0.2 * want for have, want in zip(loaded.spacing, trained)):
+    rescaled = needs_resampling(loaded.spacing, trained)
+    if rescaled and native_spacing:
+        rescaled = False
         progress.event("warning", case=case.case_id, message=(
-            f"case {case.case_id} has {' x '.join(f'{v:g}' for v in loaded.spacing)} mm voxels but the model was "
-            f"trained on {' x '.join(f'{v:g}' for v in trained)} mm; expect a worse segmentation. Resample the "
-            "case to the model's spacing first (e.g. Slicer's Resample Scalar Volume)."))
+            f"case {case.case_id} has {_mm(loaded.spacing)} voxels but the model was trained on {_mm(trained)}, "
+            "and --native-spacing keeps the case's own; expect a worse segmentation. Leave it out to let the "
+            "model run at its own spacing (the result is still written on the case's grid)."))
     overlap = float(model.inference_default("overlap", 0.5) if overlap is None else overlap)
     sw_batch_size = int(model.inference_default("sw_batch_size", 2) if sw_batch_size is None else sw_batch_size)
     if not 0 <= overlap < 1 or sw_batch_size < 1:
         raise EmimError(f"overlap must be in [0, 1) and sw-batch-size at least 1, got {overlap} and {sw_batch_size}")
+    image = rescale(loaded.image, loaded.spacing, trained) if rescaled else loaded.image
     try:
-        probs = predict_probabilities(model.network, loaded.image, model.crop_size, overlap, sw_batch_size,
+        probs = predict_probabilities(model.network, image, model.crop_size, overlap, sw_batch_size,
                                       model.device, on_windows)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --sw-batch-size {sw_batch_size}; "
                         "use a smaller --sw-batch-size (1), close other GPU programs, or run with --device cpu.") \
             from None
+    if rescaled:
+        probs = rescale(probs, trained, loaded.spacing, shape=loaded.image.shape[1:])
     names = [r["name"] for r in model.regions]
     paths = output_paths(Path(output), case.case_id, names, single)
     files = {paths["label"]: (loaded, regions_to_labels(probs, model.regions), np.uint8)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
     write_case_outputs(files)
-    progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id)
+    progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id,
+                   **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
     if probabilities:
         for name in names:
             progress.event("output", path=str(paths[f"prob_{name}"]), kind="probability", case=case.case_id,

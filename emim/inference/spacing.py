@@ -1,0 +1,44 @@
+"""Run a model at the voxel size it was trained on, and bring its output back onto the case's own grid.
+
+A network's filters are tuned to the voxel size of its training data: a 1 mm BraTS model sees a 2 mm case as a
+brain of half the size. So when a case's spacing differs from the model's recorded training spacing by more than
+`TOLERANCE` on an axis, the canonical (RAS voxel order) image is resampled to the model's spacing, the model runs
+there, and its probabilities are resampled back to the case's grid before labels are painted.
+
+Both grids share the first voxel centre and the axes (canonical arrays are axis-aligned), so output voxel i along
+an axis sits at i * new / old input voxels: a pure per-axis scaling, trilinear. Label maps are never interpolated,
+only probabilities, so the written label map stays on the input's exact grid with the model's label values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+TOLERANCE = 0.2  # relative spacing difference on any axis above which the case is resampled
+
+
+def needs_resampling(spacing: Sequence[float], trained: Sequence[float] | None) -> bool:
+    """True when the model records its training spacing and the case differs from it by more than TOLERANCE."""
+    return bool(trained) and any(abs(have - want) > TOLERANCE * want for have, want in zip(spacing, trained))
+
+
+def scaled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
+    """Voxels per axis at `target` spacing that stay inside the field of view of `shape` at `spacing`."""
+    return tuple(int(np.floor((n - 1) * s / t + 1e-6)) + 1 for n, s, t in zip(shape, spacing, target))
+
+
+def rescale(channels: np.ndarray, spacing: Sequence[float], target: Sequence[float],
+            shape: Sequence[int] | None = None) -> np.ndarray:
+    """(C, X, Y, Z) at `spacing` -> (C, *shape) at `target` (default: `scaled_shape`), trilinear, float32.
+
+    Positions past the last source voxel centre (less than one voxel, from rounding the shape) take the edge
+    value rather than zero, so the back-resampled probabilities have no dark rim.
+    """
+    from scipy import ndimage
+
+    shape = tuple(shape) if shape is not None else scaled_shape(channels.shape[1:], spacing, target)
+    matrix = [t / s for s, t in zip(spacing, target)]
+    return np.stack([ndimage.affine_transform(np.asarray(channel, np.float32), matrix, output_shape=shape,
+                                              order=1, mode="nearest") for channel in channels])
