@@ -202,3 +202,27 @@ def test_crops_pad_small_volumes_and_favour_tumour():
     unlabelled.set_random_state(0)
     sample = unlabelled({"image": image})
     assert sample["image"].shape == (2, *crop) and set(sample) == {"image"}
+
+
+def test_precomputed_crop_centres_give_the_same_crops_as_searching_each_time():
+    """`crop_source` only moves the sampler's index search to load time: same seed, same crops, same padding."""
+    from emim.data.transforms import brain_box, crop_source, training_transforms
+
+    rng = np.random.default_rng(1)
+    image = np.zeros((2, 50, 44, 30), np.float32)
+    image[:, 5:45, 6:40, 3:27] = rng.normal(size=(2, 40, 34, 24))
+    label = np.zeros((50, 44, 30), np.uint8)
+    label[30:36, 20:26, 10:14] = 2
+    label[32:34, 22:24, 11:13] = 3
+    crop = (16, 16, 32)  # more slices than the brain box: both paths pad
+    source = crop_source(image, label, crop)
+    assert source["fg_indices"].dtype == np.int32 and source["image"].shape[1:] == (40, 34, 32)
+    box_image, box_label = brain_box(image, label)
+    searched, indexed = training_transforms(crop, True), training_transforms(crop, True)
+    searched.set_random_state(7)
+    indexed.set_random_state(7)
+    for _ in range(20):
+        a = searched({"image": box_image, "label": box_label[None]})
+        b = indexed(dict(source))
+        assert np.array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
+        assert np.array_equal(np.asarray(a["label"]), np.asarray(b["label"]))

@@ -154,30 +154,20 @@ def measure_vitautoenc(config: Any, batch: int, device: Any, steps: int, warmup:
 
 
 def measure_data(crop: tuple[int, int, int], batch: int, device: Any, workers: int, batches: int,
-                 precut: bool = False) -> dict[str, Any]:
+                 with_label: bool = False) -> dict[str, Any]:
     """Crops per second the real crop stream delivers from a full-size case held in memory.
 
-    `precut` hands the stream the case already cut to its non-zero bounding box: the crops come from the same
-    region either way (the stream's first transform cuts to that box), so the difference is what re-finding and
-    copying the box for every crop costs.
+    Unlabelled crops are what pretraining draws (uniform in the brain box); labelled crops are what fine-tuning
+    draws (centred on tumour or brain by the pos/neg sampler), so both training loops' input side is measured.
     """
-    import dataclasses
-
-    import numpy as np
-
     from emim.data.cases import find_cases
     from emim.data.loading import load_case
     from emim.data.modalities import BRATS
     from emim.train.batches import crop_batches
 
     case = find_cases(common.full_size_case(), BRATS)[0]
-    loaded = load_case(case, BRATS.names, with_label=False)
-    if precut:
-        inside = np.argwhere(np.any(loaded.image != 0, axis=0))
-        low, high = inside.min(0), inside.max(0) + 1
-        box = loaded.image[:, low[0]:high[0], low[1]:high[1], low[2]:high[2]]
-        loaded = dataclasses.replace(loaded, image=np.ascontiguousarray(box))
-    stream = crop_batches([loaded], crop, batch, with_label=False, seed=0, device=device, workers=workers)
+    loaded = load_case(case, BRATS.names, with_label=with_label)
+    stream = crop_batches([loaded], crop, batch, with_label=with_label, seed=0, device=device, workers=workers)
     for _ in range(1 + 2 * workers):  # start the workers and drain what they prefetched (2 batches each)
         next(stream)
     common.synchronize(device)
@@ -186,7 +176,7 @@ def measure_data(crop: tuple[int, int, int], batch: int, device: Any, workers: i
         next(stream)
     common.synchronize(device)
     seconds = time.perf_counter() - start
-    return {"workers": workers, "batch": batch, "crops_per_s": batches * batch / seconds, "precut": precut}
+    return {"workers": workers, "batch": batch, "crops_per_s": batches * batch / seconds, "with_label": with_label}
 
 
 def keeps_up(train: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
@@ -195,7 +185,7 @@ def keeps_up(train: dict[str, Any], data: dict[str, Any]) -> dict[str, Any]:
     step, fetch = 1 / train["crops_per_s"], 1 / data["crops_per_s"]
     overlapped = data["workers"] > 0
     loop = 1 / max(step, fetch) if overlapped else 1 / (step + fetch)
-    return {"workers": data["workers"], "precut": data["precut"], "data_crops_per_s": data["crops_per_s"],
+    return {"workers": data["workers"], "with_label": data["with_label"], "data_crops_per_s": data["crops_per_s"],
             "loop_crops_per_s": loop,
             "data_wait_share": max(0.0, 1 - step / max(step, fetch)) if overlapped else fetch / (step + fetch),
             "keeps_up": data["crops_per_s"] >= train["crops_per_s"]}
@@ -212,7 +202,7 @@ def markdown(results: dict[str, Any]) -> str:
         text += f"\n\nE-MIM crops/s / ViTAutoEnc crops/s = {results['speedup_vs_baseline']:.2f}"
     if results.get("data"):
         data = [{"workers": d["workers"],
-                 "case in memory": "cut to brain box once (proposed)" if d["precut"] else "whole volume (as is)",
+                 "crops": "labelled (fine-tuning)" if d["with_label"] else "unlabelled (pretraining)",
                  "loader crops/s": d["data_crops_per_s"],
                  "loop crops/s (model+loader)": d["loop_crops_per_s"],
                  "time waiting for data": f"{100 * d['data_wait_share']:.0f}%", "keeps up": d["keeps_up"]}
@@ -270,8 +260,8 @@ def main() -> None:
         results["speedup_vs_baseline"] = emim["crops_per_s"] / baseline["crops_per_s"]
     data_batch = args.data_batch or args.batch
     results["data"] = [keeps_up(emim, measure_data(config.crop_size, data_batch, device, int(w), args.data_batches,
-                                                   precut))
-                       for w in args.workers.split(",") for precut in (False, True)]
+                                                   with_label))
+                       for w in args.workers.split(",") for with_label in (False, True)]
     results["load_average_end"] = common.load_average()
     stem = args.name or f"pretrain_throughput_{device.type}_{name}{config.crop_size[0]}"
     common.write_results(stem, info, results, markdown(results))

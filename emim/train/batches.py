@@ -14,13 +14,13 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from emim.data.loading import LoadedCase
-from emim.data.transforms import brain_box, training_transforms
+from emim.data.transforms import crop_source, training_transforms
 
 
 class CropStream(IterableDataset):
     def __init__(self, cases: Sequence[LoadedCase], crop_size: Sequence[int], with_label: bool, seed: int) -> None:
         super().__init__()
-        self.volumes = [brain_box(case.image, case.label if with_label else None) for case in cases]
+        self.sources = [crop_source(case.image, case.label if with_label else None, crop_size) for case in cases]
         self.crop_size = tuple(crop_size)
         self.with_label = with_label
         self.seed = seed
@@ -32,11 +32,7 @@ class CropStream(IterableDataset):
         transform = training_transforms(self.crop_size, self.with_label)
         transform.set_random_state(seed=seed % 2**32)
         while True:
-            image, label = self.volumes[int(rng.integers(len(self.volumes)))]
-            item = {"image": image}
-            if self.with_label:
-                item["label"] = label[None]
-            out = transform(item)
+            out = transform(dict(self.sources[int(rng.integers(len(self.sources)))]))
             out = out[0] if isinstance(out, list) else out
             sample = {"image": torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)}
             if self.with_label:
