@@ -13,6 +13,7 @@ from .i18n import tr
 from .job import SUCCEEDED
 from .logic import DEVICES, FAST_OVERLAP, MASK_PATTERNS
 from .metadata import ModelInfo
+from .sample_data import sample_case_folder
 
 MAX_INPUTS = 4
 POLL_MS = 200
@@ -31,6 +32,7 @@ class WidgetController:
         self.ui.deviceComboBox.addItems(list(DEVICES))
         self.ui.maskComboBox.addItems(list(MASK_PATTERNS))
         self.ui.loadCaseButton.clicked.connect(self.onLoadCase)
+        self.ui.loadSampleButton.clicked.connect(self.onLoadSample)
         self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelChanged)
         self.ui.applyButton.clicked.connect(self.onApply)
         for index in range(MAX_INPUTS):
@@ -79,8 +81,14 @@ class WidgetController:
 
     def onLoadCase(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, tr("Choose a case folder"))
-        if not folder:
-            return
+        if folder:
+            self.loadAndShow(folder)
+
+    def onLoadSample(self) -> None:
+        self.loadAndShow(sample_case_folder())
+
+    def loadAndShow(self, folder) -> None:
+        """Load a case folder's volumes, show the first one and assign them to the model's inputs."""
         with slicer.util.tryWithErrorDisplay(tr("Failed to load the case."), waitCursor=True):
             loaded = self.logic.loadCase(folder, self.model)
             slicer.util.setSliceViewerLayers(background=next(iter(loaded.values())), fit=True)
