@@ -31,6 +31,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--device", choices=DEVICES, default="auto")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's)")
     parser.add_argument("--resample", action="store_true", help="resample mismatched modalities onto the reference")
+    parser.add_argument("--native-spacing", action="store_true",
+                        help="run on each case's own voxel size even where the model was trained on another")
     parser.add_argument("--nifti", action="store_true", help="also write the labels as NIfTI")
     parser.add_argument("--check", action="store_true", help="only check inputs, do not segment")
     return parser.parse_args(argv)
@@ -65,7 +67,7 @@ def run_case(logic: SegmentationLogic, folder: Path, args: argparse.Namespace) -
     if args.check:
         return "inputs ok" + (" (will resample)" if mismatches else "")
     segmentation = logic.segment(inputs, model, device=args.device, resample=args.resample, overlap=args.overlap,
-                                 waitForCompletion=True,
+                                 nativeSpacing=args.native_spacing, waitForCompletion=True,
                                  logCallback=lambda text: print(f"  {text}", flush=True))
     reference = inputs[model.modalities[0].name]
     return "wrote " + ", ".join(p.name for p in save_outputs(segmentation, reference, folder.name, args.output, args.nifti))

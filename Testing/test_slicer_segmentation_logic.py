@@ -226,3 +226,22 @@ def test_segment_runs_the_engine_and_returns_a_segmentation_on_the_input_grid(ca
     assert np.allclose(ijk_to_ras(labelmap), ijk_to_ras(reference), atol=1e-4)
     assert progress and max(progress) > 0
     assert all(_same(before[k], _fingerprint(n)) for k, n in case_inputs.items())
+
+
+def test_a_case_at_another_spacing_comes_back_on_its_own_grid_and_native_spacing_is_said_aloud(
+        slicer_app, tiny_segmentation_model):
+    """The shipped 2 mm sample with the 1 mm test model: the engine runs at 1 mm, the segments land on the 2 mm
+    input grid; asking for the native spacing instead gives the spacing warning in the log."""
+    from EMIMSegmentationLib.sample_data import sample_case_folder
+
+    logic = SegmentationLogic()
+    inputs = logic.loadCase(sample_case_folder(), tiny_segmentation_model)
+    reference = inputs["t1n"]
+    for native in (False, True):
+        logs: list[str] = []
+        segmentation = logic.segment(inputs, tiny_segmentation_model, device="cpu", overlap=0.0,
+                                     nativeSpacing=native, logCallback=logs.append)
+        geometry = segmentation.GetSegmentation().GetConversionParameter("Reference image geometry")
+        assert geometry == slicer.vtkSegmentationConverter.SerializeImageGeometry(_oriented(reference))
+        warned = [line for line in logs if line.startswith("Warning:") and "--native-spacing" in line]
+        assert bool(warned) == native, logs

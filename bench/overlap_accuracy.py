@@ -64,9 +64,9 @@ def main() -> None:
                 100 * float((np.asarray(nib.load(str(path)).dataobj) != first).mean()), 4)
             rows.append(row)
             print(row, flush=True)
-    columns = list(rows[0])
-    common.write_results(args.name or f"overlap_accuracy_{torch.device(args.device).type}", info,
-                         {"model": str(args.model), "native_spacing": args.native_spacing, "rows": rows}, common.markdown_table(rows, columns))
+    stem = args.name or f"overlap_accuracy_{torch.device(args.device).type}"
+    data = {"model": str(args.model), "native_spacing": args.native_spacing, "rows": rows}
+    common.write_results(stem, info, data, common.markdown_table(rows, list(rows[0])))
 
 
 if __name__ == "__main__":

@@ -42,7 +42,8 @@ def crop_source(image: np.ndarray, label: np.ndarray | None, crop_size: Sequence
 
     The pos/neg sampler would otherwise search the whole volume for them at every crop; computed once here,
     labelled crops of the real BraTS mini cases went from 27.5 to 283 per second at 64^3 on one core (22.7 to 129
-    at 96^3), with the same crops. The indices are int32 (half the memory of MONAI's int64; a BraTS brain box holds ~2 M voxels).
+    at 96^3), with the same crops. The indices are int32: half the memory of MONAI's int64 (a BraTS brain box
+    holds ~2 M voxels).
     """
     from monai.transforms.utils import map_binary_to_indices
 
@@ -62,9 +63,9 @@ def training_transforms(crop_size: Sequence[int], with_label: bool):
 
     Give it volumes already cut with `brain_box` (or prepared by `crop_source`, whose precomputed crop-centre
     indices it uses), so crops are not spent on air; they are zero-padded where they are smaller than the crop
-    (BraTS cases can have fewer slices than a 96^3 crop). With a label, crops are centred on a tumour voxel half of the time and on a brain
-    voxel (any channel above its mean, i.e. > 0 after z-scoring) otherwise, so at least half the crops show
-    tumour; without one, crop positions are uniform inside the brain's bounding box.
+    (BraTS cases can have fewer slices than a 96^3 crop). With a label, crops are centred on a tumour voxel half
+    of the time and on a brain voxel (any channel above its mean, i.e. > 0 after z-scoring) otherwise, so at
+    least half the crops show tumour; without one, crop positions are uniform inside the brain's bounding box.
     """
     from monai.transforms import (Compose, EnsureTyped, Lambda, RandCropByPosNegLabeld, RandFlipd,
                                   RandSpatialCropd, SpatialPadd)

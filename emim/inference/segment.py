@@ -3,8 +3,9 @@
 Pipeline per case: `load_case` (canonical RAS voxel order, the model's normalisation) -> the model's training
 spacing where the case is far from it (`spacing`) -> crop to the brain's bounding box (all-zero background cannot
 hold tumour, and skipping it halves the windows on BraTS) -> MONAI sliding-window inference with Gaussian blending
-(bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> `regions_to_labels` -> `save_like_reference`, which restores the reference file's voxel order, affine and header. Every file of a case
-is written under a temporary name and renamed only when all of them are complete, so a failure leaves nothing.
+(bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> `regions_to_labels` -> `save_like_reference`,
+which restores the reference file's voxel order, affine and header. Every file of a case is written under a
+temporary name and renamed only when all of them are complete, so a failure leaves nothing.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from emim.data.loading import LoadedCase, load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.finetune.unetr import EMIMUNETR
-from emim.labels import regions_to_labels
 from emim.inference.spacing import needs_resampling, rescale
+from emim.labels import regions_to_labels
 from emim.progress import Progress
 from emim.train.device import autocast
 
