@@ -143,3 +143,35 @@ def test_auc_equals_the_roc_area_and_macro_averages_one_vs_rest():
     assert macro_auc(probabilities, targets) == pytest.approx(expected, abs=1e-12)
     two = rng.dirichlet(np.ones(2), size=30)
     assert macro_auc(two, targets % 2) == pytest.approx(_roc_area(two[:, 1], targets % 2 == 1), abs=1e-12)
+
+
+def test_stopped_classification_run_resumes_at_its_checkpoint(brats_mini: Path, tmp_path: Path):
+    """Stopped (SIGTERM, as Slicer's Stop does) after step 1, then `--resume` on the command line: the run goes on at
+    step 2 with its saved config."""
+    import io
+
+    from stopping import StopAfterFirstStep
+
+    from emim.cli import build_parser
+    from emim.commands.finetune_classifier import config_from_args
+    from emim.finetune.classification import run_classifier_training
+    from emim.train.checkpoint import load_checkpoint
+    from emim.train.runfolder import read_metrics
+
+    labels = _write_csv(tmp_path / "labels.csv", CLASSES)
+    run = tmp_path / "run"
+    args = build_parser("finetune-classifier").parse_args(
+        ["finetune-classifier", str(brats_mini), "--labels", str(labels), "--run", str(run), "--steps", "2",
+         "--batch-size", "1", "--log-every", "1", "--eval-every", "100", "--checkpoint-every", "2", "--device", "cpu"])
+    run_classifier_training(config_from_args(args), run, progress=StopAfterFirstStep("json", stream=io.StringIO()))
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
+    config_text = (run / "config.json").read_text()
+
+    resumed = subprocess.run([sys.executable, "-m", "emim", "finetune-classifier", "--resume", "--run", str(run),
+                              "--device", "cpu", "--progress", "json"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    steps = [json.loads(line)["step"] for line in resumed.stdout.splitlines() if '"progress"' in line]
+    assert steps == [2]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 2
+    assert (run / "config.json").read_text() == config_text
+    assert [r["step"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"] == [1, 2]

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import signal
 from dataclasses import replace
 
 import pytest
 import torch
+from stopping import StopAfterFirstStep
 
 from emim.errors import EmimError
 from emim.finetune.segmentation import (SegmentationTask, default_config, load_pretrained_encoder, resume_finetuning,
@@ -26,15 +25,6 @@ STEPS = 2
 
 def _events(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
-
-
-class _StopAfterFirstStep(Progress):
-    """Sends this process SIGTERM after step 1, as the Slicer module's Stop button does to the engine."""
-
-    def step(self, step: int, total: int, **fields) -> None:
-        super().step(step, total, **fields)
-        if step == 1:
-            os.kill(os.getpid(), signal.SIGTERM)
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +51,7 @@ def finetune_run(brats_mini, pretrain_run, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("finetune") / "run"
     config = _finetune_config(brats_mini, pretrained=str(pretrain_run), freeze_encoder_steps=1)
     first, second = io.StringIO(), io.StringIO()
-    run_finetuning(config, run_dir, progress=_StopAfterFirstStep("json", stream=first))
+    run_finetuning(config, run_dir, progress=StopAfterFirstStep("json", stream=first))
     config_text = (run_dir / "config.json").read_text()
     stopped_at = load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"]
     resume_finetuning(run_dir, device="cpu", progress=Progress("json", stream=second))
