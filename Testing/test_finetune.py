@@ -161,3 +161,26 @@ def test_command_line_options_reach_the_config(brats_mini):
     config = config_from_args(args)
     assert (config.train.steps, config.freeze_encoder_steps, config.val_cases, config.pretrained,
             config.feature_size, config.model.crop_size) == (7, 3, 2, "p", 12, (32, 32, 32))
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_torchrun_two_processes_fine_tune_validate_and_checkpoint_once(brats_mini, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    run_dir = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               "-m", "emim", "finetune", str(brats_mini), "--run-dir", str(run_dir), "--steps", "3",
+               "--device", "cpu", "--progress", "none", "--batch-size", "1", "--eval-every", "3", "--val-cases", "1",
+               "--feature-size", "4", "--val-overlap", "0"]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert [p.name for p in (run_dir / "checkpoints").glob("*.pt")] == ["last.pt"]
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 3
+    records = read_metrics(run_dir / "metrics.jsonl")
+    assert [r["step"] for r in records if r["kind"] == "train"] == [3]  # one writer: rank 0
+    evaluations = [r for r in records if r["kind"] == "eval"]
+    assert [r["step"] for r in evaluations] == [0, 3]  # before training and at --eval-every, once each
+    assert all({"val_dice_TC", "val_dice_WT", "val_dice_ET"} <= set(r) for r in evaluations)
