@@ -64,6 +64,7 @@ def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_pat
 
     state, metadata = load_model(model)
     assert metadata["task"] == "classification"
+    assert metadata["preprocessing"]["spacing"] == [1.0, 1.0, 1.0]  # the training cases': 2 mm cases get resampled
     assert metadata["classes"] == [{"value": 0, "name": "high"}, {"value": 1, "name": "low"}]
     assert [m["name"] for m in metadata["modalities"]] == ["t1n", "t1c", "t2w", "t2f"]
     provenance = metadata["provenance"]
@@ -84,6 +85,16 @@ def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_pat
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
         assert all(0 <= p <= 1 for p in probabilities.values())
         assert done["predicted"][case] == max(probabilities, key=probabilities.get)
+
+    from emim.data.cases import find_cases
+    from emim.inference.classify import classify_case, load_classification_model
+    from emim.sample import make_sample_cases
+
+    (coarse,) = find_cases(make_sample_cases(tmp_path / "coarse", 1, seed=5, size="small")[0])  # 2 mm voxels
+    tiles: list[int] = []
+    scores = classify_case(load_classification_model(model, "cpu"), coarse, on_batch=lambda d, n: tiles.append(n))
+    assert set(scores) == {"high", "low"} and sum(scores.values()) == pytest.approx(1.0, abs=1e-5)
+    assert tiles[-1] > 8  # tiled at the model's 1 mm: the 2 mm brain box alone would need at most 2x2x2 tiles
 
     case = brats_mini / "BraTS-GLI-01404-000"
     images = [f"--image={m}={case / f'BraTS-GLI-01404-000-{m}.nii.gz'}" for m in ("t1n", "t1c", "t2w", "t2f")]

@@ -167,10 +167,13 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
                    validation_cases=len(val_ids), pretrained=config.pretrained,
                    pretrained_tensors=loaded_tensors, world_size=dist.world_size)
     names = list(config.model.modalities)
-    loaded = {case.case_id: load_case(case, names, config.normalization, config.resample, with_label=False).image
-              for case in cases if case.case_id in set(train_ids) | set(val_ids)}
+    cases_loaded = {case.case_id: load_case(case, names, config.normalization, config.resample, with_label=False)
+                    for case in cases if case.case_id in set(train_ids) | set(val_ids)}
+    loaded = {case_id: item.image for case_id, item in cases_loaded.items()}
     if dist.is_main:
-        (run.path / CASES_FILE).write_text(json.dumps({"train": train_ids, "validation": val_ids}) + "\n")
+        spacing = np.median([cases_loaded[i].spacing for i in train_ids], axis=0).round(3).tolist()
+        (run.path / CASES_FILE).write_text(json.dumps({"train": train_ids, "validation": val_ids,
+                                                       "spacing": spacing}) + "\n")
     run.log(f"classes {list(labels.names)}; training on {len(train_ids)} cases, validating on {len(val_ids)}; "
             f"device {device}")
     task = ClassificationTask(model, [(i, loaded[i], labels.targets[i]) for i in val_ids])
@@ -196,7 +199,7 @@ def classification_export(run: RunFolder, config: dict[str, Any], state: dict[st
     record (AUC, accuracy, loss, number of cases, step).
     """
     from emim.data.cases import dataset_spec
-    from emim.export import last_eval, run_provenance
+    from emim.export import last_eval, run_provenance, training_spacing
 
     settings = ClassifierConfig.from_dict(config)
     validation = last_eval(run, "val_")
@@ -209,7 +212,8 @@ def classification_export(run: RunFolder, config: dict[str, Any], state: dict[st
         "model_config": settings.model.to_dict(),
         "network": {"architecture": "E-MIM encoder, mean over all last-level tokens, LayerNorm, Linear",
                     "num_classes": len(settings.classes)},
-        "preprocessing": {"normalization": settings.normalization, "orientation": "RAS", "spacing": None},
+        "preprocessing": {"normalization": settings.normalization, "orientation": "RAS",
+                          "spacing": training_spacing(run)},
         "inference": {"pooling": "mean tile feature over the brain bounding box (tiles of crop_size)",
                       "sw_batch_size": 4},
         "classes": [{"value": i, "name": n} for i, n in enumerate(settings.classes)],

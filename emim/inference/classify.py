@@ -1,8 +1,9 @@
 """Classify cases with an exported classification model: class probabilities per case.
 
-Each case is loaded like in training (canonical RAS voxel order, the model's normalisation) and seen as tiles of
-the model's crop size over the brain's bounding box; the mean tile feature goes through the head (see
-`emim.finetune.classifier` for why). Nothing is written; the command prints the probabilities.
+Each case is loaded like in training (canonical RAS voxel order, the model's normalisation, the model's training
+spacing where the case is far from it: see `spacing`) and seen as tiles of the model's crop size over the brain's
+bounding box; the mean tile feature goes through the head (see `emim.finetune.classifier` for why). Nothing is
+written; the command prints the probabilities.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from emim.data.loading import load_case
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
 from emim.finetune.classifier import ClassifierNet, case_probabilities
+from emim.inference.spacing import needs_resampling, rescale
 
 
 @dataclass
@@ -58,9 +60,12 @@ def classify_case(model: ClassificationModel, case: Case, resample: bool = False
     """{class name: probability} of one case; the probabilities sum to 1."""
     loaded = load_case(case, model.spec.names, model.preprocessing.get("normalization", "zscore-nonzero"),
                        resample, with_label=False)
+    trained = model.preprocessing.get("spacing")
+    image = rescale(loaded.image, loaded.spacing, trained) if needs_resampling(loaded.spacing, trained) \
+        else loaded.image
     batch = batch_size or int((model.metadata.get("inference") or {}).get("sw_batch_size", 4))
     try:
-        probabilities = case_probabilities(model.network, loaded.image, model.device, batch, on_batch)
+        probabilities = case_probabilities(model.network, image, model.device, batch, on_batch)
     except torch.OutOfMemoryError:
         torch.cuda.empty_cache()
         raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --sw-batch-size {batch}; use "
