@@ -41,9 +41,15 @@ def test_every_shipped_file_matches_its_checksum():
     assert shipped == {f"{CASE_ID}-{key}.nii.gz" for key in files}
 
 
-def test_a_changed_or_unlisted_file_is_refused(tmp_path):
+def test_a_changed_or_unlisted_file_is_refused(slicer_app, tmp_path):
     copy = tmp_path / "SampleData"
     shutil.copytree(SAMPLE_FOLDER, copy)
+    changed = sample_case_folder(copy) / f"{CASE_ID}-t1c.nii.gz"
+    changed.write_bytes(changed.read_bytes()[:-1] + b"\0")
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    with pytest.raises(ValueError, match="checksum of EMIMSample-.*t1c"):
+        fetch_sample_source(sample_data_source(ICON, copy), cache)
     manifest = copy / f"{CASE_ID}.sha256"
     lines = manifest.read_text().splitlines()
     manifest.write_text("\n".join(line for line in lines if "-t2f." not in line) + "\n")

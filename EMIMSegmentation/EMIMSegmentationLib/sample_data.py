@@ -52,7 +52,7 @@ def sample_files(root: Path = SAMPLE_FOLDER) -> dict[str, SampleFile]:
     """{modality or "seg": SampleFile} from the checksum manifest; a missing or unlisted file is an error."""
     manifest = root / f"{CASE_ID}.sha256"
     listed = {}
-    for line in manifest.read_text(encoding="utf-8").splitlines():
+    for line in filter(str.strip, manifest.read_text(encoding="utf-8").splitlines()):
         digest, relative = line.split(maxsplit=1)
         listed[relative.lstrip("*")] = digest
     files = {}
