@@ -45,7 +45,9 @@ def test_a_changed_or_unlisted_file_is_refused(slicer_app, tmp_path):
     copy = tmp_path / "SampleData"
     shutil.copytree(SAMPLE_FOLDER, copy)
     changed = sample_case_folder(copy) / f"{CASE_ID}-t1c.nii.gz"
-    changed.write_bytes(changed.read_bytes()[:-1] + b"\0")
+    data = bytearray(changed.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    changed.write_bytes(bytes(data))
     cache = tmp_path / "cache"
     cache.mkdir()
     with pytest.raises(ValueError, match="checksum of EMIMSample-.*t1c"):
