@@ -70,7 +70,6 @@ class _App:
 
 class _SampleDataLogic:
     sources: dict[str, dict] = {}
-    cache = Path(tempfile.mkdtemp(prefix="emim-sampledata-cache-"))
 
     @staticmethod
     def registerCustomSampleDataSource(**source) -> None:
@@ -78,7 +77,7 @@ class _SampleDataLogic:
 
     def downloadSamples(self, sampleName: str) -> list:
         source = self.sources.get(sampleName)
-        return fetch_sample_source(source, self.cache) if source else []
+        return fetch_sample_source(source, Path(tempfile.mkdtemp(prefix="emim-sampledata-"))) if source else []
 
 
 def _module(name: str, **attributes) -> types.ModuleType:
