@@ -15,7 +15,7 @@ done
 "$PYTHON" bench/segmentation_e2e.py --device cpu --presets tiny,base --repeats 1 --no-real --overlap 0.5 \
     --name segmentation_e2e_cpu_overlap50
 "$PYTHON" bench/segmentation_e2e.py --device cpu --presets small --repeats 1 --name segmentation_e2e_cpu_real
-if [ -d demo-output/model ]; then  # accuracy side of the CPU overlap default, with the model `make demo` trains
+if [ -d demo-output/model ]; then  # what --overlap 0.25 costs in accuracy, with the model `make demo` trains
     cases=(demo-output/unseen EMIMSegmentation/Resources/SampleData)
     real=${EMIM_BRATS_MINI:-../shared/data/brats-gli-mini}
     [ -d "$real" ] && cases+=("$real")
