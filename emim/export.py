@@ -43,6 +43,17 @@ def run_provenance(run: RunFolder, config: dict[str, Any], step: int) -> dict[st
     return provenance
 
 
+def write_cases_file(run: RunFolder, train: list[str], validation: list[str],
+                     spacings: list[tuple[float, float, float]]) -> None:
+    """RUN/cases.json from fine-tuning: which cases trained and validated, and the training cases' median spacing
+    (mm, RAS order), which export records so inference can run cases at the model's spacing."""
+    import numpy as np
+
+    spacing = np.median(spacings, axis=0).round(3).tolist()
+    (run.path / CASES_FILE).write_text(json.dumps({"train": train, "validation": validation,
+                                                   "spacing": spacing}) + "\n")
+
+
 def training_spacing(run: RunFolder) -> list[float] | None:
     """Median voxel spacing (mm, RAS order) of the training cases, recorded by fine-tuning; None if unknown."""
     cases_file = run.path / CASES_FILE

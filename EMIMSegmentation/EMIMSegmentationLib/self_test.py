@@ -31,7 +31,7 @@ def run_engine(subcommand: str, arguments: list[str]) -> None:
 
 
 def make_test_model(workdir: Path) -> Path:
-    """A tiny UNETR fine-tuned for 2 CPU steps on the sample case and exported (about 20 s).
+    """A tiny UNETR fine-tuned for 2 CPU steps on the sample case and exported (about 10 s on 2 cores).
 
     Its weights are untrained: the self-test checks the whole path and the geometry, not accuracy.
     """

@@ -8,7 +8,6 @@ progress and torchrun behave as in pretraining because the same loop (`emim.trai
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -142,7 +141,7 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
     """Run (or resume) classification fine-tuning into `run_dir`; returns the path of the last checkpoint."""
     from emim.data.cases import find_cases
     from emim.data.loading import load_case
-    from emim.export import CASES_FILE
+    from emim.export import write_cases_file
     from emim.finetune.class_labels import read_class_labels
     from emim.finetune.segmentation import load_pretrained_encoder
     from emim.train.session import open_run, train_run
@@ -171,9 +170,7 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
                     for case in cases if case.case_id in set(train_ids) | set(val_ids)}
     loaded = {case_id: item.image for case_id, item in cases_loaded.items()}
     if dist.is_main:
-        spacing = np.median([cases_loaded[i].spacing for i in train_ids], axis=0).round(3).tolist()
-        (run.path / CASES_FILE).write_text(json.dumps({"train": train_ids, "validation": val_ids,
-                                                       "spacing": spacing}) + "\n")
+        write_cases_file(run, train_ids, val_ids, [cases_loaded[i].spacing for i in train_ids])
     run.log(f"classes {list(labels.names)}; training on {len(train_ids)} cases, validating on {len(val_ids)}; "
             f"device {device}")
     task = ClassificationTask(model, [(i, loaded[i], labels.targets[i]) for i in val_ids])

@@ -9,7 +9,6 @@ silently random encoder would make a "pretrained vs scratch" comparison meaningl
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,7 +20,7 @@ from torch import nn
 from emim import __version__
 from emim.config import ModelConfig, preset
 from emim.errors import EmimError
-from emim.export import CASES_FILE
+from emim.export import write_cases_file
 from emim.finetune.unetr import EMIMUNETR
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
 from emim.progress import Progress
@@ -232,10 +231,8 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     train_cases = _load_labelled(cases[:split], config)
     validation = _load_labelled(cases[split:], config) if dist.is_main else []
     if dist.is_main:
-        spacing = np.median([item.spacing for item in train_cases], axis=0).round(3).tolist()
-        (run.path / CASES_FILE).write_text(json.dumps({"train": [c.case_id for c in cases[:split]],
-                                                       "validation": [c.case_id for c in cases[split:]],
-                                                       "spacing": spacing}) + "\n")
+        write_cases_file(run, [c.case_id for c in cases[:split]], [c.case_id for c in cases[split:]],
+                         [item.spacing for item in train_cases])
     run.log(f"fine-tuning on {split} cases, validating on {[c.case_id for c in cases[split:]]}, device {device}")
     task = SegmentationTask(model, config.regions, validation, config.freeze_encoder_steps, config.overlap,
                             config.sw_batch_size)
