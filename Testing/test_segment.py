@@ -138,11 +138,12 @@ def test_a_failed_write_leaves_none_of_the_case_files(brats_mini, tmp_path):
     from emim.data.loading import load_case
     from emim.inference.segment import write_case_outputs
 
-    loaded = load_case(find_cases(brats_mini / CASE)[0], ["t1n"], with_label=False)
+    case = find_cases(brats_mini / CASE)[0]
+    loaded = load_case(case, ["t1n"], with_label=False)
     good = np.zeros(loaded.image.shape[1:], np.uint8)
     with pytest.raises(ValueError, match="does not match the reference grid"):
         write_case_outputs({tmp_path / "a.nii.gz": (loaded, good, np.uint8),
-                    tmp_path / "b.nii.gz": (loaded, good[:-1], np.float32)})
+                            tmp_path / "b.nii.gz": (loaded, good[:-1], np.float32)}, tmp_path, case)
     assert list(tmp_path.iterdir()) == []
 
 

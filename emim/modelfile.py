@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from emim import __version__
 from emim.errors import EmimError
+from emim.safepaths import check_safe_name
 
 if TYPE_CHECKING:
     import torch
@@ -65,6 +66,9 @@ def _validate(metadata: dict[str, Any], where: str) -> None:
         raise EmimError(f"{where} lacks the key(s) {', '.join(missing)}; re-export the model with this emim.")
     if not metadata["modalities"] or not all(isinstance(m, dict) and m.get("name") for m in metadata["modalities"]):
         raise EmimError(f"{where}: 'modalities' must be a non-empty list of objects with a 'name'.")
+    fix = "Correct the name in metadata.json, or re-export the model with emim."
+    for modality in metadata["modalities"]:
+        check_safe_name(modality["name"], f"{where}: modality name", fix)
     if task == "segmentation":
         values = set()
         for label in metadata["labels"]:
@@ -78,6 +82,7 @@ def _validate(metadata: dict[str, Any], where: str) -> None:
             if not isinstance(region, dict) or not region.get("name") or not set(region.get("labels") or []) <= values:
                 raise EmimError(f"{where}: region {region!r} needs a 'name' and 'labels' taken from the label "
                                 f"values {sorted(values)}.")
+            check_safe_name(region["name"], f"{where}: region name", fix)
 
 
 def load_metadata(model: str | os.PathLike) -> dict[str, Any]:

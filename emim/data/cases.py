@@ -31,6 +31,7 @@ from typing import Any
 
 from emim.data.modalities import BRATS, ModalitySpec, match_modalities, strip_extension, token
 from emim.errors import EmimError
+from emim.safepaths import check_safe_name
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 LABEL_PATTERN = token(r"seg|segmentation|label|labels|labelmap|gt")
@@ -141,6 +142,8 @@ def _cases_from_datalist(path: Path) -> list[Case]:
         images = {str(m): root / str(f) for m, f in image.items()}
         label = root / str(entry["label"]) if entry.get("label") else None
         case_id = entry.get("case_id") or entry.get("id")
+        if case_id:
+            check_safe_name(str(case_id), f"{where}: case_id", "Give the case a plain id such as 'p001'.")
         cases.append(Case(str(case_id) if case_id else "", images, label))
     _name_cases(cases, path)
     return cases

@@ -170,7 +170,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
             dtype = np.uint8 if kind == "mask" else np.float32
             files[path] = (loaded, result[kind][index].astype(dtype), dtype)
             records.append({"path": str(path), "kind": kind, "modality": modality, "case": case.case_id})
-    write_case_outputs(files)
+    write_case_outputs(files, folder, case)
     for record in records:
         progress.event("output", **record)
     return records

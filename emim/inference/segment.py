@@ -28,6 +28,7 @@ from emim.finetune.unetr import EMIMUNETR
 from emim.inference.spacing import needs_resampling, rescale
 from emim.labels import regions_to_labels
 from emim.progress import Progress
+from emim.safepaths import check_outputs
 from emim.train.device import autocast
 
 NIFTI = ".nii.gz"
@@ -172,19 +173,27 @@ def check_modalities(case: Case, spec: ModalitySpec) -> None:
                         f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have.")
 
 
-def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool) -> dict[str, Path]:
-    """'label' and 'prob_<region>' -> final paths: OUT itself for one case and OUT ending .nii.gz, else OUT/<case>."""
+def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool) -> tuple[Path, dict[str, Path]]:
+    """The output folder, and 'label' and 'prob_<region>' -> final paths: OUT itself for one case and OUT ending
+    .nii.gz, else OUT/<case>."""
     if single and output.name.lower().endswith(NIFTI):
         folder, stem = output.parent, output.name[: -len(NIFTI)]
     else:
         folder, stem = output, case_id
     paths = {"label": folder / f"{stem}{NIFTI}"}
     paths.update({f"prob_{r}": folder / f"{stem}_prob_{r}{NIFTI}" for r in regions})
-    return paths
+    return folder, paths
 
 
-def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any]]) -> None:
-    """Write every file under a temporary name, then rename them all; on failure remove the temporaries."""
+def case_files(case: Case) -> list[Path]:
+    """Every input file of a case (images and label)."""
+    return [*case.images.values(), *([case.label] if case.label else [])]
+
+
+def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any]], root: Path, case: Case) -> None:
+    """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
+    each under a temporary name and rename them all; on failure remove the temporaries."""
+    check_outputs(files, root, case_files(case))
     temporaries: list[tuple[Path, Path]] = []
     try:
         for path, (loaded, array, dtype) in files.items():
@@ -224,6 +233,9 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
             raise EmimError(f"{case} holds {len(found)} cases; segment_case takes one case folder.")
         case = found[0]
     check_modalities(case, spec)
+    names = [r["name"] for r in model.regions]
+    folder, paths = output_paths(Path(output), case.case_id, names, single)
+    check_outputs(paths.values(), folder, case_files(case))  # before the inference, not after it
     loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
     trained = (model.metadata.get("preprocessing") or {}).get("spacing")
     rescaled = needs_resampling(loaded.spacing, trained)
@@ -248,12 +260,10 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
             from None
     if rescaled:
         probs = rescale(probs, trained, loaded.spacing, shape=loaded.image.shape[1:])
-    names = [r["name"] for r in model.regions]
-    paths = output_paths(Path(output), case.case_id, names, single)
     files = {paths["label"]: (loaded, regions_to_labels(probs, model.regions), np.uint8)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
-    write_case_outputs(files)
+    write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id,
                    **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
     if probabilities:

@@ -1,0 +1,108 @@
+"""Hostile and careless inputs (the hardening issue's security items), each kept as a regression test.
+
+Every test works on a copy of a real case and checks, by SHA-256, that no input changed, and that nothing was
+written outside the chosen output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+CASE = "BraTS-GLI-01404-000"  # the smallest of the real mini cases
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _emim(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "emim", *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture()
+def sandbox(brats_mini: Path, tmp_path: Path) -> Path:
+    """tmp/data/CASE (a copy of a real case) and tmp/out, the only place a command may write."""
+    shutil.copytree(brats_mini / CASE, tmp_path / "data" / CASE)
+    (tmp_path / "out").mkdir()
+    return tmp_path
+
+
+@pytest.fixture()
+def hostile_model(tiny_segmentation_model: Path, tmp_path: Path) -> Path:
+    """A copy of a real exported model whose metadata the test may edit (no checksum covers metadata.json)."""
+    return Path(shutil.copytree(tiny_segmentation_model, tmp_path / "model"))
+
+
+def _set_region_name(model: Path, name: str) -> None:
+    metadata_path = model / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["regions"][0]["name"] = name
+    metadata_path.write_text(json.dumps(metadata))
+
+
+@pytest.mark.parametrize("name", ["../../../elsewhere/x", "/tmp/x", "..", "wt/../../x"])
+def test_a_region_name_that_is_a_path_is_refused_everywhere(sandbox, hostile_model, name):
+    _set_region_name(hostile_model, name)
+    before = _digests(sandbox)
+    info = _emim("model-info", str(hostile_model))
+    assert info.returncode == 2 and "region name" in info.stderr and "Traceback" not in info.stderr
+    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--probabilities",
+                   "--device", "cpu", "--progress", "json", str(sandbox / "data" / CASE))
+    assert result.returncode == 2 and "region name" in result.stderr and "Traceback" not in result.stderr
+    assert _digests(sandbox) == before  # no input changed, nothing written anywhere
+
+
+def test_an_output_that_is_an_input_file_is_refused(sandbox, tiny_segmentation_model):
+    case = sandbox / "data" / CASE
+    before = _digests(sandbox)
+    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(case / f"{CASE}-t1n.nii.gz"),
+                   "--device", "cpu", "--progress", "json", str(case))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    errors = [json.loads(line) for line in result.stdout.splitlines() if '"error"' in line]
+    assert errors and "one of the input files" in errors[0]["message"]
+    assert _digests(sandbox) == before
+
+
+def test_an_output_folder_that_is_the_case_folder_is_refused(sandbox, tiny_segmentation_model, tmp_path):
+    from dataclasses import replace
+
+    from emim.pretrain.run import default_config, run_pretraining
+    from emim.progress import Progress
+    from emim.train.trainer import TrainSettings
+
+    case = sandbox / "data" / CASE
+    run = tmp_path / "pretraining"
+    config = replace(default_config(str(case), "tiny"), batch_size=1, device="cpu", heldout_crops=1,
+                     train=TrainSettings(steps=1, warmup_steps=1, log_every=1, eval_every=100, checkpoint_every=1))
+    run_pretraining(config, run, progress=Progress("none"))
+    before = _digests(sandbox)
+    for command in (["reconstruct", "--model", str(run)], ["segment", "--model", str(tiny_segmentation_model)]):
+        result = _emim(*command, "--output", str(case), "--device", "cpu", str(case))
+        assert result.returncode in (1, 2) and "holds input images" in result.stderr, result.stderr
+        assert "Traceback" not in result.stderr
+    assert _digests(sandbox) == before
+
+
+@pytest.mark.parametrize("case_id", ["../../../elsewhere/x", "/tmp/x", "a/b"])
+def test_a_datalist_case_id_that_is_a_path_is_refused(sandbox, tiny_segmentation_model, case_id):
+    case = sandbox / "data" / CASE
+    datalist = sandbox / "data" / "datalist.json"
+    datalist.write_text(json.dumps({
+        "modalities": ["t1n", "t1c", "t2w", "t2f"],
+        "training": [{"case_id": case_id, "image": [f"{CASE}/{CASE}-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f")]}]}))
+    before = _digests(sandbox)
+    check = _emim("check-data", str(datalist))
+    assert check.returncode != 0 and "case_id" in check.stderr + check.stdout and "Traceback" not in check.stderr
+    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
+                   "--device", "cpu", str(datalist))
+    assert result.returncode == 2 and "case_id" in result.stderr and "Traceback" not in result.stderr
+    assert _digests(sandbox) == before
+    assert not (sandbox.parent / "elsewhere").exists()

@@ -1,0 +1,54 @@
+"""Names that become file names, and outputs that must stay where the user asked and never replace an input.
+
+Region and modality names come from a model's metadata.json and case ids from a datalist: files a user was handed,
+which no checksum covers. Each becomes part of an output file name, so each must be one plain path component;
+and every output path is checked, after resolving links, to lie inside the chosen output folder and to be none
+of the inputs, nor inside a folder that holds them (a label map written into a case folder would be read back as
+one of its images).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+from emim.errors import EmimError
+
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
+SAFE_NAME_RULE = "1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` cannot be part of a file name, or None when it can."""
+    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
+        return f"{name!r} is not a plain name ({SAFE_NAME_RULE})"
+    return None
+
+
+def check_safe_name(name: object, what: str, fix: str) -> str:
+    """`name` itself, or an EmimError that says which `what` it is and how to fix it."""
+    problem = name_problem(name)
+    if problem:
+        raise EmimError(f"{what}: {problem}; it is used in output file names. {fix}")
+    return name  # type: ignore[return-value]
+
+
+def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path]) -> None:
+    """Refuse before anything is written: an output outside `root`, an output that is an input, or one written
+    into a folder that holds an input."""
+    base = root.resolve()
+    sources = {Path(p).resolve() for p in inputs}
+    source_folders = {p.parent for p in sources}
+    for output in outputs:
+        target = output.resolve()
+        if target != base and base not in target.parents:
+            raise EmimError(f"output {output} would be written outside the output folder {root}; refusing. "
+                            "This comes from a name in the model or data list: check it.")
+        if target in sources:
+            raise EmimError(f"output {output} is one of the input files; refusing to overwrite it. "
+                            "Choose an --output outside the case folders.")
+        if target.parent in source_folders:
+            raise EmimError(f"output {output} would be written into {target.parent}, which holds input images of "
+                            "this case; refusing (it would be read back as one of them). Choose an --output "
+                            "outside the case folders.")
