@@ -2,7 +2,8 @@
 
 import torch
 
-from emim.pretrain.pbt import PyramidBarlowTwins, barlow_twins_loss, position_features
+from emim.model.tokens import position_features
+from emim.pretrain.pbt import PyramidBarlowTwins, barlow_twins_loss
 
 
 def test_near_zero_for_identical_decorrelated_features():

@@ -51,3 +51,15 @@ def gather_tokens(tokens: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 def num_tokens(grid: tuple[int, int, int]) -> int:
     return math.prod(grid)
+
+
+def position_features(features: torch.Tensor, keep: torch.Tensor, padding: torch.Tensor | None,
+                      positions: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Visible-token features (B, K, D) -> per-position means over modalities (B, N, D) and presence (B, N)."""
+    b, _, d = features.shape
+    position = keep % positions
+    weight = torch.ones_like(position, dtype=features.dtype) if padding is None else (~padding).to(features.dtype)
+    sums = features.new_zeros(b, positions, d).scatter_add_(
+        1, position.unsqueeze(-1).expand(-1, -1, d), features * weight.unsqueeze(-1))
+    counts = features.new_zeros(b, positions).scatter_add_(1, position, weight)
+    return sums / counts.clamp(min=1).unsqueeze(-1), counts > 0

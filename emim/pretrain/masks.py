@@ -87,6 +87,17 @@ def sample_mask(modalities: int, positions: int, config: MaskConfig,
     return modal_mask(modalities, positions, generator), pattern
 
 
+def pattern_weights(config: MaskConfig, modalities: int) -> dict[str, float]:
+    """The probability of each pattern a mask config draws (patterns it never draws are left out)."""
+    if config.pattern != "hybrid":
+        return {config.pattern: 1.0}
+    probs = dict(zip(PATTERNS, config.hybrid_probs))
+    if modalities < 2:
+        probs["modal"] = 0.0
+    total = sum(probs.values())
+    return {name: p / total for name, p in probs.items() if p > 0}
+
+
 def sample_batch(batch: int, modalities: int, positions: int, config: MaskConfig,
                  generator: torch.Generator) -> tuple[torch.Tensor, list[str]]:
     """(B, M, N) masks drawn independently per sample."""

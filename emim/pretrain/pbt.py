@@ -20,17 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
-def position_features(features: torch.Tensor, keep: torch.Tensor, padding: torch.Tensor | None,
-                      positions: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Visible-token features (B, K, D) -> per-position means over modalities (B, N, D) and presence (B, N)."""
-    b, _, d = features.shape
-    position = keep % positions
-    weight = torch.ones_like(position, dtype=features.dtype) if padding is None else (~padding).to(features.dtype)
-    sums = features.new_zeros(b, positions, d).scatter_add_(
-        1, position.unsqueeze(-1).expand(-1, -1, d), features * weight.unsqueeze(-1))
-    counts = features.new_zeros(b, positions).scatter_add_(1, position, weight)
-    return sums / counts.clamp(min=1).unsqueeze(-1), counts > 0
+from emim.model.tokens import position_features
 
 
 def barlow_twins_loss(z1: torch.Tensor, z2: torch.Tensor, off_diagonal_weight: float = 0.0051) -> torch.Tensor:
@@ -61,10 +51,12 @@ class PyramidBarlowTwins(nn.Module):
 
     def forward(self, view1: list[torch.Tensor], keep1: torch.Tensor, padding1: torch.Tensor | None,
                 view2: list[torch.Tensor], keep2: torch.Tensor, padding2: torch.Tensor | None,
-                positions: int) -> tuple[torch.Tensor, list[float]]:
-        """Mean Barlow Twins loss over the last `levels` pyramid levels, and each level's value."""
+                positions: int) -> tuple[torch.Tensor, dict[int, float]]:
+        """Mean Barlow Twins loss over the last `levels` pyramid levels, and each level's value keyed by its
+        1-based pyramid level; a level with fewer than two positions visible in both views is left out (missing
+        from the dict, not shifted onto the next level's name)."""
         chosen = list(range(len(view1)))[len(view1) - self.levels:]
-        losses = []
+        losses: dict[int, torch.Tensor] = {}
         for projector, level in zip(self.projectors, chosen):
             f1, present1 = position_features(view1[level], keep1, padding1, positions)
             f2, present2 = position_features(view2[level], keep2, padding2, positions)
@@ -73,7 +65,7 @@ class PyramidBarlowTwins(nn.Module):
                 continue
             z1 = projector(f1[both]).float()
             z2 = projector(f2[both]).float()
-            losses.append(barlow_twins_loss(z1, z2, self.off_diagonal_weight))
+            losses[level + 1] = barlow_twins_loss(z1, z2, self.off_diagonal_weight)
         if not losses:
-            return view1[0].new_zeros(()).float(), []
-        return torch.stack(losses).mean(), [float(x.detach()) for x in losses]
+            return view1[0].new_zeros(()).float(), {}
+        return torch.stack(list(losses.values())).mean(), {k: float(v.detach()) for k, v in losses.items()}
