@@ -42,6 +42,11 @@ def test_loss_falls_and_both_diagnostics_are_logged(brats_mini, tmp_path):
             "prediction_std"} <= set(train[-1])
     assert [r["step"] for r in evals] == [0, 24]
     assert evals[-1]["heldout_collapsed_loss_sample"] > 0
+    # the same per mask pattern: held-out on fixed masks of each pattern, and on the training batches
+    for pattern in ("patch", "position", "modal"):
+        assert {f"heldout_{pattern}_rec_loss", f"heldout_{pattern}_collapsed_loss_sample",
+                f"heldout_{pattern}_prediction_std"} <= set(evals[-1])
+    assert any(f"{p}_loss_ratio" in r for r in train for p in ("patch", "position", "modal"))
     # dimensional-collapse diagnostics: effective rank and normalised spectrum per pyramid level
     assert len(evals[-1]["effective_rank"]) == 4 and all(1 <= r <= 96 for r in evals[-1]["effective_rank"])
     assert all(abs(sum(s) - 1) < 1e-4 for s in evals[-1]["spectrum"])

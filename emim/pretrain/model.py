@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -9,7 +11,7 @@ from emim.config import ModelConfig
 from emim.model.decoder import MIMDecoder
 from emim.model.encoder import EMIMEncoder
 from emim.model.tokens import patchify
-from emim.pretrain.diagnostics import complete_collapse_stats
+from emim.pretrain.diagnostics import complete_collapse_stats, per_view_mse, stats_by_pattern
 from emim.pretrain.masks import visible_index
 from emim.pretrain.pbt import PyramidBarlowTwins
 
@@ -33,17 +35,20 @@ class EMIMPretrainer(nn.Module):
         prediction = self.decoder(levels[-1], keep, padding, grid, range(x.shape[1]))
         return prediction, levels, keep, padding
 
-    def forward(self, x: torch.Tensor, masks1: torch.Tensor, masks2: torch.Tensor,
-                with_stats: bool = False) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss = mean masked-voxel MSE of the two views + pbt_weight * PBT, and values to log."""
+    def forward(self, x: torch.Tensor, masks1: torch.Tensor, masks2: torch.Tensor, with_stats: bool = False,
+                patterns: Sequence[str] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss = mean over the 2B views of each view's masked-voxel MSE + pbt_weight * PBT, and values to log.
+
+        `patterns` names the mask pattern of each of the 2B views (masks1 then masks2); with `with_stats` the
+        collapse statistics are then also logged per pattern.
+        """
         b = x.shape[0]
         positions = masks1.shape[2]
         prediction, levels, keep, padding = self.reconstruct(torch.cat([x, x]), torch.cat([masks1, masks2]))
         target = patchify(x, self.config.patch_size).to(prediction.dtype)
         target = torch.cat([target, target])
         hidden = torch.cat([masks1, masks2]).flatten(1)
-        squared = (prediction.float() - target.float()).pow(2).mean(dim=-1)
-        rec_loss = (squared * hidden).sum() / hidden.sum().clamp(min=1)
+        rec_loss = per_view_mse(prediction, target, hidden).mean()
         logs: dict[str, float] = {"rec_loss": float(rec_loss.detach())}
         loss = rec_loss
         if self.pbt.levels:
@@ -53,8 +58,10 @@ class EMIMPretrainer(nn.Module):
                                            [lv[b:] for lv in levels], keep[b:], pad2, positions)
             loss = loss + self.pbt_weight * pbt_loss
             logs["pbt_loss"] = float(pbt_loss.detach())
-            logs.update({f"pbt_level{i + 1}": v for i, v in enumerate(per_level)})
+            logs.update({f"pbt_level{level}": v for level, v in per_level.items()})
         if with_stats:
             stats = complete_collapse_stats(prediction.detach(), target, hidden)
             logs.update({k: v for k, v in stats.items() if k != "rec_loss"})
+            if patterns is not None:
+                logs.update(stats_by_pattern(prediction.detach(), target, hidden, patterns))
         return loss, logs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -11,10 +12,11 @@ from emim.model.encoder import fuse_modalities
 from emim.model.tokens import patchify
 from emim.pretrain.diagnostics import (RANK_DROP_RATIO, complete_collapse_stats, is_completely_collapsed,
                                        singular_spectrum)
-from emim.pretrain.masks import MaskConfig, sample_batch
+from emim.pretrain.masks import PATTERNS, MaskConfig, pattern_weights, sample_batch
 from emim.pretrain.model import EMIMPretrainer
 
 HELDOUT_MASK_SEED = 20240715  # fixed masks on the held-out crops make diagnostics comparable over steps
+EVAL_BATCH = 4  # held-out crops per forward pass: bounds the memory of an evaluation
 
 
 class PretrainTask:
@@ -28,51 +30,80 @@ class PretrainTask:
         self.warmup_steps = warmup_steps
         self.first_rank: list[float] = []
 
-    def _masks(self, batch: int, modalities: int, positions: int, generator: torch.Generator) -> torch.Tensor:
-        return sample_batch(batch, modalities, positions, self.mask, generator)[0]
-
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
         x = batch["image"]
         b, m = x.shape[:2]
         positions = (x.shape[2] * x.shape[3] * x.shape[4]) // self.model.config.patch_size**3
-        masks1 = self._masks(b, m, positions, self.generator).to(x.device)
-        masks2 = self._masks(b, m, positions, self.generator).to(x.device)
-        return model(x, masks1, masks2, with_stats=(step + 1) % self.log_every == 0)
+        masks1, patterns1 = sample_batch(b, m, positions, self.mask, self.generator)
+        masks2, patterns2 = sample_batch(b, m, positions, self.mask, self.generator)
+        return model(x, masks1.to(x.device), masks2.to(x.device), with_stats=(step + 1) % self.log_every == 0,
+                     patterns=patterns1 + patterns2)
+
+    def _pattern_stats(self, pattern: str, device: torch.device) -> dict[str, float]:
+        """Collapse statistics of every held-out crop under fixed masks of one pattern, in mini-batches."""
+        config = replace(self.mask, pattern=pattern)
+        generator = torch.Generator().manual_seed(HELDOUT_MASK_SEED + PATTERNS.index(pattern))
+        predictions, targets, hidden = [], [], []
+        for chunk in self.heldout.split(EVAL_BATCH):
+            x = chunk.to(device)
+            positions = x[0, 0].numel() // self.model.config.patch_size**3
+            masks = sample_batch(x.shape[0], x.shape[1], positions, config, generator)[0].to(device)
+            predictions.append(self.model.reconstruct(x, masks)[0].float().cpu())
+            targets.append(patchify(x, self.model.config.patch_size).float().cpu())
+            hidden.append(masks.flatten(1).cpu())
+        return complete_collapse_stats(torch.cat(predictions), torch.cat(targets), torch.cat(hidden))
+
+    def _collapse_warning(self, pattern: str, stats: dict[str, float]) -> str:
+        advice = ("Use the hybrid mask pattern (--mask hybrid). " if self.mask.pattern != "hybrid" else
+                  f"Give the other patterns more weight (--hybrid-probs), or fewer {pattern} masks. ")
+        return (f"complete collapse under {pattern} masks: the held-out reconstruction loss ({stats['rec_loss']:.3f}) "
+                f"is at the collapsed loss ({stats['collapsed_loss_sample']:.3f}) and predictions barely vary "
+                f"(std {stats['prediction_std']:.3f} against {stats['target_std']:.3f}). " + advice
+                + "If it persists long after warm-up, see docs/pretraining-recipe.md (learning rate, patch size).")
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, Any]:
+        """Held-out collapse statistics per mask pattern in use and their expectation under the mask config
+        (`heldout_*`, weighted by the pattern probabilities), and the effective rank per pyramid level."""
         device = next(self.model.parameters()).device
-        x = self.heldout.to(device)
-        m = x.shape[1]
-        positions = (x[0, 0].numel()) // self.model.config.patch_size**3
-        masks = self._masks(x.shape[0], m, positions, torch.Generator().manual_seed(HELDOUT_MASK_SEED)).to(device)
-        prediction, _, _, _ = self.model.reconstruct(x, masks)
-        target = patchify(x, self.model.config.patch_size)
-        record: dict[str, Any] = {f"heldout_{k}": v for k, v in
-                                  complete_collapse_stats(prediction, target, masks.flatten(1)).items()}
+        m = self.heldout.shape[1]
+        weights = pattern_weights(self.mask, m)
+        record: dict[str, Any] = {}
         warnings = []
-        if step > self.warmup_steps and is_completely_collapsed({k[8:]: v for k, v in record.items()}):
-            warnings.append(
-                f"complete collapse: the reconstruction loss ({record['heldout_rec_loss']:.3f}) is at the collapsed "
-                f"loss ({record['heldout_collapsed_loss_sample']:.3f}) and predictions barely vary. "
-                + ("Use the hybrid mask pattern (--mask hybrid). " if self.mask.pattern != "hybrid" else
-                   "Give position and modal masks more weight (--hybrid-probs 1,2,2). ")
-                + "If it persists long after warm-up, lower the learning rate or train longer.")
-        levels = self.model.encoder(x)
+        overall: dict[str, float] = {}
+        for pattern, weight in weights.items():
+            stats = self._pattern_stats(pattern, device)
+            record.update({f"heldout_{pattern}_{k}": v for k, v in stats.items()})
+            for key, value in stats.items():
+                overall[key] = overall.get(key, 0.0) + weight * value
+            if step > self.warmup_steps and is_completely_collapsed(stats):
+                warnings.append(self._collapse_warning(pattern, stats))
+        overall["loss_ratio"] = overall["rec_loss"] / max(overall["collapsed_loss_sample"], 1e-12)
+        record.update({f"heldout_{k}": v for k, v in overall.items()})
         ranks, spectra = [], []
-        for level in levels:
-            rank, spectrum = singular_spectrum(fuse_modalities(level, m).reshape(-1, level.shape[-1]))
+        for level in self._heldout_features(device):
+            rank, spectrum = singular_spectrum(level)
             ranks.append(rank)
             spectra.append(spectrum)
-        if not self.first_rank:
+        if not self.first_rank and step >= self.warmup_steps:
+            # the reference is the first evaluation after warm-up: a random initialisation's features are
+            # near-isotropic noise, whose rank any learning lowers
             self.first_rank = ranks
         for i, (rank, first) in enumerate(zip(ranks, self.first_rank)):
             if rank < RANK_DROP_RATIO * first:
                 warnings.append(
-                    f"dimensional collapse at pyramid level {i + 1}: effective rank fell from {first:.1f} to "
+                    f"dimensional collapse at pyramid level {i + 1}: effective rank fell from {first:.1f} (after "
+                    f"warm-up) to "
                     f"{rank:.1f}; enable or strengthen pyramid Barlow Twins (--pbt-levels 4, higher --pbt-weight)")
         record.update({"effective_rank": ranks, "spectrum": spectra, "warnings": warnings})
         return record
+
+    def _heldout_features(self, device: torch.device) -> list[torch.Tensor]:
+        """Per-position encoder features (n, D) of all held-out crops with nothing masked, per pyramid level."""
+        m = self.heldout.shape[1]
+        chunks = [[fuse_modalities(level, m).reshape(-1, level.shape[-1]).float().cpu()
+                   for level in self.model.encoder(chunk.to(device))] for chunk in self.heldout.split(EVAL_BATCH)]
+        return [torch.cat(parts) for parts in zip(*chunks)]
 
     def state_dict(self) -> dict[str, Any]:
         return {"generator": self.generator.get_state(), "first_rank": torch.tensor(self.first_rank)}
