@@ -11,6 +11,13 @@ from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
 
+# What a hidden token starts from in the MIM decoder (see emim.model.decoder): "local" = the mean of the visible
+# tokens at its position, else of its 3x3x3 neighbourhood; "same-position" = that position only; "mask-token" =
+# the learned mask token alone (MAE). Configs saved before the setting existed were trained with "mask-token".
+DECODER_FILLS = ("local", "same-position", "mask-token")
+LEGACY_DECODER_FILL = "mask-token"
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild an encoder/decoder with the same weights layout."""
@@ -28,6 +35,7 @@ class ModelConfig:
     decoder_heads: int = 6
     projector_dim: int = 1024  # PBT projector width per level
     dropout: float = 0.0
+    decoder_fill: str = "local"  # what a hidden token starts from in the decoder, one of DECODER_FILLS
 
     def __post_init__(self) -> None:
         if any(s % self.patch_size for s in self.crop_size):
@@ -36,6 +44,8 @@ class ModelConfig:
             raise ValueError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
         if len(self.pyramid_levels) != 4 or not all(1 <= lv <= self.depth for lv in self.pyramid_levels):
             raise ValueError(f"pyramid_levels must be four block indices in 1..{self.depth}, got {self.pyramid_levels}")
+        if self.decoder_fill not in DECODER_FILLS:
+            raise ValueError(f"decoder_fill must be one of {DECODER_FILLS}, got {self.decoder_fill!r}")
 
     @property
     def grid(self) -> tuple[int, int, int]:
@@ -56,7 +66,9 @@ class ModelConfig:
         if unknown:
             raise ValueError(f"unknown model config keys: {sorted(unknown)}")
         tuples = {"modalities", "crop_size", "pyramid_levels"}
-        return cls(**{k: tuple(v) if k in tuples else v for k, v in data.items()})
+        values = {k: tuple(v) if k in tuples else v for k, v in data.items()}
+        values.setdefault("decoder_fill", LEGACY_DECODER_FILL)
+        return cls(**values)
 
 
 PRESETS: dict[str, ModelConfig] = {

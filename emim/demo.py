@@ -60,8 +60,9 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     done("check data")
 
     stage("pretraining")
-    config = replace(pretrain_config(str(out / "data"), "tiny"), device=device,
-                     train=_settings(pretrain_steps, 1e-3, max(1, pretrain_steps // 3)))
+    config = pretrain_config(str(out / "data"), "tiny")  # the preset's recipe: learning rate and batch
+    config = replace(config, device=device,
+                     train=_settings(pretrain_steps, config.train.lr, max(1, pretrain_steps // 3)))
     run_pretraining(config, out / "runs" / "pretrain", progress=progress)
     done("pretraining")
 

@@ -23,9 +23,11 @@ def image_assignment(text: str) -> tuple[str, str]:
     return name.strip(), path
 
 
-def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, steps: int, lr: float,
-                           weight_decay: float, eval_every: int, eval_help: str) -> None:
-    """The options every training command shares (run folder, model size, optimiser, schedule, data, device)."""
+def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, steps: int, lr: float | None,
+                           weight_decay: float, eval_every: int, eval_help: str, batch_size: int | None = 2) -> None:
+    """The options every training command shares (run folder, model size, optimiser, schedule, data, device).
+
+    An `lr` or `batch_size` of None means the preset's recipe (pretraining), said so in the help."""
     from emim.config import PRESETS
     from emim.progress import PROGRESS_MODES
     from emim.train.device import DEVICE_CHOICES
@@ -38,9 +40,11 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
     parser.add_argument("--crop", type=int_triple, help="crop size, e.g. 96 or 128,128,96 (multiple of 16)")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=batch_size,
+                        help="crops per step" + (" (default: the preset's recipe)" if batch_size is None else ""))
     parser.add_argument("--steps", type=int, default=steps)
-    parser.add_argument("--lr", type=float, default=lr)
+    parser.add_argument("--lr", type=float, default=lr,
+                        help="peak learning rate" + (" (default: the preset's recipe)" if lr is None else ""))
     parser.add_argument("--warmup", type=int, default=None, help="warm-up steps (default 5%% of steps)")
     parser.add_argument("--weight-decay", type=float, default=weight_decay)
     parser.add_argument("--grad-clip", type=float, default=1.0)
@@ -57,12 +61,37 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
-def train_settings(args: argparse.Namespace):
-    """TrainSettings from the shared training options (warm-up defaults to 5% of the steps)."""
+def add_mask_arguments(parser: argparse.ArgumentParser) -> None:
+    """The hybrid-mask options of pretraining, shared by `pretrain` and `collapse-report`."""
+    from emim.pretrain.masks import MASK_CHOICES, MaskConfig
+
+    default = MaskConfig()
+    parser.add_argument("--mask", default=default.pattern, choices=MASK_CHOICES)
+    parser.add_argument("--patch-ratio", type=float, default=default.patch_ratio)
+    parser.add_argument("--position-ratio", type=float, default=default.position_ratio)
+    parser.add_argument("--hybrid-probs", default=",".join(f"{p:g}" for p in default.hybrid_probs),
+                        help="weights of patch,position,modal in hybrid mode")
+
+
+def mask_config(args: argparse.Namespace):
+    """The MaskConfig of the mask options, or an EmimError that names the bad option."""
+    from emim.errors import EmimError
+    from emim.pretrain.masks import MaskConfig
+
+    try:
+        probs = tuple(float(v) for v in args.hybrid_probs.split(","))
+        return MaskConfig(args.mask, args.patch_ratio, args.position_ratio, probs)  # type: ignore[arg-type]
+    except ValueError as error:
+        raise EmimError(f"mask options: {error} (e.g. --patch-ratio 0.5 --hybrid-probs 1,1,1)") from None
+
+
+def train_settings(args: argparse.Namespace, default_lr: float | None = None):
+    """TrainSettings from the shared training options (warm-up defaults to 5% of the steps; the learning rate to
+    `default_lr` when --lr is not given)."""
     from emim.train.trainer import TrainSettings
 
     warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
-    return TrainSettings(steps=args.steps, lr=args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
+    return TrainSettings(steps=args.steps, lr=default_lr if args.lr is None else args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
                          grad_clip=args.grad_clip, accumulate=args.accumulate, log_every=args.log_every,
                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
 

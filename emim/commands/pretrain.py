@@ -9,39 +9,49 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from emim.commands.arguments import add_training_arguments, train_settings
+from emim.commands.arguments import add_mask_arguments, add_training_arguments, mask_config, train_settings
 from emim.progress import Progress
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
+    from emim.config import DECODER_FILLS
+    from emim.pretrain.run import HELDOUT_CROPS
+
     add_training_arguments(parser, "data set: folder of cases, one case folder, or datalist JSON", steps=1000,
-                           lr=1.5e-4, weight_decay=0.05, eval_every=50, eval_help="collapse diagnostics every N steps")
-    parser.add_argument("--mask", default="hybrid", choices=["hybrid", "patch", "position", "modal"])
-    parser.add_argument("--patch-ratio", type=float, default=0.75)
-    parser.add_argument("--position-ratio", type=float, default=0.6)
-    parser.add_argument("--hybrid-probs", default="1,1,1", help="weights of patch,position,modal in hybrid mode")
+                           lr=None, weight_decay=0.05, eval_every=50, eval_help="collapse diagnostics every N steps",
+                           batch_size=None)
+    add_mask_arguments(parser)
+    parser.add_argument("--patch-size", type=int, help="patch (token) size in voxels (default: the preset's, 16)")
+    parser.add_argument("--decoder-fill", choices=DECODER_FILLS, default=DECODER_FILLS[0],
+                        help="what a hidden token starts from in the decoder (default local: the mean of the "
+                             "visible tokens at its position, else around it; mask-token = MAE)")
     parser.add_argument("--pbt-levels", type=int, default=4, help="pyramid Barlow Twins levels, 0 = plain MIM")
     parser.add_argument("--pbt-weight", type=float, default=0.1)
     parser.add_argument("--pbt-lambda", type=float, default=0.0051, help="Barlow Twins off-diagonal weight")
     parser.add_argument("--heldout-cases", type=int, default=0,
                         help="cases kept out for collapse diagnostics (default 0: fixed crops of training cases)")
+    parser.add_argument("--heldout-crops", type=int, default=HELDOUT_CROPS,
+                        help=f"fixed crops the collapse diagnostics use (default {HELDOUT_CROPS})")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
 
 
 def config_from_args(args: argparse.Namespace):
-    from emim.pretrain.masks import MaskConfig
+    from emim.errors import EmimError
     from emim.pretrain.run import default_config
 
     modalities = args.modalities.split(",") if args.modalities else None
-    base = default_config(args.data, args.preset, modalities, crop_size=args.crop)
-    probs = tuple(float(v) for v in args.hybrid_probs.split(","))
+    try:
+        base = default_config(args.data, args.preset, modalities, crop_size=args.crop, patch_size=args.patch_size,
+                              decoder_fill=args.decoder_fill)
+    except ValueError as error:
+        raise EmimError(f"--crop/--patch-size: {error}") from None
     return replace(
         base,
-        mask=MaskConfig(args.mask, args.patch_ratio, args.position_ratio, probs),
-        train=train_settings(args),
-        batch_size=args.batch_size, pbt_levels=args.pbt_levels, pbt_weight=args.pbt_weight,
+        mask=mask_config(args),
+        train=train_settings(args, base.train.lr),
+        batch_size=base.batch_size if args.batch_size is None else args.batch_size, pbt_levels=args.pbt_levels, pbt_weight=args.pbt_weight,
         pbt_off_diagonal=args.pbt_lambda, normalization=args.normalization, resample=args.resample,
-        heldout_cases=args.heldout_cases, workers=args.workers, device=args.device)
+        heldout_cases=args.heldout_cases, heldout_crops=args.heldout_crops, workers=args.workers, device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
 import torch
 
 from emim import __version__
@@ -19,6 +20,12 @@ from emim.train.batches import crop_batches
 from emim.train.runfolder import RunFolder
 from emim.train.session import open_run, train_run
 from emim.train.trainer import TrainSettings
+
+# Per preset, the learning rate and batch that pretraining starts from (docs/pretraining-recipe.md): `tiny` measured
+# on the real BraTS mini cases (CPU); `small` and `base` keep MAE's 1.5e-4 until a GPU run measures them.
+RECIPES: dict[str, tuple[float, int]] = {"tiny": (3e-3, 4), "small": (1.5e-4, 2), "base": (1.5e-4, 2)}
+HELDOUT_CROPS = 8  # fixed crops the collapse diagnostics are measured on
+HELDOUT_CROP_SEED = 20240716
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,7 @@ class PretrainConfig:
     normalization: str = "zscore-nonzero"
     resample: bool = False
     heldout_cases: int = 0  # cases kept out of training for diagnostics; 0 = fixed crops of training cases
+    heldout_crops: int = HELDOUT_CROPS
     workers: int = 0
     device: str = "auto"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -43,7 +51,8 @@ class PretrainConfig:
                 "model": self.model.to_dict(), "mask": self.mask.to_dict(), "train": self.train.to_dict(),
                 "batch_size": self.batch_size, "pbt_levels": self.pbt_levels, "pbt_weight": self.pbt_weight,
                 "pbt_off_diagonal": self.pbt_off_diagonal, "normalization": self.normalization,
-                "resample": self.resample, "heldout_cases": self.heldout_cases, "workers": self.workers,
+                "resample": self.resample, "heldout_cases": self.heldout_cases,
+                "heldout_crops": self.heldout_crops, "workers": self.workers,
                 "device": self.device}
 
     @classmethod
@@ -54,7 +63,8 @@ class PretrainConfig:
                    train=TrainSettings(**data["train"]), batch_size=data["batch_size"],
                    pbt_levels=data["pbt_levels"], pbt_weight=data["pbt_weight"],
                    pbt_off_diagonal=data["pbt_off_diagonal"], normalization=data["normalization"],
-                   resample=data["resample"], heldout_cases=data["heldout_cases"], workers=data["workers"],
+                   resample=data["resample"], heldout_cases=data["heldout_cases"],
+                   heldout_crops=data.get("heldout_crops", HELDOUT_CROPS), workers=data["workers"],
                    device=data["device"])
 
 
@@ -64,17 +74,29 @@ def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[st
     from emim.data.cases import dataset_spec
 
     names = tuple(modalities) if modalities else dataset_spec(data).names
-    return PretrainConfig(data=str(data), model=preset(preset_name, modalities=names, **model_overrides))
+    model = preset(preset_name, modalities=names, **model_overrides)
+    lr, batch_size = RECIPES[preset_name]
+    return PretrainConfig(data=str(data), model=model, train=TrainSettings(lr=lr), batch_size=batch_size)
 
 
-def _heldout_crops(cases: list, crop_size: Sequence[int]) -> torch.Tensor:
-    """One fixed crop per case, centred on the brain (non-zero voxels), padded where the volume is smaller."""
-    from monai.transforms import ResizeWithPadOrCrop
+def heldout_crops(images: Sequence, crop_size: Sequence[int], count: int, seed: int = HELDOUT_CROP_SEED
+                  ) -> torch.Tensor:
+    """`count` fixed crops (count, M, *crop) at seeded uniform positions inside the brain boxes of `images`
+    (each (M, X, Y, Z)), taken from the cases in turn; zero-padded where a box is smaller than the crop.
 
-    from emim.data.transforms import brain_box
+    Several crops per case, not one centred crop, so the diagnostics see brain edge and interior alike; a fixed
+    number, so evaluation costs the same whatever the size of the data set.
+    """
+    from emim.data.transforms import crop_source
 
-    crop = ResizeWithPadOrCrop(tuple(crop_size))
-    return torch.stack([torch.as_tensor(crop(brain_box(case.image)[0])).float() for case in cases])
+    rng = np.random.default_rng(seed)
+    sources = [crop_source(image, None, crop_size)["image"] for image in images]
+    crops = []
+    for i in range(count):
+        source = sources[i % len(sources)]
+        start = [int(rng.integers(0, s - c + 1)) for s, c in zip(source.shape[1:], crop_size)]
+        crops.append(source[(slice(None), *(slice(a, a + c) for a, c in zip(start, crop_size)))])
+    return torch.as_tensor(np.stack(crops)).float()
 
 
 def resume_pretraining(run_dir: str | Path, device: str = "auto", workers: int = 0,
@@ -102,8 +124,8 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
     loaded = [load_case(case, names, config.normalization, config.resample, with_label=False) for case in cases]
     heldout_count = min(config.heldout_cases, len(loaded) - 1)
     train_cases = loaded[: len(loaded) - heldout_count] if heldout_count > 0 else loaded
-    heldout = _heldout_crops(loaded[len(loaded) - heldout_count:] if heldout_count > 0 else loaded,
-                             config.model.crop_size)
+    heldout = heldout_crops([case.image for case in (loaded[len(loaded) - heldout_count:] if heldout_count > 0
+                                                     else loaded)], config.model.crop_size, config.heldout_crops)
     run.log(f"pretraining on {len(train_cases)} cases, diagnostics on {len(heldout)} fixed crops, device {device}")
     model = EMIMPretrainer(config.model, config.pbt_levels, config.pbt_weight, config.pbt_off_diagonal)
     task = PretrainTask(model, config.mask, heldout, seed=config.train.seed * 7919 + dist.rank,

@@ -12,7 +12,7 @@ from emim.model.encoder import fuse_modalities
 from emim.model.tokens import patchify
 from emim.pretrain.diagnostics import (RANK_DROP_RATIO, complete_collapse_stats, is_completely_collapsed,
                                        singular_spectrum)
-from emim.pretrain.masks import PATTERNS, MaskConfig, pattern_weights, sample_batch
+from emim.pretrain.masks import PATTERNS, MaskConfig, available_patterns, pattern_weights, sample_batch
 from emim.pretrain.model import EMIMPretrainer
 
 HELDOUT_MASK_SEED = 20240715  # fixed masks on the held-out crops make diagnostics comparable over steps
@@ -63,20 +63,22 @@ class PretrainTask:
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, Any]:
-        """Held-out collapse statistics per mask pattern in use and their expectation under the mask config
-        (`heldout_*`, weighted by the pattern probabilities), and the effective rank per pyramid level."""
+        """Held-out collapse statistics per mask pattern (`heldout_{pattern}_*`, every pattern, trained on or not)
+        and their expectation under the mask config (`heldout_*`, weighted by the pattern probabilities), and the
+        effective rank per pyramid level."""
         device = next(self.model.parameters()).device
         m = self.heldout.shape[1]
         weights = pattern_weights(self.mask, m)
         record: dict[str, Any] = {}
         warnings = []
         overall: dict[str, float] = {}
-        for pattern, weight in weights.items():
+        for pattern in available_patterns(m):  # also the patterns not trained on: what transfers
             stats = self._pattern_stats(pattern, device)
             record.update({f"heldout_{pattern}_{k}": v for k, v in stats.items()})
+            weight = weights.get(pattern, 0.0)
             for key, value in stats.items():
                 overall[key] = overall.get(key, 0.0) + weight * value
-            if step > self.warmup_steps and is_completely_collapsed(stats):
+            if weight and step > self.warmup_steps and is_completely_collapsed(stats):
                 warnings.append(self._collapse_warning(pattern, stats))
         overall["loss_ratio"] = overall["rec_loss"] / max(overall["collapsed_loss_sample"], 1e-12)
         record.update({f"heldout_{k}": v for k, v in overall.items()})
