@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("evaluate", "Dice and HD95 per tumour region of predicted vs true label maps"),
     "model-info": ("model_info", "show what a model folder holds and check its weights file"),
     "check-data": ("check_data", "check a data set: files, dimensions, values and grids per case"),
+    "collapse-report": ("collapse_report", "per mask pattern, whether a constant output beats learning on a data set"),
     "pretrain": ("pretrain", "E-MIM self-supervised pretraining (hybrid masks + pyramid Barlow Twins)"),
     "make-sample": ("make_sample", "write semi-synthetic multi-modal brain-tumour cases (BraTS layout)"),
     "finetune": ("finetune", "fine-tune a UNETR segmentation network on the E-MIM encoder (labelled cases)"),
