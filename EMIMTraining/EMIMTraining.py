@@ -55,12 +55,12 @@ class EMIMTrainingParameterNode:
     pretrained: str = ""
     labelsCsv: str = ""
     maskPattern: str = "hybrid"
-    patchRatio: float = 0.75
-    positionRatio: float = 0.6
+    patchRatio: float = 0.5
+    positionRatio: float = 0.4
     pbtLevels: int = 4
     pbtWeight: float = 0.1
     cropSize: str = ""
-    batchSize: int = 2
+    batchSize: int = 0  # 0 = the preset's default
     learningRate: float = 0.0
     steps: int = 1000
     evalEvery: int = 50

@@ -40,7 +40,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--preset", choices=PRESETS, default="tiny")
     parser.add_argument("--modalities", default="", help="comma-separated modality names (default: all)")
     parser.add_argument("--crop", default="", help="crop size, e.g. 96 or 128,128,96")
-    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, help="crops per step (default: the preset's)")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--device", choices=DEVICES, default="auto")

@@ -34,7 +34,7 @@ class TrainingSettings:
     preset: str = "tiny"
     modalities: Sequence[str] = ()
     crop: str = ""
-    batch_size: int = 2
+    batch_size: int | None = None  # None = the preset's default
     steps: int = 1000
     learning_rate: float | None = None
     device: str = "auto"
@@ -44,8 +44,8 @@ class TrainingSettings:
     checkpoint_every: int = 50
     # pretraining
     mask: str = "hybrid"
-    patch_ratio: float = 0.75
-    position_ratio: float = 0.6
+    patch_ratio: float = 0.5
+    position_ratio: float = 0.4
     pbt_levels: int = 4
     pbt_weight: float = 0.1
     # fine-tuning
@@ -84,13 +84,15 @@ class TrainingSettings:
         problems = self.problems()
         if problems:
             raise EMIMTrainingError(" ".join(problems))
-        args = [str(self.data), "--run", str(self.run), "--preset", self.preset, "--batch-size", str(self.batch_size),
-                "--steps", str(self.steps), "--device", self.device, "--log-every", str(self.log_every),
-                "--eval-every", str(self.eval_every), "--checkpoint-every", str(self.checkpoint_every)]
+        args = [str(self.data), "--run", str(self.run), "--preset", self.preset, "--steps", str(self.steps),
+                "--device", self.device, "--log-every", str(self.log_every), "--eval-every", str(self.eval_every),
+                "--checkpoint-every", str(self.checkpoint_every)]
         if self.modalities:
             args += ["--modalities", ",".join(self.modalities)]
         if self.crop:
             args += ["--crop", str(self.crop).replace(" ", "")]
+        if self.batch_size is not None:
+            args += ["--batch-size", str(self.batch_size)]
         if self.learning_rate is not None:
             args += ["--lr", repr(float(self.learning_rate))]
         if self.task == PRETRAIN:
