@@ -106,3 +106,70 @@ def test_a_datalist_case_id_that_is_a_path_is_refused(sandbox, tiny_segmentation
     assert result.returncode == 2 and "case_id" in result.stderr and "Traceback" not in result.stderr
     assert _digests(sandbox) == before
     assert not (sandbox.parent / "elsewhere").exists()
+
+
+def _hostile_header(path: Path, affine=None, slope: float | None = None) -> None:
+    """Rewrite a NIfTI file in place with another sform (qform off) or scl_slope, voxels unchanged."""
+    import nibabel as nib
+    import numpy as np
+
+    image = nib.load(str(path))
+    header = image.header.copy()
+    voxels = np.asanyarray(image.dataobj).astype(np.int16)
+    if affine is not None:
+        header["qform_code"], header["sform_code"] = 0, 1
+        header["srow_x"], header["srow_y"], header["srow_z"] = affine[0], affine[1], affine[2]
+    hostile = nib.Nifti1Image(voxels, None if affine is not None else image.affine, header)
+    if slope is not None:
+        hostile.header.set_slope_inter(slope, 0.0)
+    nib.save(hostile, str(path))
+
+
+def _affine(kind: str):
+    import numpy as np
+
+    if kind == "zero":
+        return np.zeros((4, 4))
+    if kind == "singular":
+        return np.array([[1.0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
+    nan_origin = np.diag([-1.0, -1, 1, 1])
+    nan_origin[0, 3] = np.nan
+    return nan_origin
+
+
+@pytest.mark.parametrize("kind", ["zero affine", "singular affine", "NaN origin", "scl_slope 1e38"])
+def test_unusable_headers_are_refused_with_the_file_named(sandbox, tiny_segmentation_model, kind):
+    case = sandbox / "data" / CASE
+    t2w = case / f"{CASE}-t2w.nii.gz"
+    if kind.startswith("scl"):
+        _hostile_header(t2w, slope=1e38)
+    else:
+        _hostile_header(t2w, affine=_affine(kind.split()[0].lower()))
+    before = _digests(sandbox)
+    check = _emim("check-data", str(case), "--json")
+    assert check.returncode == 1 and "Traceback" not in check.stderr
+    done = json.loads(check.stdout.splitlines()[-1])
+    problems = [p for c in done["cases"] for p in c["problems"] if p["severity"] == "error"]
+    assert problems and str(t2w) in problems[0]["message"]
+    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
+                   "--device", "cpu", "--progress", "json", str(case))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert any(json.loads(line)["event"] == "error" for line in result.stdout.splitlines())
+    assert list((sandbox / "out").iterdir()) == [] and _digests(sandbox) == before
+
+
+def test_a_batch_goes_on_past_a_case_with_a_broken_header(sandbox, tiny_segmentation_model):
+    from emim.sample import make_sample_cases
+
+    data = sandbox / "batch"
+    folders = make_sample_cases(data, 3, seed=11, size="small")
+    _hostile_header(next(folders[1].glob("*-t2w.nii.gz")), affine=_affine("zero"))
+    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
+                   "--device", "cpu", "--native-spacing", "--overlap", "0", "--progress", "json", str(data))
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [e["case"] for e in events if e["event"] == "error"] == [folders[1].name]
+    done = events[-1]
+    assert done["event"] == "done" and done["succeeded"] == 2
+    assert sorted(p.name for p in (sandbox / "out").iterdir()) == sorted(f"{f.name}.nii.gz"
+                                                                         for f in (folders[0], folders[2]))

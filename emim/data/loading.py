@@ -22,6 +22,8 @@ from emim.data.geometry import resample as resample_onto
 from emim.errors import EmimError
 
 NORMALIZATIONS = ("zscore-nonzero", "zscore", "max", "none")
+# Voxel values above this overflow in float32 arithmetic (normalisation squares them): refused on reading.
+FLOAT32_LIMIT = float(np.sqrt(np.finfo(np.float32).max))
 
 
 class DataError(EmimError):
@@ -50,10 +52,31 @@ def open_image(path: Path, case_id: str, what: str) -> nib.Nifti1Image:
         raise DataError(case_id, path, "missing", f"{what} file {path} does not exist.",
                         "correct the path in the datalist, or add the file (3D NIfTI, .nii or .nii.gz).")
     try:
-        return nib.load(str(path))
+        image = nib.load(str(path))
+        affine = np.asarray(image.affine, dtype=np.float64)
     except Exception as error:  # nibabel raises many types for corrupt headers
         raise DataError(case_id, path, "unreadable", f"{what} file {path} cannot be read ({error}).",
                         "re-export or re-download the file; it must be a valid NIfTI image.") from error
+    problem = affine_problem(affine)
+    if problem:
+        raise DataError(case_id, path, "affine", f"{what} file {path} has an unusable voxel-to-world affine "
+                        f"({problem}), so its voxels have no place in space.",
+                        "re-export it from the scanner data or the converter (dcm2niix) so that the header holds "
+                        "its real orientation, spacing and origin.")
+    return image
+
+
+def affine_problem(affine: np.ndarray) -> str | None:
+    """Why a voxel-to-world affine cannot place voxels in space, or None: non-finite values, a zero voxel size,
+    or axes that do not span 3D."""
+    if not np.isfinite(affine).all():
+        return "it holds NaN or infinite values"
+    sizes = np.linalg.norm(affine[:3, :3], axis=0)
+    if (sizes < 1e-6).any():
+        return f"voxel size {' x '.join(f'{s:g}' for s in sizes)} mm"
+    if abs(np.linalg.det(affine[:3, :3] / sizes)) < 1e-6:
+        return "its axes are parallel (singular)"
+    return None
 
 
 def spatial_shape(image: nib.Nifti1Image, path: Path, case_id: str, what: str) -> tuple[int, int, int]:
@@ -66,6 +89,13 @@ def spatial_shape(image: nib.Nifti1Image, path: Path, case_id: str, what: str) -
         raise DataError(case_id, path, "2D", f"{what} file {path} is 2D {shape}, expected a 3D volume.",
                         "use the full 3D volume (all slices), not a single slice.")
     return shape[:3]  # type: ignore[return-value]
+
+
+def _slope(path: Path) -> str:
+    try:
+        return f"{float(nib.load(str(path)).dataobj.slope):g}"
+    except (AttributeError, TypeError, ValueError):
+        return "unknown"
 
 
 def read_voxels(image: nib.Nifti1Image, path: Path, case_id: str, what: str) -> np.ndarray:
@@ -87,6 +117,11 @@ def check_values(array: np.ndarray, path: Path, case_id: str, what: str, allow_e
         count = int(array.size - np.isfinite(array).sum())
         raise DataError(case_id, path, "non-finite", f"{what} file {path} has {count} NaN or infinite voxels.",
                         "replace them (e.g. with 0) in the tool that produced the file, then re-export it.")
+    if array.dtype.kind == "f" and array.size and float(np.abs(array).max()) > FLOAT32_LIMIT:
+        raise DataError(case_id, path, "overflow", f"{what} file {path} has values up to "
+                        f"{float(np.abs(array).max()):.3g}, too large for float32 arithmetic (the header's scl_slope "
+                        f"is {_slope(path)}).", "re-export the file with its real intensity scaling "
+                        "(scl_slope 1 or the scanner's value).")
     if not allow_empty and not array.any():
         raise DataError(case_id, path, "empty", f"{what} file {path} is empty (every voxel is 0).",
                         "re-export the volume; an all-zero file usually means a failed conversion.")
