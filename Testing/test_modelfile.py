@@ -187,3 +187,14 @@ def test_failed_overwrite_keeps_the_previous_model(model: Path) -> None:
         save_model(model, {"x": torch.zeros(1), "y": torch.empty(2, device="meta")}, _metadata())
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
     load_model(model)
+
+
+def test_model_files_are_readable_by_whoever_the_folder_is_shared_with(tmp_path: Path) -> None:
+    import os
+
+    previous = os.umask(0o022)
+    try:
+        folder = save_model(tmp_path / "shared", _state_dict(), _metadata())
+    finally:
+        os.umask(previous)
+    assert {p.name: p.stat().st_mode & 0o777 for p in folder.iterdir()} == {WEIGHTS_FILE: 0o644, METADATA_FILE: 0o644}

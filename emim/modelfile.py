@@ -190,6 +190,8 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
         save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
         stamped["sha256"] = hashlib.sha256(weights_tmp.read_bytes()).hexdigest()
         metadata_tmp.write_text(json.dumps(stamped, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+        for written in (weights_tmp, metadata_tmp):  # a model folder is made to be handed on: readable by others
+            os.chmod(written, _new_file_mode())
         # weights first: a crash between the two renames leaves a hash mismatch, which loading refuses
         os.replace(weights_tmp, folder / WEIGHTS_FILE)
         os.replace(metadata_tmp, folder / METADATA_FILE)
@@ -197,6 +199,13 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
         weights_tmp.unlink(missing_ok=True)
         metadata_tmp.unlink(missing_ok=True)
     return folder
+
+
+def _new_file_mode() -> int:
+    """The mode `open` gives a new file under this process's umask (0644 under the usual 022)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
 
 
 def describe_model(metadata: dict[str, Any]) -> str:
