@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import sys
 
 from emim import __version__
@@ -36,6 +37,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="emim", description="E-MIM engine: pretraining, fine-tuning and "
                                      "segmentation of multi-modal MRI")
     parser.add_argument("--version", action="version", version=f"emim {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, (module_name, help_text) in COMMANDS.items():
         if name != only:
@@ -59,8 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except EmimError as error:
-        print(f"emim {args.command}: error: {error}", file=sys.stderr)
+        report_error(args, str(error))
         return 2
     except KeyboardInterrupt:
         print(f"emim {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:  # a bug or an unforeseen input: one line, the traceback only on request
+        if args.debug:
+            raise
+        report_error(args, f"unexpected {type(error).__name__}: {error}. Run it again with --debug for the "
+                           "traceback, and report it.")
+        return 1
+
+
+def report_error(args: argparse.Namespace, message: str) -> None:
+    """The error on stderr, and as an `error` event on stdout for a program following JSON progress."""
+    print(f"emim {args.command}: error: {message}", file=sys.stderr)
+    if getattr(args, "progress", None) == "json" or getattr(args, "json", False):
+        print(json.dumps({"event": "error", "message": message}), flush=True)

@@ -7,11 +7,19 @@ import argparse
 PERMILLE = 1000  # progress units over a whole inference job: windows of each case, cases of the batch
 
 
+MAX_CROP = 256  # voxels per side: a 512^3 crop grew past 12 GB of memory before it was stopped
+
+
 def int_triple(text: str) -> tuple[int, int, int]:
-    """`96` or `128,128,96` (or `128x128x96`) -> a 3D size."""
-    values = [int(v) for v in text.replace("x", ",").split(",")]
+    """`96` or `128,128,96` (or `128x128x96`) -> a 3D size, each side in 1..MAX_CROP."""
+    try:
+        values = [int(v) for v in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"give whole numbers, e.g. 96 or 128,128,96, got {text!r}") from None
     if len(values) not in (1, 3):
         raise argparse.ArgumentTypeError(f"give one size or three (X,Y,Z), got {text!r}")
+    if not all(1 <= v <= MAX_CROP for v in values):
+        raise argparse.ArgumentTypeError(f"each side must be between 1 and {MAX_CROP} voxels, got {text!r}")
     return tuple(values * 3 if len(values) == 1 else values)  # type: ignore[return-value]
 
 
@@ -85,11 +93,31 @@ def mask_config(args: argparse.Namespace):
         raise EmimError(f"mask options: {error} (e.g. --patch-ratio 0.5 --hybrid-probs 1,1,1)") from None
 
 
+def check_training_options(args: argparse.Namespace) -> None:
+    """Refuse option values that would crash deep inside training or silently do nothing, naming the option."""
+    import math
+
+    from emim.errors import EmimError
+
+    at_least = {"steps": 1, "batch_size": 1, "accumulate": 1, "log_every": 1, "eval_every": 1,
+                "checkpoint_every": 1, "warmup": 0, "workers": 0}
+    for name, low in at_least.items():
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            raise EmimError(f"--{name.replace('_', '-')} must be at least {low}, got {value}")
+    for name in ("lr", "weight_decay", "grad_clip"):
+        value = getattr(args, name, None)
+        if value is not None and not (math.isfinite(value) and value >= 0 and (value > 0 or name == "weight_decay")):
+            raise EmimError(f"--{name.replace('_', '-')} must be a finite number above 0"
+                            f"{' (or 0)' if name == 'weight_decay' else ''}, got {value}")
+
+
 def train_settings(args: argparse.Namespace, default_lr: float | None = None):
     """TrainSettings from the shared training options (warm-up defaults to 5% of the steps; the learning rate to
     `default_lr` when --lr is not given)."""
     from emim.train.trainer import TrainSettings
 
+    check_training_options(args)
     warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
     return TrainSettings(steps=args.steps, lr=default_lr if args.lr is None else args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
                          grad_clip=args.grad_clip, accumulate=args.accumulate, log_every=args.log_every,

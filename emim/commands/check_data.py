@@ -25,21 +25,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emim.data.cases import dataset_spec
     from emim.data.check import check_dataset
-    from emim.errors import EmimError
     from emim.progress import Progress
 
     progress = Progress("json" if args.json else "bar")
-    try:
-        spec = dataset_spec(args.path)
-        if args.modalities:
-            spec = spec.select([m.strip() for m in args.modalities.split(",") if m.strip()])
-        progress.event("start", command="check-data", path=str(args.path), modalities=list(spec.names))
-        report = check_dataset(args.path, spec, resample=args.resample, tolerance=args.tolerance,
-                               on_case=lambda done, total, case: progress.step(done, total, case=case.case_id))
-    except EmimError as error:
-        if args.json:
-            progress.event("error", message=str(error))
-        raise
+    spec = dataset_spec(args.path)  # an EmimError becomes an `error` event in emim.cli
+    if args.modalities:
+        spec = spec.select([m.strip() for m in args.modalities.split(",") if m.strip()])
+    progress.event("start", command="check-data", path=str(args.path), modalities=list(spec.names))
+    report = check_dataset(args.path, spec, resample=args.resample, tolerance=args.tolerance,
+                           on_case=lambda done, total, case: progress.step(done, total, case=case.case_id))
     if args.json:
         print(json.dumps({"event": "done", **report.to_dict()}), flush=True)
     else:

@@ -30,37 +30,32 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from emim.config import preset
     from emim.data.cases import dataset_spec, find_cases
     from emim.data.loading import load_case
     from emim.errors import EmimError
-    import torch
-
     from emim.pretrain.collapse_report import HEALTHY_SOURCE, collapse_risk, report_table
     from emim.pretrain.run import heldout_crops
 
     progress = Progress(args.progress)
+    if args.crops_per_case < 1:
+        raise EmimError(f"--crops-per-case must be at least 1, got {args.crops_per_case}")
+    names = args.modalities.split(",") if args.modalities else list(dataset_spec(args.data).names)
     try:
-        if args.crops_per_case < 1:
-            raise EmimError(f"--crops-per-case must be at least 1, got {args.crops_per_case}")
-        names = args.modalities.split(",") if args.modalities else list(dataset_spec(args.data).names)
-        try:
-            config = preset(args.preset, modalities=tuple(names), crop_size=args.crop, patch_size=args.patch_size)
-        except ValueError as error:
-            raise EmimError(f"--crop/--patch-size: {error}") from None
-        mask = mask_config(args)
-        cases = find_cases(args.data)
-        progress.event("start", command="collapse-report", total=len(cases), cases=len(cases))
-        crops = []
-        for index, case in enumerate(cases):  # one case in memory at a time
-            image = load_case(case, names, args.normalization, with_label=False).image
-            crops.append(heldout_crops([image], config.crop_size, args.crops_per_case, seed=args.seed + index))
-            progress.step(index + 1, len(cases), case=case.case_id)
-        rows = collapse_risk(torch.cat(crops), config.patch_size, mask, args.seed)
-    except EmimError as error:
-        if args.progress == "json":
-            progress.event("error", message=str(error))
-        raise
+        config = preset(args.preset, modalities=tuple(names), crop_size=args.crop, patch_size=args.patch_size)
+    except ValueError as error:
+        raise EmimError(f"--crop/--patch-size: {error}") from None
+    mask = mask_config(args)
+    cases = find_cases(args.data)
+    progress.event("start", command="collapse-report", total=len(cases), cases=len(cases))
+    crops = []
+    for index, case in enumerate(cases):  # one case in memory at a time
+        image = load_case(case, names, args.normalization, with_label=False).image
+        crops.append(heldout_crops([image], config.crop_size, args.crops_per_case, seed=args.seed + index))
+        progress.step(index + 1, len(cases), case=case.case_id)
+    rows = collapse_risk(torch.cat(crops), config.patch_size, mask, args.seed)
     if args.progress == "json":
         progress.event("done", patterns=[r.to_dict() for r in rows], healthy_source=HEALTHY_SOURCE,
                        crop_size=list(config.crop_size), patch_size=config.patch_size, cases=len(cases))

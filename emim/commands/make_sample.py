@@ -25,7 +25,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emim.errors import EmimError
     from emim.progress import Progress
     from emim.sample import make_sample_cases
 
@@ -36,11 +35,6 @@ def run(args: argparse.Namespace) -> int:
         progress.event("output", path=str(folder), kind="case", case=folder.name)
         progress.step(index + 1, args.cases)
 
-    try:
-        folders = make_sample_cases(args.out, args.cases, args.seed, size=args.size, foci=args.foci, on_case=on_case)
-    except EmimError as error:
-        if args.progress == "json":  # the CLI prints the message itself in the other modes
-            progress.event("error", message=str(error))
-        raise
+    folders = make_sample_cases(args.out, args.cases, args.seed, size=args.size, foci=args.foci, on_case=on_case)
     progress.event("done", outputs=[str(f) for f in folders], message=f"wrote {len(folders)} cases to {args.out}")
     return 0
