@@ -173,3 +173,30 @@ def test_a_batch_goes_on_past_a_case_with_a_broken_header(sandbox, tiny_segmenta
     assert done["event"] == "done" and done["succeeded"] == 2
     assert sorted(p.name for p in (sandbox / "out").iterdir()) == sorted(f"{f.name}.nii.gz"
                                                                          for f in (folders[0], folders[2]))
+
+
+@pytest.mark.parametrize("option, value", [("--crop", "10"), ("--crop", "512"), ("--batch-size", "0"), ("--lr", "nan"),
+                                           ("--checkpoint-every", "0"), ("--workers", "-1"), ("--steps", "0"),
+                                           ("--steps", "-5"), ("--accumulate", "0"), ("--patch-size", "0")])
+def test_bad_training_options_are_refused_before_anything_starts(sandbox, option, value):
+    run = sandbox / "out" / "run"
+    result = _emim("pretrain", str(sandbox / "data"), "--run-dir", str(run), option, value, "--device", "cpu",
+                   "--progress", "json")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert option in result.stderr or option.lstrip("-") in result.stderr, result.stderr
+    if "error:" in result.stderr and result.stdout:  # a refusal after parsing is also an `error` event
+        assert json.loads(result.stdout.splitlines()[-1])["event"] == "error"
+    assert not run.exists()
+
+
+@pytest.mark.parametrize("field, value", [("depth", 1_000_000), ("num_heads", 0), ("patch_size", 0),
+                                          ("embed_dim", "96")])
+def test_network_sizes_in_metadata_are_checked_before_anything_is_built(sandbox, hostile_model, field, value):
+    metadata_path = hostile_model / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["model_config"][field] = value
+    metadata_path.write_text(json.dumps(metadata))
+    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
+                   str(sandbox / "data" / CASE))
+    assert result.returncode == 2 and field in result.stderr and "Traceback" not in result.stderr, result.stderr
+    assert list((sandbox / "out").iterdir()) == []

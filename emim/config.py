@@ -18,6 +18,12 @@ DECODER_FILLS = ("local", "same-position", "mask-token")
 LEGACY_DECODER_FILL = "mask-token"
 
 
+# Upper bounds on sizes read from a config or a model's metadata: far above every preset, far below what would
+# exhaust memory while the network is being built (a metadata depth of 1,000,000 reached 5 GB in 28 s).
+LIMITS = {"patch_size": 64, "embed_dim": 4096, "depth": 64, "num_heads": 64, "decoder_dim": 4096,
+          "decoder_depth": 64, "decoder_heads": 64, "projector_dim": 16384}
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild an encoder/decoder with the same weights layout."""
@@ -38,6 +44,10 @@ class ModelConfig:
     decoder_fill: str = "local"  # what a hidden token starts from in the decoder, one of DECODER_FILLS
 
     def __post_init__(self) -> None:
+        for name, high in LIMITS.items():
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
+                raise ValueError(f"{name} must be a whole number between 1 and {high}, got {value!r}")
         if any(s % self.patch_size for s in self.crop_size):
             raise ValueError(f"crop size {self.crop_size} must be a multiple of the patch size {self.patch_size}")
         if self.embed_dim % self.num_heads:

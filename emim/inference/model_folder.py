@@ -24,7 +24,11 @@ def load_network(model_dir: str | Path, task: str, build: Callable[[dict[str, An
     if metadata["task"] != task:
         raise EmimError(f"{model_dir} is a {metadata['task']} model; this command needs a {task} model "
                         f"({export_hint}).")
-    network = build(metadata)
+    try:
+        network = build(metadata)
+    except (ValueError, TypeError, KeyError) as error:  # sizes out of range, missing or mistyped fields
+        raise EmimError(f"{model_dir}: its metadata.json describes a network this engine cannot build ({error}); "
+                        "re-export the model with emim.") from None
     try:
         network.load_state_dict(state)
     except RuntimeError as error:

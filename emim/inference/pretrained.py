@@ -74,7 +74,12 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
         state, metadata = load_model(path)
         preprocessing = metadata.get("preprocessing") or {}
         provenance = metadata.get("provenance") or {}
-        return PretrainedWeights(state, ModelConfig.from_dict(metadata["model_config"]),
+        try:
+            config = ModelConfig.from_dict(metadata["model_config"])
+        except (ValueError, TypeError, KeyError) as error:
+            raise EmimError(f"{path}: its metadata.json describes a network this engine cannot build ({error}); "
+                            "re-export the model with emim.") from None
+        return PretrainedWeights(state, config,
                                  preprocessing.get("normalization", "zscore-nonzero"), provenance.get("mask"),
                                  path, provenance.get("steps"),
                                  ModalitySpec.from_metadata(metadata["modalities"]))
