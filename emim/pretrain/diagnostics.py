@@ -23,6 +23,8 @@ import torch
 # while its predictions vary less than a quarter as much as the targets.
 COLLAPSE_LOSS_RATIO = 0.95
 COLLAPSE_STD_RATIO = 0.25
+# ... and only after this share of the run: the first evaluations of a healthy run sit there too.
+COLLAPSE_QUIET_SHARE = 0.2
 # A pyramid level is called dimensionally collapsing when its effective rank falls below half of its first value.
 RANK_DROP_RATIO = 0.5
 

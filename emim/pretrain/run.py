@@ -129,7 +129,8 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
     run.log(f"pretraining on {len(train_cases)} cases, diagnostics on {len(heldout)} fixed crops, device {device}")
     model = EMIMPretrainer(config.model, config.pbt_levels, config.pbt_weight, config.pbt_off_diagonal)
     task = PretrainTask(model, config.mask, heldout, seed=config.train.seed * 7919 + dist.rank,
-                        log_every=config.train.log_every, warmup_steps=config.train.warmup_steps)
+                        log_every=config.train.log_every, warmup_steps=config.train.warmup_steps,
+                        total_steps=config.train.steps)
 
     def batches(start_step: int):
         return crop_batches(train_cases, config.model.crop_size, config.batch_size, with_label=False,

@@ -10,8 +10,8 @@ from torch import nn
 
 from emim.model.encoder import fuse_modalities
 from emim.model.tokens import patchify
-from emim.pretrain.diagnostics import (RANK_DROP_RATIO, complete_collapse_stats, is_completely_collapsed,
-                                       singular_spectrum)
+from emim.pretrain.diagnostics import (COLLAPSE_QUIET_SHARE, RANK_DROP_RATIO, complete_collapse_stats,
+                                       is_completely_collapsed, singular_spectrum)
 from emim.pretrain.masks import PATTERNS, MaskConfig, available_patterns, pattern_weights, sample_batch
 from emim.pretrain.model import EMIMPretrainer
 
@@ -21,13 +21,16 @@ EVAL_BATCH = 4  # held-out crops per forward pass: bounds the memory of an evalu
 
 class PretrainTask:
     def __init__(self, model: EMIMPretrainer, mask: MaskConfig, heldout: torch.Tensor, seed: int,
-                 log_every: int, warmup_steps: int) -> None:
+                 log_every: int, warmup_steps: int, total_steps: int) -> None:
         self.model = model
         self.mask = mask
         self.heldout = heldout  # (H, M, X, Y, Z) fixed crops, on CPU
         self.generator = torch.Generator().manual_seed(seed)
         self.log_every = log_every
         self.warmup_steps = warmup_steps
+        # a run often sits at the collapsed solution for a while before it leaves it (steps 50-250 of 1,000 on the
+        # real mini cases), so collapse of either kind is only judged after a fifth of the run
+        self.quiet_steps = max(warmup_steps, int(COLLAPSE_QUIET_SHARE * total_steps))
         self.first_rank: list[float] = []
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
@@ -53,13 +56,15 @@ class PretrainTask:
             hidden.append(masks.flatten(1).cpu())
         return complete_collapse_stats(torch.cat(predictions), torch.cat(targets), torch.cat(hidden))
 
-    def _collapse_warning(self, pattern: str, stats: dict[str, float]) -> str:
+    def _collapse_warning(self, stats: dict[str, float], patterns: list[str]) -> str:
+        which = (f"; at the collapsed solution under {', '.join(patterns)} masks (heldout_<pattern>_loss_ratio in "
+                 "metrics.jsonl)") if patterns else ""
         advice = ("Use the hybrid mask pattern (--mask hybrid). " if self.mask.pattern != "hybrid" else
-                  f"Give the other patterns more weight (--hybrid-probs), or fewer {pattern} masks. ")
-        return (f"complete collapse under {pattern} masks: the held-out reconstruction loss ({stats['rec_loss']:.3f}) "
-                f"is at the collapsed loss ({stats['collapsed_loss_sample']:.3f}) and predictions barely vary "
-                f"(std {stats['prediction_std']:.3f} against {stats['target_std']:.3f}). " + advice
-                + "If it persists long after warm-up, see docs/pretraining-recipe.md (learning rate, patch size).")
+                  "Give the patterns that still learn more weight (--hybrid-probs). ")
+        return (f"complete collapse: the held-out reconstruction loss ({stats['rec_loss']:.3f}) is at the collapsed "
+                f"loss ({stats['collapsed_loss_sample']:.3f}) and predictions barely vary (std "
+                f"{stats['prediction_std']:.3f} against {stats['target_std']:.3f}){which}. " + advice
+                + "If it persists, see docs/pretraining-recipe.md (decoder fill, learning rate, batch).")
 
     @torch.no_grad()
     def evaluate(self, step: int) -> dict[str, Any]:
@@ -72,30 +77,33 @@ class PretrainTask:
         record: dict[str, Any] = {}
         warnings = []
         overall: dict[str, float] = {}
+        collapsed = []
         for pattern in available_patterns(m):  # also the patterns not trained on: what transfers
             stats = self._pattern_stats(pattern, device)
             record.update({f"heldout_{pattern}_{k}": v for k, v in stats.items()})
             weight = weights.get(pattern, 0.0)
             for key, value in stats.items():
                 overall[key] = overall.get(key, 0.0) + weight * value
-            if weight and step > self.warmup_steps and is_completely_collapsed(stats):
-                warnings.append(self._collapse_warning(pattern, stats))
+            if weight and is_completely_collapsed(stats):
+                collapsed.append(pattern)
         overall["loss_ratio"] = overall["rec_loss"] / max(overall["collapsed_loss_sample"], 1e-12)
         record.update({f"heldout_{k}": v for k, v in overall.items()})
+        if step > self.quiet_steps and is_completely_collapsed(overall):
+            warnings.append(self._collapse_warning(overall, collapsed))
         ranks, spectra = [], []
         for level in self._heldout_features(device):
             rank, spectrum = singular_spectrum(level)
             ranks.append(rank)
             spectra.append(spectrum)
-        if not self.first_rank and step >= self.warmup_steps:
-            # the reference is the first evaluation after warm-up: a random initialisation's features are
-            # near-isotropic noise, whose rank any learning lowers
+        if not self.first_rank and step >= self.quiet_steps:
+            # the reference is the first evaluation after the quiet start: a random initialisation's features are
+            # near-isotropic noise, whose rank any learning lowers, and leaving the collapsed solution dips it
             self.first_rank = ranks
         for i, (rank, first) in enumerate(zip(ranks, self.first_rank)):
             if rank < RANK_DROP_RATIO * first:
                 warnings.append(
-                    f"dimensional collapse at pyramid level {i + 1}: effective rank fell from {first:.1f} (after "
-                    f"warm-up) to "
+                    f"dimensional collapse at pyramid level {i + 1}: effective rank fell from {first:.1f} (at step "
+                    f"{self.quiet_steps} or just after) to "
                     f"{rank:.1f}; enable or strengthen pyramid Barlow Twins (--pbt-levels 4, higher --pbt-weight)")
         record.update({"effective_rank": ranks, "spectrum": spectra, "warnings": warnings})
         return record
