@@ -71,6 +71,7 @@ class EMIMTrainingParameterNode:
     exportFolder: str = ""
     reconstructionCase: str = ""
     dataTable: slicer.vtkMRMLTableNode
+    collapseTable: slicer.vtkMRMLTableNode
 
 
 class EMIMTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):

@@ -207,6 +207,15 @@ def test_a_broken_case_stops_the_start_naming_case_and_fix(slicer_app, brats_min
     assert rows[broken.name] == "cannot be used" and rows[cases[0].name] == "usable"
 
 
+def test_the_check_step_reports_the_collapse_risk_per_mask_pattern(slicer_app, brats_mini):
+    logic = TrainingLogic()
+    rows = logic.collapseReport(brats_mini / sorted(p.name for p in brats_mini.iterdir() if p.is_dir())[0])
+    assert [r["pattern"] for r in rows] == ["patch", "position", "modal"]
+    table = logic.collapseTable(rows)
+    assert table.GetNumberOfRows() == 3 and table.GetColumnName(6) == "Verdict"
+    assert table.GetCellText(1, 0) == "position" and table.GetCellText(1, 6).startswith(("ok", "weak", "risk"))
+
+
 def test_settings_refuse_an_existing_run_and_multi_gpu_uses_torchrun(tmp_path):
     (tmp_path / "run" / "checkpoints").mkdir(parents=True)
     (tmp_path / "run" / "checkpoints" / "last.pt").write_bytes(b"")

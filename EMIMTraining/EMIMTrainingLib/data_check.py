@@ -81,6 +81,23 @@ def check_data(path: str | Path, modalities: Sequence[str] = (), resample: bool 
         command += ["--modalities", ",".join(modalities)]
     if resample:
         command.append("--resample")
+    # check-data exits 1 with a report when cases are broken; without one the set is unreadable
+    return DataReport(_done_event(command, path, log))
+
+
+def collapse_report(path: str | Path, modalities: Sequence[str] = (), preset: str = "tiny",
+                    log: Callable[[str], None] | None = None) -> list[dict]:
+    """`emim collapse-report`: per mask pattern the collapsed loss of the data and a verdict (a few seconds per
+    case: every case is read once)."""
+    command = [python_executable(), "-m", "emim", "collapse-report", str(path), "--preset", preset,
+               "--progress", "json"]
+    if modalities:
+        command += ["--modalities", ",".join(modalities)]
+    return list(_done_event(command, path, log).get("patterns", []))
+
+
+def _done_event(command: list[str], path: str | Path, log: Callable[[str], None] | None) -> dict:
+    """Run an engine command and return its `done` event (without the `event` key), or raise with its errors."""
     process = EngineProcess(command)
     done, errors = None, []
     for event in process.wait():
@@ -91,10 +108,37 @@ def check_data(path: str | Path, modalities: Sequence[str] = (), resample: bool 
             errors.append(str(event.get("message", "")))
         elif kind == "log" and log is not None:
             log(str(event.get("message", "")))
-    if done is None:  # check-data exits 1 with a report when cases are broken; without one the set is unreadable
+    if done is None:
         raise EMIMTrainingError(" ".join(errors) or tr("Checking {path} failed (exit code {code}); see the log.")
                                 .format(path=path, code=process.returncode))
-    return DataReport({k: v for k, v in done.items() if k != "event"})
+    return {k: v for k, v in done.items() if k != "event"}
+
+
+COLLAPSE_COLUMNS = ("Mask pattern", "Share of masks", "Collapsed loss", "Per-patch collapsed loss",
+                    "Explained by patch means", "Healthy run reaches", "Verdict")
+
+
+def collapse_table(rows: Sequence[dict], table=None):
+    """The collapse report as a vtkMRMLTableNode, one row per mask pattern."""
+    if table is None:
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", slicer.mrmlScene.GenerateUniqueName(
+            tr("EMIM collapse report")))
+    modifying = table.StartModify()
+    table.RemoveAllColumns()
+    columns = []
+    for title in COLLAPSE_COLUMNS:
+        column = vtk.vtkStringArray()
+        column.SetName(title)
+        columns.append(table.AddColumn(column))
+    for row in rows:
+        values = (row["pattern"], f"{row['probability']:.2f}", f"{row['collapsed_loss_view']:.3f}",
+                  f"{row['collapsed_loss_patch']:.3f}", f"{row['headroom']:.0%}", f"{row['healthy_loss']:.3f}",
+                  row["verdict"])
+        index = table.AddEmptyRow()
+        for column, value in zip(columns, values):
+            column.SetValue(index, str(value))
+    table.EndModify(modifying)
+    return table
 
 
 def report_table(report: DataReport, table=None):

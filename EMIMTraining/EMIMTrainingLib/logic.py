@@ -32,7 +32,7 @@ from EMIMSegmentationLib.process import EngineProcess, engine_command
 
 from .chart_render import render_charts_png
 from .collapse_warnings import RunWarning, read_warnings
-from .data_check import DataReport, check_data, report_table
+from .data_check import DataReport, check_data, collapse_report, collapse_table, report_table
 from .errors import EMIMTrainingError
 from .i18n import tr
 from .metrics_tables import MetricsFollower
@@ -54,6 +54,15 @@ class TrainingLogic:
     def dataTable(self, report: DataReport, table=None):
         """The check as a table node: one row per case, with its problems and their fixes."""
         return report_table(report, table)
+
+    def collapseReport(self, data: str | Path, modalities: Sequence[str] = (), preset: str = "tiny",
+                       logCallback: Log | None = None) -> list[dict]:
+        """Per mask pattern, whether a constant output would beat pretraining on this data (no training)."""
+        return collapse_report(data, modalities, preset, logCallback)
+
+    def collapseTable(self, rows: Sequence[dict], table=None):
+        """The collapse report as a table node, one row per mask pattern with its verdict."""
+        return collapse_table(rows, table)
 
     def start(self, settings: TrainingSettings, report: DataReport | None = None, waitForCompletion: bool = False,
               logCallback: Log | None = None, progressCallback: Progress | None = None,

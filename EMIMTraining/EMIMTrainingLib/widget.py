@@ -75,7 +75,12 @@ class WidgetController:
             p.dataTable = self.logic.dataTable(report, p.dataTable)
             self.ui.dataTableView.setMRMLTableNode(p.dataTable)
             problems = report.blocking_problems()
-            self.ui.dataSummaryLabel.text = report.summary_text() + ("\n" + "\n".join(problems) if problems else "")
+            summary = report.summary_text() + ("\n" + "\n".join(problems) if problems else "")
+            if report.ok and p.task == PRETRAIN:
+                rows = self.logic.collapseReport(p.dataPath, modalities, p.preset, logCallback=self.log)
+                p.collapseTable = self.logic.collapseTable(rows, p.collapseTable)
+                summary += "\n" + "\n".join(tr("{pattern} masks: {verdict}").format(**row) for row in rows)
+            self.ui.dataSummaryLabel.text = summary
             self.report = report
         self.updateState()
 
