@@ -200,3 +200,14 @@ def test_network_sizes_in_metadata_are_checked_before_anything_is_built(sandbox,
                    str(sandbox / "data" / CASE))
     assert result.returncode == 2 and field in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert list((sandbox / "out").iterdir()) == []
+
+
+def test_temporaries_of_a_checkpoint_write_that_was_killed_are_removed_by_the_next_writer(tmp_path):
+    from emim.train.runfolder import RunFolder
+
+    checkpoints = tmp_path / "run" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / ".last.pt.abc123.tmp").write_bytes(b"half a checkpoint")
+    (checkpoints / "last.pt").write_bytes(b"kept")
+    RunFolder(tmp_path / "run")
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt"]

@@ -37,8 +37,10 @@ def explain(step: int, message: str) -> RunWarning:
         return RunWarning(step, "complete-collapse",
                           tr("The model predicts almost the same value everywhere: its reconstruction error is no "
                              "better than guessing the average intensity (complete collapse)."),
-                          tr("Early in a run this is normal. If it lasts, use the hybrid mask pattern, raise the "
-                             "position and modality mask shares, or lower the learning rate."), message)
+                          tr("The engine says so only after the first fifth of a run, when a healthy run has left "
+                             "that state. Use the hybrid mask pattern and the default decoder fill (local), keep the "
+                             "preset's learning rate and batch size, or give the mask patterns that still learn "
+                             "more weight (the per-pattern chart shows which)."), message)
     if "dimensional collapse" in lowered:
         level = re.search(r"level (\d+)", lowered)
         return RunWarning(step, "dimensional-collapse",

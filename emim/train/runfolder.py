@@ -24,6 +24,9 @@ class RunFolder:
         if write:
             (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
             self._lock = self._hold_lock()
+            # the lock makes this the only writer: temporaries left are from a process killed mid-save
+            for stale in (self.path / "checkpoints").glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
 
     def _hold_lock(self):
         """Two processes training into one folder would interleave metrics and overwrite each other's
