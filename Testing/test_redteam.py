@@ -97,7 +97,8 @@ def test_a_datalist_case_id_that_is_a_path_is_refused(sandbox, tiny_segmentation
     datalist = sandbox / "data" / "datalist.json"
     datalist.write_text(json.dumps({
         "modalities": ["t1n", "t1c", "t2w", "t2f"],
-        "training": [{"case_id": case_id, "image": [f"{CASE}/{CASE}-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f")]}]}))
+        "training": [{"case_id": case_id,
+                      "image": [f"{CASE}/{CASE}-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f")]}]}))
     before = _digests(sandbox)
     check = _emim("check-data", str(datalist))
     assert check.returncode != 0 and "case_id" in check.stderr + check.stdout and "Traceback" not in check.stderr

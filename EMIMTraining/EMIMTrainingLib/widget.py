@@ -23,7 +23,8 @@ def settings_from_parameters(p) -> TrainingSettings:
     return TrainingSettings(
         task=p.task, data=p.dataPath, run=p.runFolder, preset=p.preset,
         modalities=tuple(m.strip() for m in p.modalities.split(",") if m.strip()), crop=p.cropSize,
-        batch_size=p.batchSize or None, steps=p.steps, learning_rate=p.learningRate or None, device=p.device, gpus=p.gpus,
+        batch_size=p.batchSize or None, steps=p.steps, learning_rate=p.learningRate or None, device=p.device,
+        gpus=p.gpus,
         eval_every=p.evalEvery, checkpoint_every=p.checkpointEvery, log_every=max(1, min(5, p.evalEvery)),
         mask=p.maskPattern, patch_ratio=p.patchRatio, position_ratio=p.positionRatio, pbt_levels=p.pbtLevels,
         pbt_weight=p.pbtWeight, pretrained=p.pretrained if p.task != PRETRAIN else "", val_cases=p.valCases,

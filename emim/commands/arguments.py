@@ -100,7 +100,7 @@ def check_training_options(args: argparse.Namespace) -> None:
     from emim.errors import EmimError
 
     at_least = {"steps": 1, "batch_size": 1, "accumulate": 1, "log_every": 1, "eval_every": 1,
-                "checkpoint_every": 1, "warmup": 0, "workers": 0}
+                "checkpoint_every": 1, "warmup": 0, "workers": 0, "heldout_cases": 0, "heldout_crops": 1}
     for name, low in at_least.items():
         value = getattr(args, name, None)
         if value is not None and value < low:
@@ -119,7 +119,8 @@ def train_settings(args: argparse.Namespace, default_lr: float | None = None):
 
     check_training_options(args)
     warmup = args.warmup if args.warmup is not None else max(1, args.steps // 20)
-    return TrainSettings(steps=args.steps, lr=default_lr if args.lr is None else args.lr, weight_decay=args.weight_decay, warmup_steps=warmup,
+    return TrainSettings(steps=args.steps, lr=default_lr if args.lr is None else args.lr,
+                         weight_decay=args.weight_decay, warmup_steps=warmup,
                          grad_clip=args.grad_clip, accumulate=args.accumulate, log_every=args.log_every,
                          eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, seed=args.seed)
 

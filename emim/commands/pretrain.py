@@ -49,9 +49,10 @@ def config_from_args(args: argparse.Namespace):
         base,
         mask=mask_config(args),
         train=train_settings(args, base.train.lr),
-        batch_size=base.batch_size if args.batch_size is None else args.batch_size, pbt_levels=args.pbt_levels, pbt_weight=args.pbt_weight,
-        pbt_off_diagonal=args.pbt_lambda, normalization=args.normalization, resample=args.resample,
-        heldout_cases=args.heldout_cases, heldout_crops=args.heldout_crops, workers=args.workers, device=args.device)
+        batch_size=base.batch_size if args.batch_size is None else args.batch_size, pbt_levels=args.pbt_levels,
+        pbt_weight=args.pbt_weight, pbt_off_diagonal=args.pbt_lambda, normalization=args.normalization,
+        resample=args.resample, heldout_cases=args.heldout_cases, heldout_crops=args.heldout_crops,
+        workers=args.workers, device=args.device)
 
 
 def run(args: argparse.Namespace) -> int:
