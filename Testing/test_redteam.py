@@ -212,3 +212,58 @@ def test_temporaries_of_a_checkpoint_write_that_was_killed_are_removed_by_the_ne
     (checkpoints / "last.pt").write_bytes(b"kept")
     RunFolder(tmp_path / "run")
     assert sorted(p.name for p in checkpoints.iterdir()) == ["last.pt"]
+
+
+def test_an_interrupted_write_leaves_no_temporary_file(sandbox, monkeypatch):
+    import numpy as np
+
+    from emim.data.cases import find_cases
+    from emim.data.loading import LoadedCase, load_case
+    from emim.inference.segment import write_case_outputs
+
+    case = find_cases(sandbox / "data" / CASE)[0]
+    loaded = load_case(case, ["t1n"], with_label=False)
+    original = LoadedCase.save_like_reference
+    calls = []
+
+    def interrupted(self, array, path, dtype):  # Ctrl+C, or SIGTERM through emim.cli, during the second file
+        calls.append(path)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return original(self, array, path, dtype)
+
+    monkeypatch.setattr(LoadedCase, "save_like_reference", interrupted)
+    label = np.zeros(loaded.image.shape[1:], np.uint8)
+    out = sandbox / "out"
+    with pytest.raises(KeyboardInterrupt):
+        write_case_outputs({out / "a.nii.gz": (loaded, label, np.uint8), out / "b.nii.gz": (loaded, label, np.uint8)},
+                           out, case)
+    assert list(out.iterdir()) == []
+
+
+def test_sigterm_stops_a_command_like_ctrl_c(sandbox, tiny_segmentation_model):
+    import signal
+    import time
+
+    process = subprocess.Popen([sys.executable, "-m", "emim", "segment", "--model", str(tiny_segmentation_model),
+                                "--output", str(sandbox / "out"), "--device", "cpu", "--progress", "json",
+                                str(sandbox / "data" / CASE)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    for line in process.stdout:
+        if json.loads(line)["event"] == "progress":  # inside the inference
+            process.send_signal(signal.SIGTERM)
+            break
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr
+    time.sleep(0.1)
+    assert list((sandbox / "out").iterdir()) == []
+
+
+def test_resuming_a_run_with_the_wrong_command_says_which_command_to_use(tmp_path):
+    from emim.train.runfolder import RunFolder
+
+    run = RunFolder(tmp_path / "run")
+    run.write_config({"command": "finetune", "task": "segmentation"})
+    del run
+    result = _emim("pretrain", "--resume", "--run-dir", str(tmp_path / "run"))
+    assert result.returncode == 2 and "emim finetune --resume" in result.stderr and "Traceback" not in result.stderr

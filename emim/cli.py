@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import signal
 import sys
 
 from emim import __version__
@@ -58,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2
+    signal.signal(signal.SIGTERM, _interrupt)  # training replaces it with its own checkpoint-then-stop handler
     try:
         return int(args._run(args) or 0)
     except EmimError as error:
@@ -72,6 +74,11 @@ def main(argv: list[str] | None = None) -> int:
         report_error(args, f"unexpected {type(error).__name__}: {error}. Run it again with --debug for the "
                            "traceback, and report it.")
         return 1
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    """SIGTERM (Slicer's Cancel, `kill`) unwinds like Ctrl+C, so half-written outputs are removed on the way out."""
+    raise KeyboardInterrupt
 
 
 def report_error(args: argparse.Namespace, message: str) -> None:

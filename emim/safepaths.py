@@ -3,8 +3,8 @@
 Region and modality names come from a model's metadata.json and case ids from a datalist: files a user was handed,
 which no checksum covers. Each becomes part of an output file name, so each must be one plain path component;
 and every output path is checked, after resolving links, to lie inside the chosen output folder and to be none
-of the inputs, nor inside a folder that holds them (a label map written into a case folder would be read back as
-one of its images).
+of the inputs, nor inside the case folder they were found in (a label map written there would be read back as
+one of the case's images; files given one by one with `--image` have no case folder).
 """
 
 from __future__ import annotations
@@ -34,12 +34,12 @@ def check_safe_name(name: object, what: str, fix: str) -> str:
     return name  # type: ignore[return-value]
 
 
-def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path]) -> None:
+def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path], case_folder: Path | None) -> None:
     """Refuse before anything is written: an output outside `root`, an output that is an input, or one written
-    into a folder that holds an input."""
+    into the case folder the inputs were found in."""
     base = root.resolve()
     sources = {Path(p).resolve() for p in inputs}
-    source_folders = {p.parent for p in sources}
+    folder = case_folder.resolve() if case_folder is not None else None
     for output in outputs:
         target = output.resolve()
         if target != base and base not in target.parents:
@@ -48,7 +48,7 @@ def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path]) -
         if target in sources:
             raise EmimError(f"output {output} is one of the input files; refusing to overwrite it. "
                             "Choose an --output outside the case folders.")
-        if target.parent in source_folders:
-            raise EmimError(f"output {output} would be written into {target.parent}, which holds input images of "
-                            "this case; refusing (it would be read back as one of them). Choose an --output "
-                            "outside the case folders.")
+        if target.parent == folder:
+            raise EmimError(f"output {output} would be written into the case folder {case_folder}, which holds "
+                            "input images of this case; refusing (it would be read back as one of them). Choose an "
+                            "--output outside the case folders.")

@@ -185,7 +185,7 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
 
 def resume_classifier_training(run_dir: str | Path, device: str = "auto", progress: Progress | None = None) -> Path:
     """Continue a classification run from its last checkpoint with the config it was started with."""
-    saved = ClassifierConfig.from_dict(RunFolder(run_dir, write=False).read_config())
+    saved = ClassifierConfig.from_dict(RunFolder(run_dir, write=False).read_config(COMMAND))
     return run_classifier_training(replace(saved, device=device), run_dir, resume=True, progress=progress)
 
 

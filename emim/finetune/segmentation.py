@@ -202,7 +202,7 @@ def _load_labelled(cases: list, config: FinetuneConfig) -> list:
 def resume_finetuning(run_dir: str | Path, device: str = "auto", workers: int = 0,
                       progress: Progress | None = None) -> Path:
     """Continue a run from its last checkpoint with the config it was started with (device and workers may change)."""
-    saved = FinetuneConfig.from_dict(RunFolder(run_dir, write=False).read_config())
+    saved = FinetuneConfig.from_dict(RunFolder(run_dir, write=False).read_config("finetune"))
     return run_finetuning(replace(saved, device=device, workers=workers), run_dir, resume=True, progress=progress)
 
 

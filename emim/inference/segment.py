@@ -193,7 +193,7 @@ def case_files(case: Case) -> list[Path]:
 def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any]], root: Path, case: Case) -> None:
     """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
     each under a temporary name and rename them all; on failure remove the temporaries."""
-    check_outputs(files, root, case_files(case))
+    check_outputs(files, root, case_files(case), case.folder)
     temporaries: list[tuple[Path, Path]] = []
     try:
         for path, (loaded, array, dtype) in files.items():
@@ -235,7 +235,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     check_modalities(case, spec)
     names = [r["name"] for r in model.regions]
     folder, paths = output_paths(Path(output), case.case_id, names, single)
-    check_outputs(paths.values(), folder, case_files(case))  # before the inference, not after it
+    check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
     loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
     trained = (model.metadata.get("preprocessing") or {}).get("spacing")
     rescaled = needs_resampling(loaded.spacing, trained)

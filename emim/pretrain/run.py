@@ -102,7 +102,7 @@ def heldout_crops(images: Sequence, crop_size: Sequence[int], count: int, seed: 
 def resume_pretraining(run_dir: str | Path, device: str = "auto", workers: int = 0,
                        progress: Progress | None = None) -> Path:
     """Continue a run from its last checkpoint with the config it was started with (device and workers may change)."""
-    saved = PretrainConfig.from_dict(RunFolder(run_dir, write=False).read_config())
+    saved = PretrainConfig.from_dict(RunFolder(run_dir, write=False).read_config("pretrain"))
     return run_pretraining(replace(saved, device=device, workers=workers), run_dir, resume=True, progress=progress)
 
 

@@ -57,10 +57,20 @@ class RunFolder:
     def last_checkpoint(self) -> Path:
         return self.path / "checkpoints" / "last.pt"
 
-    def read_config(self) -> dict[str, Any]:
+    def read_config(self, command: str | None = None) -> dict[str, Any]:
+        """The run's config.json; with `command`, refuse a run that another command started (resuming a
+        fine-tuning with `pretrain --resume` would otherwise fail on a missing key)."""
         if not self.config_path.is_file():
             raise EmimError(f"{self.path} is not a run folder (no config.json); start a new run instead of --resume")
-        return json.loads(self.config_path.read_text())
+        try:
+            config = json.loads(self.config_path.read_text())
+        except json.JSONDecodeError as error:
+            raise EmimError(f"{self.config_path} is not valid JSON ({error}); it was changed or cut off. Start a "
+                            "new run folder.") from None
+        if command is not None and config.get("command") != command:
+            raise EmimError(f"{self.path} holds a run of `emim {config.get('command')}`, not of `emim {command}`; "
+                            f"resume it with `emim {config.get('command')} --resume --run-dir {self.path}`.")
+        return config
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.write:
