@@ -39,8 +39,9 @@ def visible_context(x: torch.Tensor, keep: torch.Tensor, padding: torch.Tensor |
     b, _, d = means.shape
     sums = (means * weight).transpose(1, 2).reshape(b, d, *grid)
     counts = weight.transpose(1, 2).reshape(b, 1, *grid)
-    pooled = F.avg_pool3d(sums, 3, stride=1, padding=1, count_include_pad=False)
-    pooled_counts = F.avg_pool3d(counts, 3, stride=1, padding=1, count_include_pad=False)
+    # zero-padded so that grids of 1 or 2 positions per axis work too; the ratio of the two means is the mean
+    pooled = F.avg_pool3d(F.pad(sums, (1,) * 6), 3, stride=1)
+    pooled_counts = F.avg_pool3d(F.pad(counts, (1,) * 6), 3, stride=1)
     local = (pooled / pooled_counts.clamp(min=1e-6)).flatten(2).transpose(1, 2)
     local = local * (pooled_counts.flatten(2).transpose(1, 2) > 0).to(x.dtype)
     return torch.where(present.unsqueeze(-1), means, local)
