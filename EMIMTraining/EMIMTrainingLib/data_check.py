@@ -120,52 +120,44 @@ COLLAPSE_COLUMNS = ("Mask pattern", "Share of masks", "Collapsed loss", "Per-pat
 
 def collapse_table(rows: Sequence[dict], table=None):
     """The collapse report as a vtkMRMLTableNode, one row per mask pattern."""
-    if table is None:
-        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", slicer.mrmlScene.GenerateUniqueName(
-            tr("EMIM collapse report")))
-    modifying = table.StartModify()
-    table.RemoveAllColumns()
-    columns = []
-    for title in COLLAPSE_COLUMNS:
-        column = vtk.vtkStringArray()
-        column.SetName(title)
-        columns.append(table.AddColumn(column))
-    for row in rows:
-        values = (row["pattern"], f"{row['probability']:.2f}", f"{row['collapsed_loss_view']:.3f}",
-                  f"{row['collapsed_loss_patch']:.3f}", f"{row['headroom']:.0%}", f"{row['healthy_loss']:.3f}",
-                  row["verdict"])
-        index = table.AddEmptyRow()
-        for column, value in zip(columns, values):
-            column.SetValue(index, str(value))
-    table.EndModify(modifying)
-    return table
+    values = [(row["pattern"], f"{row['probability']:.2f}", f"{row['collapsed_loss_view']:.3f}",
+               f"{row['collapsed_loss_patch']:.3f}", f"{row['headroom']:.0%}", f"{row['healthy_loss']:.3f}",
+               row["verdict"]) for row in rows]
+    return _string_table(table, tr("EMIM collapse report"), COLLAPSE_COLUMNS, values)
 
 
 def report_table(report: DataReport, table=None):
     """The per-case table (one row per case) as a vtkMRMLTableNode, replacing the contents of `table` if given."""
-    if table is None:
-        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", slicer.mrmlScene.GenerateUniqueName(
-            tr("EMIM data check")))
-    modifying = table.StartModify()
-    table.RemoveAllColumns()
-    columns = []
-    for title in TABLE_COLUMNS:
-        column = vtk.vtkStringArray()
-        column.SetName(title)
-        columns.append(table.AddColumn(column))
+    values = []
     for case in report.cases:
         problems = case.get("problems", [])
         status = tr("usable") if case.get("usable") else tr("cannot be used")
         if case.get("usable") and problems:
             status = tr("usable, with warnings")
-        values = (case.get("case_id", ""), status, ", ".join(case.get("modalities", {})),
-                  "x".join(str(v) for v in case.get("shape") or ()),
-                  " x ".join(f"{v:g}" for v in case.get("spacing") or ()),
-                  tr("yes") if case.get("has_label") else tr("no"),
-                  " | ".join(f"{_sentence(p.get('message', ''))} {tr('Fix:')} {p.get('fix', '')}" for p in problems))
-        row = table.AddEmptyRow()
+        values.append((case.get("case_id", ""), status, ", ".join(case.get("modalities", {})),
+                       "x".join(str(v) for v in case.get("shape") or ()),
+                       " x ".join(f"{v:g}" for v in case.get("spacing") or ()),
+                       tr("yes") if case.get("has_label") else tr("no"),
+                       " | ".join(f"{_sentence(p.get('message', ''))} {tr('Fix:')} {p.get('fix', '')}"
+                                  for p in problems)))
+    return _string_table(table, tr("EMIM data check"), TABLE_COLUMNS, values)
+
+
+def _string_table(table, name: str, titles: Sequence[str], rows: Sequence[Sequence[object]]):
+    """`table` (a new node called `name` if None) holding text columns `titles` and `rows`, its old content gone."""
+    if table is None:
+        table = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLTableNode", slicer.mrmlScene.GenerateUniqueName(name))
+    modifying = table.StartModify()
+    table.RemoveAllColumns()
+    columns = []
+    for title in titles:
+        column = vtk.vtkStringArray()
+        column.SetName(title)
+        columns.append(table.AddColumn(column))
+    for values in rows:
+        index = table.AddEmptyRow()
         for column, value in zip(columns, values):
-            column.SetValue(row, str(value))
+            column.SetValue(index, str(value))
     table.EndModify(modifying)
     return table
 
