@@ -58,3 +58,12 @@ def test_every_fill_runs_a_training_step_on_a_small_grid():
         loss, logs = model(x, *masks)
         loss.backward()
         assert torch.isfinite(loss) and logs["rec_loss"] > 0
+
+
+def test_a_config_saved_before_the_fill_existed_rebuilds_the_decoder_it_was_trained_with():
+    from emim.config import ModelConfig
+
+    saved = preset("tiny").to_dict()
+    del saved["decoder_fill"]
+    assert ModelConfig.from_dict(saved).decoder_fill == "mask-token"
+    assert preset("tiny").decoder_fill == "local"
