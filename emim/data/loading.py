@@ -117,9 +117,10 @@ def check_values(array: np.ndarray, path: Path, case_id: str, what: str, allow_e
         count = int(array.size - np.isfinite(array).sum())
         raise DataError(case_id, path, "non-finite", f"{what} file {path} has {count} NaN or infinite voxels.",
                         "replace them (e.g. with 0) in the tool that produced the file, then re-export it.")
-    if array.dtype.kind == "f" and array.size and float(np.abs(array).max()) > FLOAT32_LIMIT:
+    peak = float(np.abs(array).max()) if array.dtype.kind == "f" and array.size else 0.0
+    if peak > FLOAT32_LIMIT:
         raise DataError(case_id, path, "overflow", f"{what} file {path} has values up to "
-                        f"{float(np.abs(array).max()):.3g}, too large for float32 arithmetic (the header's scl_slope "
+                        f"{peak:.3g}, too large for float32 arithmetic (the header's scl_slope "
                         f"is {_slope(path)}).", "re-export the file with its real intensity scaling "
                         "(scl_slope 1 or the scanner's value).")
     if not allow_empty and not array.any():

@@ -13,6 +13,12 @@ from emim.errors import EmimError
 from emim.train.device import resolve_device
 
 
+def unbuildable(where: object, error: Exception) -> EmimError:
+    """The error for a model whose metadata describes a network this engine cannot build."""
+    return EmimError(f"{where}: its metadata.json describes a network this engine cannot build ({error}); "
+                     "re-export the model with emim.")
+
+
 def load_network(model_dir: str | Path, task: str, build: Callable[[dict[str, Any]], nn.Module], export_hint: str,
                  device: str = "auto", warn: Callable[[str], None] | None = None
                  ) -> tuple[nn.Module, dict[str, Any], torch.device]:
@@ -27,8 +33,7 @@ def load_network(model_dir: str | Path, task: str, build: Callable[[dict[str, An
     try:
         network = build(metadata)
     except (ValueError, TypeError, KeyError) as error:  # sizes out of range, missing or mistyped fields
-        raise EmimError(f"{model_dir}: its metadata.json describes a network this engine cannot build ({error}); "
-                        "re-export the model with emim.") from None
+        raise unbuildable(model_dir, error) from None
     try:
         network.load_state_dict(state)
     except RuntimeError as error:

@@ -18,6 +18,7 @@ from torch import nn
 from emim.config import ModelConfig
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
+from emim.inference.model_folder import unbuildable
 
 
 @dataclass
@@ -77,8 +78,7 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
         try:
             config = ModelConfig.from_dict(metadata["model_config"])
         except (ValueError, TypeError, KeyError) as error:
-            raise EmimError(f"{path}: its metadata.json describes a network this engine cannot build ({error}); "
-                            "re-export the model with emim.") from None
+            raise unbuildable(path, error) from None
         return PretrainedWeights(state, config,
                                  preprocessing.get("normalization", "zscore-nonzero"), provenance.get("mask"),
                                  path, provenance.get("steps"),

@@ -143,7 +143,8 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
                      progress: Progress | None = None,
                      on_batch: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Reconstruct one case into the folder `output`; returns the output records {path, kind, modality, case}."""
-    from emim.inference.segment import write_case_outputs, check_modalities
+    from emim.inference.segment import case_files, check_modalities, write_case_outputs
+    from emim.safepaths import check_outputs
 
     progress = progress or Progress("none")
     names = model.modalities
@@ -153,6 +154,9 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
         raise EmimError("--hide names the modality a modal mask hides; use it with --mask modal")
     config = mask_config(model.weights, pattern, patch_ratio, position_ratio)
     check_modalities(case, model.weights.spec)
+    folder = Path(output)
+    paths = {(modality, kind): folder / f"{modality}_{kind}.nii.gz" for modality in names for kind in KINDS}
+    check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
     loaded = load_case(case, names, model.weights.normalization, resample, with_label=False)
     try:
         result = reconstruct_volume(model, loaded.image, config, seed, None if hide is None else names.index(hide),
@@ -161,12 +165,11 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
         torch.cuda.empty_cache()
         raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --batch-size {batch_size}; use "
                         "--batch-size 1, close other GPU programs, or run with --device cpu.") from None
-    folder = Path(output)
     files: dict[Path, tuple[Any, np.ndarray, Any]] = {}
     records = []
     for index, modality in enumerate(names):
         for kind in KINDS:
-            path = folder / f"{modality}_{kind}.nii.gz"
+            path = paths[(modality, kind)]
             dtype = np.uint8 if kind == "mask" else np.float32
             files[path] = (loaded, result[kind][index].astype(dtype), dtype)
             records.append({"path": str(path), "kind": kind, "modality": modality, "case": case.case_id})
