@@ -15,7 +15,8 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from emim.errors import EmimError
-from emim.evaluate import HD95_PENALTY_MM, case_id, evaluate_case, hd95, label_files, pair_cases
+from emim.evaluate import case_id, evaluate_case, label_files, pair_cases
+from emim.metrics import HD95_PENALTY_MM, hd95
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, regions_to_labels
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,15 +1,9 @@
-"""Dice and HD95 per tumour region per case, with the BraTS conventions, for `emim evaluate PRED GT`.
+"""Global and lesion-wise Dice and HD95 per tumour region per case, with the BraTS conventions, for `emim evaluate`.
 
-Metrics, per region (BraTS: TC = labels {1,3}, WT = {1,2,3}, ET = {3}; or the regions of a model's metadata):
-
-- Dice = 2|P & G| / (|P| + |G|).
-- HD95 (mm) = the 95th percentile of the symmetric surface distances: the distances from every surface voxel of
-  the prediction to the nearest surface voxel of the ground truth, pooled with those from the ground truth to the
-  prediction (surface voxel: in the mask with a 6-connected neighbour outside it; distances use the voxel spacing
-  of the affine). Other tools define the percentile differently (MONAI takes the larger of the two directed
-  percentiles), so compare HD95 only between runs of the same tool.
-- Empty masks (BraTS convention): both empty -> Dice 1, HD95 0; exactly one empty -> Dice 0, HD95 373.13 mm,
-  the diagonal of the 240x240x155 mm SRI24 box in which BraTS images live.
+Regions: BraTS TC = labels {1,3}, WT = {1,2,3}, ET = {3}, or the regions of a model's metadata. Global Dice and
+HD95 (and their empty-mask conventions) are defined in `emim.metrics`; the BraTS 2023 lesion-wise Dice and HD95
+and the TP/FP/FN lesion counts in `emim.lesions`. The official `brats-evaluation` package gives the same counts
+and global Dice (bench/brats_oracle.py; README).
 
 Pairing (PRED and GT are each a file or a folder): a file's case id is its name without the extension and without
 a trailing label suffix (-seg, _seg, -label, _gt, ...), so the prediction BraTS-GLI-00360-000.nii.gz or
@@ -25,14 +19,12 @@ The prediction must be on the ground truth's exact voxel grid (shape and affine)
 from __future__ import annotations
 
 import csv
-import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import ndimage
 
 from emim.data.cases import find_cases, is_nifti
 from emim.data.geometry import Grid, grid_differences
@@ -40,8 +32,9 @@ from emim.data.loading import open_image, read_voxels
 from emim.data.modalities import strip_extension
 from emim.errors import EmimError
 from emim.labels import BRATS_REGIONS, labels_to_regions, region_label_values
+from emim.lesions import lesion_scores
+from emim.metrics import dice, hd95
 
-HD95_PENALTY_MM = math.sqrt(240**2 + 240**2 + 155**2)  # 373.13 mm
 _LABEL_WORD = re.compile(r"seg|segmentation|label|labels|labelmap|gt", re.IGNORECASE)
 _LABEL_SUFFIX = re.compile(rf"[-_.](?:{_LABEL_WORD.pattern})$", re.IGNORECASE)
 
@@ -128,43 +121,9 @@ def _read_label(path: Path, case: str, allowed: set[int]) -> tuple[np.ndarray, G
     return array, Grid.from_affine(image.affine, array.shape)
 
 
-def dice(pred: np.ndarray, gt: np.ndarray) -> float:
-    """Dice of two boolean masks; 1.0 when both are empty (BraTS convention)."""
-    total = np.count_nonzero(pred) + np.count_nonzero(gt)
-    return 1.0 if total == 0 else 2.0 * int(np.count_nonzero(pred & gt)) / int(total)
-
-
-def _surface(mask: np.ndarray) -> np.ndarray:
-    return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1))
-
-
-def _bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
-    box = []
-    for axis in range(mask.ndim):
-        present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(int(present[0]), int(present[-1]) + 1))
-    return tuple(box)
-
-
-def hd95(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float, float]) -> float:
-    """95th percentile of the pooled symmetric surface distances in mm (0 / 373.13 for empty masks)."""
-    has_pred, has_gt = bool(pred.any()), bool(gt.any())
-    if not has_pred and not has_gt:
-        return 0.0
-    if not has_pred or not has_gt:
-        return HD95_PENALTY_MM
-    # nearest surface voxels lie inside the union's bounding box; a zero margin keeps border voxels on the surface
-    box = _bounding_box(pred | gt)
-    surface_pred = _surface(np.pad(pred[box], 1))
-    surface_gt = _surface(np.pad(gt[box], 1))
-    to_gt = ndimage.distance_transform_edt(~surface_gt, sampling=spacing)[surface_pred]
-    to_pred = ndimage.distance_transform_edt(~surface_pred, sampling=spacing)[surface_gt]
-    return float(np.percentile(np.concatenate([to_gt, to_pred]), 95))
-
-
 def evaluate_case(case: str, pred_path: Path, gt_path: Path,
                   regions: list[dict[str, Any]] = BRATS_REGIONS) -> dict[str, Any]:
-    """One row: case, dice_<region>..., hd95_<region>..., pred, gt."""
+    """One row: case, the `score_labels` metrics, pred, gt."""
     allowed = region_label_values(regions) | {0}
     gt, gt_grid = _read_label(gt_path, case, allowed)
     pred, pred_grid = _read_label(pred_path, case, allowed)
@@ -173,22 +132,37 @@ def evaluate_case(case: str, pred_path: Path, gt_path: Path,
         raise EmimError(f"case {case}: the prediction {pred_path} is not on the grid of the ground truth {gt_path} "
                         f"({'; '.join(differences)}). Segment the case again so the output is written on the "
                         "ground truth's grid; emim never resamples label maps to make them match.")
-    pred_regions, gt_regions = labels_to_regions(pred, regions), labels_to_regions(gt, regions)
-    row: dict[str, Any] = {"case": case}
-    for index, region in enumerate(regions):
-        row[f"dice_{region['name']}"] = dice(pred_regions[index], gt_regions[index])
-    for index, region in enumerate(regions):
-        row[f"hd95_{region['name']}"] = hd95(pred_regions[index], gt_regions[index], gt_grid.spacing)
+    row = {"case": case, **score_labels(pred, gt, gt_grid.spacing, regions)}
     row.update(pred=str(pred_path), gt=str(gt_path))
     return row
 
 
-def metric_columns(regions: list[dict[str, Any]]) -> list[str]:
-    return [f"{metric}_{region['name']}" for metric in ("dice", "hd95") for region in regions]
+def score_labels(pred: np.ndarray, gt: np.ndarray, spacing: tuple[float, float, float],
+                 regions: list[dict[str, Any]] = BRATS_REGIONS) -> dict[str, Any]:
+    """Global and lesion-wise metrics of two label maps on one grid: {metric_region: value} (`metric_columns`)."""
+    pred_regions, gt_regions = labels_to_regions(pred, regions), labels_to_regions(gt, regions)
+    row: dict[str, Any] = {}
+    for index, region in enumerate(regions):
+        name, p, g = region["name"], pred_regions[index], gt_regions[index]
+        lesion = lesion_scores(p, g, spacing)
+        row.update({f"dice_{name}": dice(p, g), f"hd95_{name}": hd95(p, g, spacing),
+                    f"lesion_dice_{name}": lesion.dice, f"lesion_hd95_{name}": lesion.hd95,
+                    f"tp_{name}": lesion.tp, f"fp_{name}": lesion.fp, f"fn_{name}": lesion.fn})
+    return row
+
+
+GLOBAL_METRICS = ("dice", "hd95")
+LESION_METRICS = ("lesion_dice", "lesion_hd95", "tp", "fp", "fn")
+
+
+def metric_columns(regions: list[dict[str, Any]], metrics: tuple[str, ...] = GLOBAL_METRICS + LESION_METRICS
+                   ) -> list[str]:
+    return [f"{metric}_{region['name']}" for metric in metrics for region in regions]
 
 
 def mean_row(rows: list[dict[str, Any]], regions: list[dict[str, Any]]) -> dict[str, Any]:
-    """The per-metric mean over cases (penalties for empty masks included, as in BraTS rankings)."""
+    """The per-metric mean over cases (penalties for empty masks included, as in BraTS rankings; lesion counts
+    become mean counts per case)."""
     return {"case": "mean", **{c: float(np.mean([r[c] for r in rows])) for c in metric_columns(regions)},
             "pred": "", "gt": ""}
 
@@ -198,15 +172,24 @@ def evaluate(pred: str | Path, gt: str | Path, regions: list[dict[str, Any]] = B
     return [evaluate_case(c, p, g, regions) for c, p, g in pair_cases(pred, gt).pairs]
 
 
-def format_header(regions: list[dict[str, Any]], width: int) -> str:
-    names = [f"Dice {r['name']}" for r in regions] + [f"HD95 {r['name']}" for r in regions]
-    return f"{'case':<{width}}" + "".join(f"{n:>10}" for n in names) + "   (HD95 in mm)"
+_TITLES = {"dice": "Dice", "hd95": "HD95", "lesion_dice": "lesDice", "lesion_hd95": "lesHD95", "tp": "TP",
+           "fp": "FP", "fn": "FN"}
 
 
-def format_row(row: dict[str, Any], regions: list[dict[str, Any]], width: int) -> str:
-    values = [f"{row['dice_' + r['name']]:>10.4f}" for r in regions]
-    values += [f"{row['hd95_' + r['name']]:>10.2f}" for r in regions]
-    return f"{row['case']:<{width}}" + "".join(values)
+def format_header(regions: list[dict[str, Any]], width: int, metrics: tuple[str, ...] = GLOBAL_METRICS) -> str:
+    names = [f"{_TITLES[m]} {r['name']}" for m in metrics for r in regions]
+    return f"{'case':<{width}}" + "".join(f"{n:>11}" for n in names) + "   (HD95 in mm)"
+
+
+def _cell(metric: str, value: float) -> str:
+    if metric in ("tp", "fp", "fn"):
+        return f"{value:>11g}" if float(value).is_integer() else f"{value:>11.1f}"
+    return f"{value:>11.4f}" if "dice" in metric else f"{value:>11.2f}"
+
+
+def format_row(row: dict[str, Any], regions: list[dict[str, Any]], width: int,
+               metrics: tuple[str, ...] = GLOBAL_METRICS) -> str:
+    return f"{row['case']:<{width}}" + "".join(_cell(m, row[f"{m}_{r['name']}"]) for m in metrics for r in regions)
 
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path, regions: list[dict[str, Any]]) -> Path:

@@ -1,4 +1,5 @@
-"""`emim evaluate PRED GT`: Dice and HD95 per region per case and their mean, as a table and optionally a CSV."""
+"""`emim evaluate PRED GT`: global and BraTS lesion-wise Dice and HD95 and lesion counts per region per case and
+their mean, as two tables and optionally a CSV."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ CONVENTIONS = """\
 regions: BraTS TC = labels {1,3}, WT = {1,2,3}, ET = {3} (or the regions of --labels-from MODEL).
 HD95 (mm): 95th percentile of the pooled symmetric surface distances, using the voxel spacing.
 empty masks (BraTS convention): both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 373.13 mm.
+lesion-wise (BraTS 2023): lesions = 26-connected components, matched one to one by Dice (any overlap);
+  lesDice = sum of matched Dice / (TP + FP + FN); lesHD95 = (sum of matched HD95 + 374 mm per FP and FN)
+  / (TP + FP + FN); TP/FP/FN = matched, invented and missed lesions.
 pairing: case id = file name without extension and without a trailing -seg/_seg/-label/_gt, so
   BraTS-GLI-00360-000.nii.gz or BraTS-GLI-00360-000-seg.nii.gz pairs with BraTS-GLI-00360-000-seg.nii.gz;
   a file named only seg/label (p001/seg.nii.gz) takes its folder's name. In a folder (and its sub-folders)
@@ -29,7 +33,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from emim.evaluate import evaluate_case, format_header, format_row, mean_row, pair_cases, write_csv
+    from emim.evaluate import (LESION_METRICS, evaluate_case, format_header, format_row, mean_row, pair_cases,
+                               write_csv)
     from emim.labels import BRATS_REGIONS
 
     regions = BRATS_REGIONS
@@ -59,6 +64,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_row(row, regions, width), flush=True)
     summary = mean_row(rows, regions)
     print(format_row(summary, regions, width))
+    print("\nlesion-wise (BraTS 2023)")
+    print(format_header(regions, width, LESION_METRICS))
+    for row in rows + [summary]:
+        print(format_row(row, regions, width, LESION_METRICS))
     if args.csv:
         print(f"wrote {write_csv(rows + [summary], args.csv, regions)}", file=sys.stderr)
     return 0
