@@ -30,7 +30,8 @@ def test_a_linear_field_is_reproduced_exactly_at_the_same_physical_positions():
     out = rescale(field, spacing, target)
     assert out.shape == (1, *scaled_shape(shape, spacing, target))
     new = np.stack(np.meshgrid(*[np.arange(n) * t for n, t in zip(out.shape[1:], target)], indexing="ij"))
-    np.testing.assert_allclose(out[0], 3 * new[0] - 2 * new[1] + 0.5 * new[2], atol=1e-3)
+    inner = slice(2, -2)  # axis 0 gets coarser, so it is smoothed first, which bends a slope at the border only
+    np.testing.assert_allclose(out[0, inner], (3 * new[0] - 2 * new[1] + 0.5 * new[2])[inner], atol=1e-3)
 
 
 @pytest.mark.parametrize("spacing, target", [((2.0, 2.0, 2.0), (1.0, 1.0, 1.0)), ((1.0, 1.0, 4.0), (1.0, 1.0, 1.0))])

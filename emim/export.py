@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Any
 
 from emim.errors import EmimError
+from emim.inference.postprocess import DEFAULT as DEFAULT_POSTPROCESS
 from emim.train.checkpoint import load_checkpoint
 from emim.train.runfolder import RunFolder, read_metrics
 
-INFERENCE_DEFAULTS = {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 2}
+INFERENCE_DEFAULTS = {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 2,
+                      "postprocess": DEFAULT_POSTPROCESS.to_metadata()}
 CASES_FILE = "cases.json"  # written by fine-tuning: which cases trained and which validated
 
 
@@ -70,7 +72,7 @@ def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any])
                     "out_channels": len(config["regions"]), "activation": "sigmoid"},
         "preprocessing": {"normalization": config["normalization"], "orientation": "RAS",
                           "spacing": training_spacing(run)},
-        "inference": dict(INFERENCE_DEFAULTS),
+        "inference": json.loads(json.dumps(INFERENCE_DEFAULTS)),  # a deep copy
         "labels": config["labels"],
         "regions": config["regions"],
         "provenance": {**run_provenance(run, config, int(state["step"])), "pretrained": config.get("pretrained"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 
 from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
+from emim.inference.postprocess import POSTPROCESS_CHOICES, PostProcess
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
 
@@ -28,6 +29,15 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--native-spacing", action="store_true",
                         help="run the model on the case's own voxel size even when it was trained on another "
                              "(default: resample to the model's spacing and back when they differ by over 20%%)")
+    parser.add_argument("--postprocess", choices=POSTPROCESS_CHOICES, default="model",
+                        help="model: clean the label map with the model's recorded settings (drop lesions below a "
+                             "size, optionally keep only the largest); none: keep every lesion. Labels outside the "
+                             "brain (all-zero input voxels) are always removed")
+    parser.add_argument("--min-lesion-mm3", type=float, metavar="MM3",
+                        help="drop lesions of any region smaller than this (default: the model's setting)")
+    parser.add_argument("--keep-largest", action="append", metavar="REGION",
+                        help="keep only the largest lesion of this region, e.g. WT (repeatable; default: the "
+                             "model's setting)")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
@@ -41,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     model = load_segmentation_model(args.model, args.device, lambda m: progress.event("warning", message=m))
     cases = case_inputs(args, model.spec)
+    settings = postprocess_settings(args, model.postprocess)
     output = Path(args.output)
     if len(cases) > 1 and output.name.lower().endswith(".nii.gz"):
         raise EmimError(f"{len(cases)} cases cannot all be written to the one file {output}; give a folder")
@@ -56,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             outputs.append(str(segment_case(model, case, output, args.overlap, args.sw_batch_size,
                                             args.probabilities, args.resample, progress=progress,
                                             single=len(cases) == 1, on_windows=on_windows,
-                                            native_spacing=args.native_spacing)))
+                                            native_spacing=args.native_spacing, postprocess=settings)))
         except EmimError as error:
             failed.append({"case": case.case_id, "message": str(error)})
             progress.event("error", case=case.case_id, message=str(error))
@@ -64,3 +75,20 @@ def run(args: argparse.Namespace) -> int:
                    message=f"{len(outputs)} of {len(cases)} case(s) segmented"
                            + (f"; failed: {', '.join(f['case'] for f in failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def postprocess_settings(args: argparse.Namespace, recorded: PostProcess) -> PostProcess:
+    """The model's post-processing, or none, with the size and largest-lesion options laid over it."""
+    from dataclasses import replace
+
+    from emim.errors import EmimError
+    from emim.inference.postprocess import NONE
+
+    settings = NONE if args.postprocess == "none" else recorded
+    if args.min_lesion_mm3 is not None:
+        if not 0 <= args.min_lesion_mm3 < 1e7:
+            raise EmimError(f"--min-lesion-mm3 must be between 0 and 1e7, got {args.min_lesion_mm3}")
+        settings = replace(settings, min_lesion_mm3=args.min_lesion_mm3)
+    if args.keep_largest:
+        settings = replace(settings, largest=tuple(args.keep_largest))
+    return settings

@@ -3,8 +3,8 @@
 Pipeline per case: `load_case` (canonical RAS voxel order, the model's normalisation) -> the model's training
 spacing where the case is far from it (`spacing`) -> crop to the brain's bounding box (all-zero background cannot
 hold tumour, and skipping it halves the windows on BraTS) -> MONAI sliding-window inference with Gaussian blending
-(bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> `regions_to_labels` -> `save_like_reference`,
-which restores the reference file's voxel order, affine and header. Every file of a case is written under a
+(bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> zero outside the case's brain and clean
+(`postprocess`: nested regions, no small lesions) -> label map -> `save_like_reference`, which restores the reference file's voxel order, affine and header. Every file of a case is written under a
 temporary name and renamed only when all of them are complete, so a failure leaves nothing.
 """
 
@@ -25,8 +25,8 @@ from emim.data.loading import LoadedCase, load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.finetune.unetr import EMIMUNETR
+from emim.inference.postprocess import PostProcess, brain_mask, label_map
 from emim.inference.spacing import needs_resampling, rescale
-from emim.labels import regions_to_labels
 from emim.progress import Progress
 from emim.safepaths import check_outputs
 from emim.train.device import autocast
@@ -61,6 +61,10 @@ class SegmentationModel:
 
     def inference_default(self, key: str, fallback: Any) -> Any:
         return (self.metadata.get("inference") or {}).get(key, fallback)
+
+    @property
+    def postprocess(self) -> PostProcess:
+        return PostProcess.from_metadata(self.inference_default("postprocess", None))
 
 
 def build_network(model_config: dict[str, Any], network: dict[str, Any], out_channels: int) -> EMIMUNETR:
@@ -212,14 +216,16 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                  output: str | Path, overlap: float | None = None, sw_batch_size: int | None = None,
                  probabilities: bool = False, resample: bool = False, device: str = "auto",
                  progress: Progress | None = None, single: bool = True,
-                 on_windows: Callable[[int, int], None] | None = None, native_spacing: bool = False) -> Path:
+                 on_windows: Callable[[int, int], None] | None = None, native_spacing: bool = False,
+                 postprocess: PostProcess | None = None) -> Path:
     """Segment one case and return the label map's path (see `output_paths` for where files go).
 
     `model` is a model folder or a `SegmentationModel` (load it once for a batch); `case` a `Case`, a case
     folder, or {modality: file}. The label map is uint8 with the model's label values on the reference
     modality's exact grid; with `probabilities` each region's probability map is written too (float32).
     A case far from the model's training spacing runs at the model's spacing and comes back (see `spacing`),
-    unless `native_spacing`.
+    unless `native_spacing`. Labels and probabilities are zero outside the case's brain; the label map is cleaned
+    with `postprocess` (default: the model's settings; `postprocess.NONE` keeps every lesion).
     """
     progress = progress or Progress("none")
     if not isinstance(model, SegmentationModel):
@@ -260,7 +266,10 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
             from None
     if rescaled:
         probs = rescale(probs, trained, loaded.spacing, shape=loaded.image.shape[1:])
-    files = {paths["label"]: (loaded, regions_to_labels(probs, model.regions), np.uint8)}
+    brain = brain_mask(loaded.image)
+    probs *= brain[None]
+    settings = model.postprocess if postprocess is None else postprocess
+    files = {paths["label"]: (loaded, label_map(probs, brain, loaded.spacing, model.regions, settings), np.uint8)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
     write_case_outputs(files, folder, case)

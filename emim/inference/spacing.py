@@ -3,7 +3,10 @@
 A network's filters are tuned to the voxel size of its training data: a 1 mm BraTS model sees a 2 mm case as a
 brain of half the size. So when a case's spacing differs from the model's recorded training spacing by more than
 `TOLERANCE` on an axis, the canonical (RAS voxel order) image is resampled to the model's spacing, the model runs
-there, and its probabilities are resampled back to the case's grid before labels are painted.
+there, and its probabilities are resampled back to the case's grid before labels are painted. Along an axis that
+gets coarser the input is first smoothed to the new voxel size (Gaussian of FWHM the new voxel: sigma =
+sqrt(factor^2 - 1) / 2.355 source voxels, as the sample generator blurs its template), so thin bright structures
+do not alias into specks the network reads as lesions.
 
 Both grids share the first voxel centre and the axes (canonical arrays are axis-aligned), so output voxel i along
 an axis sits at i * new / old input voxels: a pure per-axis scaling, trilinear. Label maps are never interpolated,
@@ -40,5 +43,12 @@ def rescale(channels: np.ndarray, spacing: Sequence[float], target: Sequence[flo
 
     shape = tuple(shape) if shape is not None else scaled_shape(channels.shape[1:], spacing, target)
     matrix = [t / s for s, t in zip(spacing, target)]
-    return np.stack([ndimage.affine_transform(np.asarray(channel, np.float32), matrix, output_shape=shape,
-                                              order=1, mode="nearest") for channel in channels])
+    sigma = [np.sqrt(max(factor**2 - 1.0, 0.0)) / 2.355 for factor in matrix]
+    return np.stack([ndimage.affine_transform(_smoothed(np.asarray(channel, np.float32), sigma), matrix,
+                                              output_shape=shape, order=1, mode="nearest") for channel in channels])
+
+
+def _smoothed(channel: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
+    from scipy import ndimage
+
+    return ndimage.gaussian_filter(channel, sigma, mode="nearest") if any(sigma) else channel
