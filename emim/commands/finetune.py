@@ -21,7 +21,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--feature-size", type=int, help="UNETR decoder width (default 8 for tiny, else 16)")
     parser.add_argument("--freeze-encoder-steps", type=int, default=0,
                         help="train only the decoder for the first N steps (lets it adapt to the pretrained encoder)")
-    parser.add_argument("--val-cases", type=int, default=1, help="last K cases held out for validation Dice")
+    parser.add_argument("--val-cases", type=int,
+                        help="last K cases held out for validation Dice (default: a fifth of the cases, 1 to 4)")
     parser.add_argument("--val-overlap", type=float, default=0.5, help="sliding-window overlap in validation")
     parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward pass in validation")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")

@@ -1,8 +1,10 @@
 """Segmentation fine-tuning: config, loss, validation Dice, pretrained-encoder loading, and the run itself.
 
-The network predicts one sigmoid channel per region (BraTS: TC, WT, ET, which nest), trained with soft Dice +
-binary cross-entropy. Validation runs the same sliding-window inference as `emim segment` on whole held-out
-cases, so its Dice is what a user will get. Pretrained weights are loaded loudly: the number of encoder tensors
+The network predicts one sigmoid channel per region (BraTS: TC, WT, ET, which nest), trained with batch soft Dice
+(smoothing 1, so a region absent from the crops asks only for low probabilities, not a 0/0 ratio) + binary
+cross-entropy. Validation runs what `emim segment` runs on whole held-out cases: sliding-window inference, the
+label map with the default post-processing, and Dice on the regions read back from that map, so its Dice is what
+a user will get. Pretrained weights are loaded loudly: the number of encoder tensors
 taken is logged and recorded, and a checkpoint made for other modalities or another width is refused, because a
 silently random encoder would make a "pretrained vs scratch" comparison meaningless.
 """
@@ -47,7 +49,7 @@ class FinetuneConfig:
     batch_size: int = 2
     pretrained: str | None = None
     freeze_encoder_steps: int = 0
-    val_cases: int = 1
+    val_cases: int | None = None  # None: `auto_val_cases`
     overlap: float = 0.5  # validation sliding window
     sw_batch_size: int = 2
     normalization: str = "zscore-nonzero"
@@ -146,7 +148,7 @@ class SegmentationTask:
         self.freeze_encoder_steps = freeze_encoder_steps
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
-        self.dice_loss = DiceLoss(sigmoid=True, smooth_nr=1e-5, smooth_dr=1e-5)
+        self.dice_loss = DiceLoss(sigmoid=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)
         self.bce = nn.BCEWithLogitsLoss()
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
@@ -156,8 +158,9 @@ class SegmentationTask:
         return dice + bce, {"dice_loss": float(dice.detach()), "bce_loss": float(bce.detach())}
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        from emim.evaluate import dice
+        from emim.inference.postprocess import DEFAULT, brain_mask, label_map
         from emim.inference.segment import predict_probabilities
+        from emim.metrics import dice
 
         if not self.validation:
             return {}
@@ -166,8 +169,9 @@ class SegmentationTask:
         for i, case in enumerate(self.validation):
             probs = predict_probabilities(self.model, case.image, self.model.config.crop_size, self.overlap,
                                           self.sw_batch_size, device)
-            truth = labels_to_regions(case.label, self.regions)
-            scores[i] = [dice(probs[c] > 0.5, truth[c]) for c in range(len(self.regions))]
+            labels = label_map(probs, brain_mask(case.image), case.spacing, self.regions, DEFAULT)
+            predicted, truth = labels_to_regions(labels, self.regions), labels_to_regions(case.label, self.regions)
+            scores[i] = [dice(predicted[c], truth[c]) for c in range(len(self.regions))]
         record = {f"val_dice_{r['name']}": float(scores[:, c].mean()) for c, r in enumerate(self.regions)}
         record["val_dice_mean"] = float(scores.mean())
         return record
@@ -177,6 +181,12 @@ class SegmentationTask:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+
+def auto_val_cases(cases: int) -> int:
+    """Validation cases when none are asked for: a fifth of the data, at least 1 and at most 4 (each costs a
+    whole-case sliding window per evaluation), and 0 for a single case."""
+    return 0 if cases < 2 else min(max(cases // 5, 1), 4)
 
 
 def _load_labelled(cases: list, config: FinetuneConfig) -> list:
@@ -212,6 +222,9 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     from emim.data.cases import find_cases
     from emim.train.batches import crop_batches
 
+    cases = find_cases(config.data)
+    if config.val_cases is None:
+        config = replace(config, val_cases=auto_val_cases(len(cases)))
     session = open_run(run_dir, config.device, config.train.seed, resume, progress)
     dist, run, device, progress = session.dist, session.run, session.device, session.progress
     run.write_config(config.to_dict())
@@ -220,7 +233,6 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     if config.pretrained and not resume:  # on resume the checkpoint already holds the (fine-tuned) encoder
         loaded_tensors, source = load_pretrained_encoder(model.encoder, config.model, config.pretrained)
         run.log(f"loaded {loaded_tensors} encoder tensors from {source}")
-    cases = find_cases(config.data)
     if len(cases) <= config.val_cases:
         raise EmimError(f"{config.data} has {len(cases)} case(s); with --val-cases {config.val_cases} none is left "
                         "to train on. Use fewer validation cases or add cases.")
