@@ -20,6 +20,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="full: 240x240x155 at 1 mm like BraTS; small: 120x120x78 at 2 mm, fast (default)")
     parser.add_argument("--foci", type=int, default=None,
                         help="tumour foci per case, 1-3 (default: one, sometimes two)")
+    parser.add_argument("--randomise", action="store_true",
+                        help="domain randomisation for models meant for real scans: 1-3 foci, wider contrast "
+                             "jitter, unlabelled look-alikes (edge rim, enhancing vessels, white-matter "
+                             "hyperintensities)")
     parser.add_argument("--progress", choices=PROGRESS_MODES, default="bar",
                         help="bar for people, json for programs (one event per line on stdout)")
 
@@ -35,6 +39,7 @@ def run(args: argparse.Namespace) -> int:
         progress.event("output", path=str(folder), kind="case", case=folder.name)
         progress.step(index + 1, args.cases)
 
-    folders = make_sample_cases(args.out, args.cases, args.seed, size=args.size, foci=args.foci, on_case=on_case)
+    folders = make_sample_cases(args.out, args.cases, args.seed, size=args.size, foci=args.foci, on_case=on_case,
+                                randomise=args.randomise)
     progress.event("done", outputs=[str(f) for f in folders], message=f"wrote {len(folders)} cases to {args.out}")
     return 0

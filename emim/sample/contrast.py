@@ -13,6 +13,7 @@ import numpy as np
 from scipy import ndimage
 
 from emim.sample.anatomy import Anatomy
+from emim.sample.distractors import distractor_factors
 from emim.sample.fields import smooth_noise
 from emim.sample.grid import Grid
 from emim.sample.tumour import ED, ET, NCR
@@ -27,6 +28,7 @@ APPEARANCE: dict[str, tuple[float, ...]] = {
     "t2f": (1.0, 1.25, 0.30, 1.60, 2.30, 1.55),
 }
 JITTER = 0.12  # +- relative change of each non-WM class mean per case
+RANDOMISED_JITTER = 0.25  # the same for domain-randomised cases
 WM_LEVEL = (120.0, 1500.0)  # white-matter intensity range, drawn log-uniformly per modality
 EDEMA_WEIGHT = (0.8, 1.0)  # edema replaces this fraction of the tissue it infiltrates; the rest shows through
 LESION_TEXTURE = 0.16  # relative std of the intensity inside the tumour (real lesions are heterogeneous)
@@ -60,9 +62,9 @@ def _edema_strength(rng: np.random.Generator, seg_box: np.ndarray, spacing: floa
     return np.float32(rng.uniform(*EDEMA_WEIGHT)) * (0.75 + 0.25 * grade)
 
 
-def _class_means(rng: np.random.Generator, modality: str) -> np.ndarray:
+def _class_means(rng: np.random.Generator, modality: str, jitter: float) -> np.ndarray:
     means = np.array(APPEARANCE[modality], dtype=np.float32)
-    means[1:] *= rng.uniform(1 - JITTER, 1 + JITTER, len(means) - 1).astype(np.float32)
+    means[1:] *= rng.uniform(1 - jitter, 1 + jitter, len(means) - 1).astype(np.float32)
     return means
 
 
@@ -73,9 +75,10 @@ def _rician(rng: np.random.Generator, image: np.ndarray, sigma: float) -> np.nda
 
 
 def synthesize_modalities(
-    rng: np.random.Generator, grid: Grid, anatomy: Anatomy, seg: np.ndarray
+    rng: np.random.Generator, grid: Grid, anatomy: Anatomy, seg: np.ndarray, randomise: bool = False
 ) -> dict[str, np.ndarray]:
-    """int16 images, one per modality, on the grid of `seg`."""
+    """int16 images, one per modality, on the grid of `seg`; `randomise` widens the contrast jitter and adds the
+    unlabelled look-alikes of `distractors`."""
     box, tumour = _tumour_fractions(seg, grid.spacing)
     box_shape = tuple(s.stop - s.start for s in box)
     edema = _edema_strength(rng, seg[box], grid.spacing) * tumour[ED]
@@ -85,14 +88,17 @@ def synthesize_modalities(
     heterogeneity = 1.0 + 0.03 * smooth_noise(rng, grid.shape, 3.0 / grid.spacing)
     shared_texture = smooth_noise(rng, box_shape, 4.0 / grid.spacing)
     lesion = [tumour[NCR], edema, tumour[ET]]
+    factors = distractor_factors(rng, grid, anatomy, seg) if randomise else {}
 
     images: dict[str, np.ndarray] = {}
     for modality in MODALITIES:
-        means = _class_means(rng, modality)
+        means = _class_means(rng, modality, RANDOMISED_JITTER if randomise else JITTER)
         image = sum(m * f for m, f in zip(means[:3], tissue))
         own_texture = smooth_noise(rng, box_shape, 3.0 / grid.spacing)
         texture = 1.0 + LESION_TEXTURE * (0.7 * shared_texture + 0.3 * own_texture)
         image[box] += sum(m * f for m, f in zip(means[3:], lesion)) * texture
+        if randomise:
+            image *= factors[modality]
         images[modality] = _acquire(rng, image * heterogeneity, grid, modality, anatomy.brain)
     return images
 

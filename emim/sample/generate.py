@@ -18,6 +18,7 @@ from emim.sample.writer import write_nifti_gz
 MAX_FOCI = 3
 ATTEMPTS = 8
 SECOND_FOCUS_CHANCE = 0.2
+RANDOMISED_FOCI = (0.6, 0.25, 0.15)  # chance of 1, 2 and 3 foci in a domain-randomised case
 
 
 @dataclass
@@ -44,16 +45,25 @@ def _check_request(size: str, foci: int | None) -> Grid:
     return GRIDS[size]
 
 
-def synthesize_case(seed: int, index: int = 0, size: str = "small", foci: int | None = None) -> SampleCase:
-    """Case `index` of the set made with `seed`: it depends on (seed, index) only, not on how many cases are made."""
+def synthesize_case(seed: int, index: int = 0, size: str = "small", foci: int | None = None,
+                    randomise: bool = False) -> SampleCase:
+    """Case `index` of the set made with `seed`: it depends on (seed, index) only, not on how many cases are made.
+
+    `randomise` (domain randomisation, for training models meant for real scans): one to three foci, wider
+    contrast jitter, and unlabelled look-alikes (`distractors`)."""
     grid = _check_request(size, foci)
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     template = load_template(grid.spacing)
-    count = foci if foci is not None else 1 + int(rng.random() < SECOND_FOCUS_CHANCE)
+    if foci is not None:
+        count = foci
+    elif randomise:
+        count = 1 + int(rng.choice(len(RANDOMISED_FOCI), p=RANDOMISED_FOCI))
+    else:
+        count = 1 + int(rng.random() < SECOND_FOCUS_CHANCE)
     for _ in range(ATTEMPTS):
         deformation = random_deformation(rng, grid, template)
         try:
-            chosen = choose_foci(rng, grid, template, deformation, count)
+            chosen = choose_foci(rng, grid, template, deformation, count, randomise)
             points = np.stack(np.meshgrid(*grid.world_axes(), indexing="ij"))
             points = mass_effect(points, chosen) + deformation.elastic
             anatomy = sample_anatomy(template, deformation.to_template_voxels(points, template))
@@ -61,7 +71,7 @@ def synthesize_case(seed: int, index: int = 0, size: str = "small", foci: int | 
             seg = tumour_labels(rng, grid, anatomy, chosen)
         except PlacementError:
             continue
-        images = synthesize_modalities(rng, grid, anatomy, seg)
+        images = synthesize_modalities(rng, grid, anatomy, seg, randomise)
         return SampleCase(case_id(index), grid, images, seg, anatomy, chosen)
     raise EmimError(f"could not fit {count} separate tumour foci into case {case_id(index)} (seed {seed}); "
                     "ask for fewer foci")
@@ -84,17 +94,19 @@ def make_sample_cases(
     size: str = "small",
     foci: int | None = None,
     on_case: Callable[[int, Path], None] | None = None,
+    randomise: bool = False,
 ) -> list[Path]:
     """Write `cases` cases under `out_dir` (BraTS-SYN-xxxxx-000/...-{t1n,t1c,t2w,t2f,seg}.nii.gz); return their folders.
 
-    `foci=None` gives one focus, sometimes two; `on_case(i, folder)` is called after each case (progress).
+    `foci=None` gives one focus, sometimes two; `randomise`: see `synthesize_case`; `on_case(i, folder)` is called
+    after each case (progress).
     """
     _check_request(size, foci)
     if cases < 1:
         raise EmimError(f"--cases must be at least 1, got {cases}")
     folders = []
     for index in range(cases):
-        folder = write_case(synthesize_case(seed, index, size, foci), Path(out_dir))
+        folder = write_case(synthesize_case(seed, index, size, foci, randomise), Path(out_dir))
         folders.append(folder)
         if on_case is not None:
             on_case(index, folder)

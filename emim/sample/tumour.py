@@ -21,6 +21,9 @@ from emim.sample.grid import Grid
 NCR, ED, ET = 1, 2, 3
 KINDS = ("ring", "solid", "low-grade")
 KIND_WEIGHTS = (0.7, 0.1, 0.2)
+RANDOMISED_KIND_WEIGHTS = (0.5, 0.3, 0.2)  # domain-randomised cases: more solidly enhancing cores
+# core radius range (mm) for one focus and for each of several; domain-randomised cases reach large gliomas
+RADIUS_MM = {False: ((10.0, 22.0), (7.0, 14.0)), True: ((8.0, 32.0), (6.0, 18.0))}
 FACE = ndimage.generate_binary_structure(3, 1)
 FULL = ndimage.generate_binary_structure(3, 3)
 
@@ -47,13 +50,13 @@ class Focus:
         return self.radius_mm * 1.6 + self.margin_mm * 1.5 + self.spread_mm + 4.0
 
 
-def _random_focus(rng: np.random.Generator, centre: np.ndarray, radius: float) -> Focus:
+def _random_focus(rng: np.random.Generator, centre: np.ndarray, radius: float, randomise: bool) -> Focus:
     q, _ = np.linalg.qr(rng.standard_normal((3, 3)))
     return Focus(
         centre=centre,
         radius_mm=radius,
         shape=q @ np.diag(rng.uniform(0.8, 1.25, 3)),
-        kind=str(rng.choice(KINDS, p=KIND_WEIGHTS)),
+        kind=str(rng.choice(KINDS, p=RANDOMISED_KIND_WEIGHTS if randomise else KIND_WEIGHTS)),
         necrosis_fraction=float(rng.uniform(0.55, 0.85)),
         margin_mm=float(rng.uniform(4.0, 10.0)),
         spread_mm=float(rng.uniform(6.0, 22.0)),
@@ -62,9 +65,11 @@ def _random_focus(rng: np.random.Generator, centre: np.ndarray, radius: float) -
 
 
 def choose_foci(
-    rng: np.random.Generator, grid: Grid, template: Template, deformation: Deformation, count: int
+    rng: np.random.Generator, grid: Grid, template: Template, deformation: Deformation, count: int,
+    randomise: bool = False,
 ) -> list[Focus]:
-    """Centres in deep white matter of this case's (unpushed) anatomy, away from the brain's edge and each other."""
+    """Centres in deep white matter of this case's (unpushed) anatomy, away from the brain's edge and each other
+    (`randomise`: larger cores, allowed nearer the edge, where the brain cuts them)."""
     step = max(1, round(4.0 / grid.spacing))
     index = np.stack(np.meshgrid(*[np.arange(0, n, step) for n in grid.shape], indexing="ij")).reshape(3, -1)
     world = grid.world(index.astype(np.float64))
@@ -73,8 +78,8 @@ def choose_foci(
     wm_depth, brain_depth = template.depths_at(voxels)
     foci: list[Focus] = []
     for _ in range(count):
-        radius = float(rng.uniform(10.0, 22.0) if count == 1 else rng.uniform(7.0, 14.0))
-        ok = (wm_depth >= 3.0) & (brain_depth >= radius * 1.3 + 8.0)
+        radius = float(rng.uniform(*RADIUS_MM[randomise][0 if count == 1 else 1]))
+        ok = (wm_depth >= 3.0) & (brain_depth >= (radius * 0.8 + 6.0 if randomise else radius * 1.3 + 8.0))
         for other in foci:
             distance = np.linalg.norm(world - other.centre[:, None], axis=0)
             ok &= distance >= 1.6 * (radius + other.radius_mm) + 20.0
@@ -86,7 +91,7 @@ def choose_foci(
         level = rng.choice(np.unique(index[2, candidates]))
         chosen = rng.choice(candidates[index[2, candidates] == level])
         centre = world[:, chosen] + rng.uniform(-step, step, 3) * grid.spacing / 2
-        foci.append(_random_focus(rng, centre, radius))
+        foci.append(_random_focus(rng, centre, radius, randomise))
     return foci
 
 

@@ -1,0 +1,77 @@
+"""Unlabelled look-alikes for domain-randomised sample cases (`make-sample --randomise`), in the spirit of SynthSeg.
+
+A model trained on clean generated brains learns "bright on FLAIR = tumour" and "bright on t1c = enhancing", and
+then paints every bright speck of a real scan: skull-strip remnants at the brain's edge, enhancing vessels and dura
+on t1c, white-matter hyperintensities on FLAIR. These look-alikes are added here, never labelled, so the only way to
+a low loss is to learn what a tumour looks like across all four sequences:
+
+- an edge rim (1-4 mm inside the brain's boundary) brighter or darker per modality, patchily;
+- thin enhancing tubes on t1c (vessels, dura) in CSF and near the surface, dark on t2w (flow voids);
+- small white-matter hyperintensities, bright on t2w and FLAIR, a little dark on t1n and t1c.
+Each is a multiplicative factor on the noiseless image (white matter = 1), kept clear of the tumour.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from emim.sample.anatomy import Anatomy
+from emim.sample.fields import smooth_noise
+from emim.sample.grid import Grid
+
+MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+RIM_CHANCE, VESSEL_CHANCE, WMH_CHANCE = 0.8, 0.7, 0.6
+# per modality: (low, high) of the factor a white-matter hyperintensity multiplies the image by
+WMH_CONTRAST = {"t1n": (0.8, 0.95), "t1c": (0.8, 0.95), "t2w": (1.3, 1.8), "t2f": (1.5, 2.3)}
+VESSEL_CONTRAST = {"t1n": (0.95, 1.1), "t1c": (1.4, 2.3), "t2w": (0.5, 0.8), "t2f": (0.8, 1.2)}
+
+
+def _rim(rng: np.random.Generator, grid: Grid, depth: np.ndarray, clear: np.ndarray) -> dict[str, np.ndarray]:
+    width = rng.uniform(1.0, 4.0)
+    patch = np.clip(0.5 + 0.5 * smooth_noise(rng, grid.shape, 15.0 / grid.spacing), 0.0, 1.0)
+    weight = (np.clip(1.0 - depth / width, 0.0, 1.0) * patch * clear).astype(np.float32)
+    return {m: np.float32(np.exp(rng.normal(0.0, 0.35)) - 1.0) * weight for m in MODALITIES}
+
+
+def _vessels(rng: np.random.Generator, grid: Grid, anatomy: Anatomy, depth: np.ndarray,
+             clear: np.ndarray) -> np.ndarray:
+    tubes = np.abs(smooth_noise(rng, grid.shape, 6.0 / grid.spacing)) < rng.uniform(0.03, 0.08)
+    where = (anatomy.csf > 0.3) | (depth < 6.0)
+    return ndimage.gaussian_filter((tubes & where & clear).astype(np.float32), 0.5)
+
+
+def _hyperintensities(rng: np.random.Generator, grid: Grid, anatomy: Anatomy, clear: np.ndarray) -> np.ndarray:
+    candidates = np.argwhere((anatomy.wm > 0.7) & clear)
+    blobs = np.zeros(grid.shape, dtype=np.float32)
+    if candidates.size == 0:
+        return blobs
+    for _ in range(1 + rng.poisson(3)):
+        centre = candidates[rng.integers(len(candidates))]
+        radius = rng.uniform(1.5, 5.0) / grid.spacing
+        half = int(np.ceil(2 * radius))
+        box = tuple(slice(max(c - half, 0), min(c + half + 1, n)) for c, n in zip(centre, grid.shape))
+        offsets = np.meshgrid(*[np.arange(s.start, s.stop) - c for s, c in zip(box, centre)], indexing="ij")
+        blob = np.exp(-sum(o.astype(np.float32) ** 2 for o in offsets) / (2 * radius**2))
+        blobs[box] = np.maximum(blobs[box], blob * (blob > 0.3))
+    return blobs * clear
+
+
+def distractor_factors(rng: np.random.Generator, grid: Grid, anatomy: Anatomy, seg: np.ndarray
+                       ) -> dict[str, np.ndarray]:
+    """Per modality, a float32 factor (1 = unchanged) for the noiseless image: the module docstring's look-alikes."""
+    clear = ~ndimage.binary_dilation(seg > 0, iterations=max(1, round(4.0 / grid.spacing)))
+    depth = ndimage.distance_transform_edt(anatomy.brain, sampling=grid.spacing).astype(np.float32)
+    factors = {m: np.ones(grid.shape, dtype=np.float32) for m in MODALITIES}
+    if rng.random() < RIM_CHANCE:
+        for m, change in _rim(rng, grid, depth, clear).items():
+            factors[m] += change
+    if rng.random() < VESSEL_CHANCE:
+        vessels = _vessels(rng, grid, anatomy, depth, clear)
+        for m in MODALITIES:
+            factors[m] += np.float32(rng.uniform(*VESSEL_CONTRAST[m]) - 1.0) * vessels
+    if rng.random() < WMH_CHANCE:
+        blobs = _hyperintensities(rng, grid, anatomy, clear)
+        for m in MODALITIES:
+            factors[m] += np.float32(rng.uniform(*WMH_CONTRAST[m]) - 1.0) * blobs
+    return {m: np.clip(f, 0.2, None) for m, f in factors.items()}
