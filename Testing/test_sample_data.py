@@ -203,3 +203,22 @@ def test_full_size_case_is_brats_sized(tmp_path: Path) -> None:
     np.testing.assert_allclose(image.affine, GRIDS["full"].affine)
     wt = np.count_nonzero(seg) / 1000.0
     assert 15.0 <= wt <= 300.0
+
+
+def test_randomised_cases_keep_the_rules_and_add_unlabelled_look_alikes() -> None:
+    plain, randomised = synthesize_case(SEED, 1, "small"), synthesize_case(SEED, 1, "small", randomise=True)
+    again = synthesize_case(SEED, 1, "small", randomise=True)
+    assert all(np.array_equal(randomised.images[m], again.images[m]) for m in MODALITIES)
+    brain = randomised.anatomy.brain
+    assert not randomised.seg[~brain].any()
+    for modality, image in randomised.images.items():
+        np.testing.assert_array_equal(image != 0, brain, err_msg=modality)
+    assert ndimage.label(randomised.seg > 0, structure=FULL)[1] == len(randomised.foci)
+    # the look-alikes stay clear of the tumour; enhancing ones on t1c, hyperintense ones on FLAIR
+    from emim.sample.distractors import distractor_factors
+
+    factors = distractor_factors(np.random.default_rng(0), randomised.grid, randomised.anatomy, randomised.seg)
+    for modality, factor in factors.items():
+        assert np.abs(factor[randomised.seg > 0] - 1.0).max() < 0.05, modality  # only a vessel's sub-voxel blur
+    assert factors["t1c"].max() > 1.3 and factors["t2f"].max() > 1.3
+    assert not np.array_equal(plain.images["t1c"], randomised.images["t1c"])

@@ -8,7 +8,8 @@ a low loss is to learn what a tumour looks like across all four sequences:
 - an edge rim (1-4 mm inside the brain's boundary) brighter or darker per modality, patchily;
 - thin enhancing tubes on t1c (vessels, dura) in CSF and near the surface, dark on t2w (flow voids);
 - small white-matter hyperintensities, bright on t2w and FLAIR, a little dark on t1n and t1c.
-Each is a multiplicative factor on the noiseless image (white matter = 1), kept clear of the tumour.
+Each is a multiplicative factor on the noiseless image (white matter = 1), kept clear of the tumour (4 mm, less a
+sub-voxel blur); outside the brain the image is zero whatever the factor.
 """
 
 from __future__ import annotations
