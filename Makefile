@@ -20,4 +20,8 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
-.PHONY: setup demo test
+# Re-train the shipped starter model from generated data (about an hour on 2 CPU cores; see bench/starter_model.py).
+starter-model: setup
+	$(BIN)/python bench/starter_model.py --seed 0
+
+.PHONY: setup demo test starter-model

@@ -45,7 +45,25 @@ class SegmentationLogic:
     """Everything the GUI does, as plain methods; `slicer.mrmlScene` is the scene they work on."""
 
     def readModel(self, model: str | Path | ModelInfo) -> ModelInfo:
-        return model if isinstance(model, ModelInfo) else read_model_info(model)
+        return model if isinstance(model, ModelInfo) else read_model_info(self.modelFolder(model))
+
+    def bundledModels(self) -> list[Path]:
+        """The models shipped with the extension, the starter model first (the panel offers them first)."""
+        from emim.bundled import bundled_models
+
+        return bundled_models()
+
+    def defaultModelPath(self) -> str:
+        """The starter model's folder, the panel's choice until the user picks another ("" if none shipped)."""
+        models = self.bundledModels()
+        return str(models[0]) if models else ""
+
+    def modelFolder(self, model: str | Path) -> Path:
+        """A model folder, or a shipped model's name (as the engine CLI takes it) -> its folder."""
+        from emim.bundled import bundled_model
+
+        path = Path(model)
+        return path if path.exists() else (bundled_model(str(model)) or path)
 
     def loadCase(self, folder: str | Path, model: str | Path | ModelInfo | None = None) -> dict:
         """Load a case folder's modality files (BraTS names, or the model's patterns) as volumes."""

@@ -37,7 +37,17 @@ class WidgetController:
         self.ui.applyButton.clicked.connect(self.onApply)
         for index in range(MAX_INPUTS):
             self.selector(index).currentNodeChanged.connect(self.updateApplyState)
+        self.offerBundledModels()
         self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
+
+    def offerBundledModels(self) -> None:
+        """Put the shipped models at the top of the model history and choose the starter model when none is set."""
+        chosen = self.parameterNode.modelPath
+        for path in reversed(self.logic.bundledModels()):
+            self.ui.modelPathLineEdit.currentPath = str(path)
+            self.ui.modelPathLineEdit.addCurrentPathToHistory()
+        self.parameterNode.modelPath = chosen or self.logic.defaultModelPath()
+        self.ui.modelPathLineEdit.currentPath = self.parameterNode.modelPath
 
     def selector(self, index: int):
         return getattr(self.ui, f"inputSelector{index}")

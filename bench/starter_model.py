@@ -1,0 +1,120 @@
+"""Train the starter model that ships in Resources/Models, from generated data only, reproducibly from a seed.
+
+    python bench/starter_model.py --seed 0 --out Resources/Models/EMIM-starter-tiny     (or: make starter-model)
+
+1. `make-sample --randomise --size small`: CASES domain-randomised cases at 2 mm (no real scan, so no data-sharing
+   terms follow the weights; 2 mm because a 64^3 window then covers a whole tumour and a real 1 mm case runs in a
+   few seconds on a CPU after the model's spacing round trip);
+2. E-MIM pretraining (tiny preset, its recipe) on them;
+3. UNETR fine-tuning from that encoder (the last cases validate);
+4. export, then `bench/real_case_quality.py`'s evaluation on the real BraTS mini cases (never trained on), whose
+   scores are written into the model's metadata (`provenance.real_cases`) when the shared data is present.
+Work files go under bench/results/starter-work/; the time per stage is printed and recorded in the metadata.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench import common  # noqa: E402
+
+RECIPE = {"cases": 48, "size": "small", "pretrain_steps": 2000, "finetune_steps": 3000, "finetune_lr": 2e-3,
+          "finetune_batch": 2, "warmup_steps": 100, "eval_every": 300}
+NAME = "E-MIM starter (tiny, generated data only)"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=common.RESULTS / "starter-work")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--evaluate-only", action="store_true",
+                        help="keep the trained model in --out; record the engine's default post-processing and the "
+                             "real-case scores again")
+    for key, value in RECIPE.items():
+        parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
+    args = parser.parse_args()
+    common.ensure_malloc_env()
+    recipe = {key: getattr(args, key) for key in RECIPE}
+
+    from emim.export import export_model
+    from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
+    from emim.modelfile import load_model, save_model
+    from emim.pretrain.run import default_config as pretrain_config, run_pretraining
+    from emim.progress import Progress
+    from emim.sample import make_sample_cases
+    from emim.train.trainer import TrainSettings
+
+    if args.evaluate_only:
+        record_real_cases(args.out, args.work)
+        return 0
+    times: dict[str, float] = {}
+    data = args.work / "data"
+    progress = Progress("none")
+
+    def settings(steps: int, lr: float) -> TrainSettings:
+        return TrainSettings(steps=steps, lr=lr, warmup_steps=recipe["warmup_steps"], eval_every=recipe["eval_every"],
+                             checkpoint_every=recipe["eval_every"], seed=args.seed)
+
+    start = time.monotonic()
+    if not data.is_dir():
+        make_sample_cases(data, recipe["cases"], args.seed, size=recipe["size"], randomise=True)
+    times["generate"] = time.monotonic() - start
+    print(f"generated {recipe['cases']} cases in {times['generate']:.0f} s", flush=True)
+
+    start = time.monotonic()
+    config = pretrain_config(str(data), "tiny")
+    config = replace(config, device=args.device, train=settings(recipe["pretrain_steps"], config.train.lr))
+    run_pretraining(config, args.work / "pretrain", resume=(args.work / "pretrain" / "config.json").is_file(),
+                    progress=progress)
+    times["pretrain"] = time.monotonic() - start
+    print(f"pretrained in {times['pretrain']:.0f} s", flush=True)
+
+    start = time.monotonic()
+    config = replace(finetune_config(str(data), "tiny"), device=args.device, batch_size=recipe["finetune_batch"],
+                     pretrained=str(args.work / "pretrain"),
+                     train=settings(recipe["finetune_steps"], recipe["finetune_lr"]))
+    run_finetuning(config, args.work / "finetune", resume=(args.work / "finetune" / "config.json").is_file(),
+                   progress=progress)
+    times["finetune"] = time.monotonic() - start
+    print(f"fine-tuned in {times['finetune']:.0f} s", flush=True)
+
+    model = export_model(args.work / "finetune", args.out, name=NAME, force=True, description=(
+        f"UNETR over an E-MIM encoder (tiny preset), pretrained and fine-tuned on {recipe['cases']} generated, "
+        "domain-randomised BraTS-layout cases (emim make-sample --randomise); no real scan was used. A starting "
+        "point to try the module, not a clinical tool."))
+    weights, metadata = load_model(model)
+    metadata["provenance"].update(
+        data="generated only: emim make-sample --randomise", run=None, seed=args.seed, recipe=recipe,
+        command=f"python bench/starter_model.py --seed {args.seed}", seconds=times,
+        machine=common.header()["machine"])
+    save_model(model, weights, metadata)
+    record_real_cases(model, args.work)
+    print(f"wrote {model}", flush=True)
+    return 0
+
+
+def record_real_cases(model: Path, work: Path) -> None:
+    """Write the engine's default post-processing and, when the shared data is here, the real-case scores with
+    it into the model's metadata (the weights and their checksum stay as they are)."""
+    from emim.inference.postprocess import DEFAULT
+    from emim.modelfile import load_model, save_model
+
+    from bench.real_case_quality import compact_scores, evaluate_model
+
+    weights, metadata = load_model(model)
+    metadata["inference"]["postprocess"] = DEFAULT.to_metadata()
+    save_model(model, weights, metadata)
+    if common.MINI_DATA.is_dir():
+        metadata["provenance"]["real_cases"] = compact_scores(evaluate_model(model, work / "real"))
+        save_model(model, weights, metadata)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
