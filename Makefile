@@ -14,8 +14,11 @@ $(BIN)/emim: pyproject.toml
 
 setup: $(BIN)/emim
 
+# the real BraTS mini cases, when ../shared is beside the checkout, are segmented and scored too (never trained on)
+REAL_CASES := $(wildcard ../shared/data/brats-gli-mini)
+
 demo: setup
-	$(BIN)/python -m emim demo --out demo-output
+	$(BIN)/python -m emim demo --out demo-output $(if $(REAL_CASES),--real-cases $(REAL_CASES))
 
 test: setup
 	$(BIN)/python -m pytest -q

@@ -25,3 +25,18 @@ def test_demo_runs_every_stage_and_writes_report_and_picture(tmp_path):
     # a second run replaces an earlier demo folder instead of refusing or mixing outputs
     assert run_demo(out, cases=2, pretrain_steps=1, finetune_steps=1, device="cpu",
                     progress=Progress("none")).is_file()
+
+
+def test_demo_scores_real_cases_it_never_trained_on(tmp_path, brats_mini):
+    out = tmp_path / "demo"
+    text = run_demo(out, cases=2, pretrain_steps=1, finetune_steps=1, device="cpu", progress=Progress("none"),
+                    real_cases=brats_mini).read_text()
+    assert "| real cases |" in text and "Real labelled cases, never trained on (3)" in text
+    rows = list(csv.DictReader((out / "evaluation-real.csv").open()))
+    assert [r["case"] for r in rows] == sorted(p.name for p in brats_mini.iterdir() if p.is_dir()) + ["mean"]
+    assert all(0.0 <= float(r["lesion_dice_WT"]) <= 1.0 and float(r["fp_WT"]) >= 0 for r in rows)
+    for case in brats_mini.iterdir():
+        if case.is_dir():
+            written = nib.load(out / "real-prediction" / f"{case.name}.nii.gz")
+            source = nib.load(next(case.glob("*-t1n.nii.gz")))
+            assert written.shape == source.shape and np.allclose(written.affine, source.affine)

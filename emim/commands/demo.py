@@ -14,6 +14,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--finetune-steps", type=int, default=300)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--real-cases", metavar="DIR",
+                        help="also segment and evaluate the labelled cases in DIR (e.g. ../shared/data/brats-gli-mini)")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
@@ -21,6 +23,6 @@ def run(args: argparse.Namespace) -> int:
     from emim.demo import run_demo
 
     report = run_demo(args.out, args.cases, args.pretrain_steps, args.finetune_steps, args.seed, args.device,
-                      Progress(args.progress))
+                      Progress(args.progress), args.real_cases)
     print(report.read_text())
     return 0
