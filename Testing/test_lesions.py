@@ -1,4 +1,4 @@
-"""BraTS 2023 lesion-wise metrics: 26-connected lesions, one-to-one matching, penalties, and `emim evaluate`'s
+"""Lesion-wise metrics as the official BraTS package computes them: 26-connected lesions, one-to-one matching, penalties, and `emim evaluate`'s
 lesion table and CSV columns, on hand-built masks whose answers are known."""
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def test_evaluate_prints_the_lesion_table_and_writes_the_counts(tmp_path):
                            str(tmp_path / "case-seg.nii.gz"), "--csv", str(tmp_path / "out.csv")],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "lesion-wise (BraTS 2023)" in done.stdout and "FP WT" in done.stdout
+    assert "lesion-wise (as brats-evaluation" in done.stdout and "FP WT" in done.stdout
     row = next(csv.DictReader((tmp_path / "out.csv").open()))
     assert (int(row["tp_WT"]), int(row["fp_WT"]), int(row["fn_WT"])) == (1, 2, 0)
     assert (int(row["tp_ET"]), int(row["fp_ET"])) == (1, 1)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from emim.errors import EmimError
-from emim.inference.postprocess import DEFAULT, NONE, PostProcess, brain_mask, clean_regions, label_map
+from emim.inference.postprocess import DEFAULT, NONE, PostProcess, clean_regions, label_map
 from emim.inference.spacing import rescale
 from emim.labels import BRATS_REGIONS, labels_to_regions
 
@@ -44,9 +44,9 @@ def test_inner_regions_stay_inside_outer_ones_and_largest_keeps_one_lesion():
 
 def test_nothing_is_labelled_outside_the_brain():
     probs = np.full((3, 20, 20, 20), 0.9, np.float32)
-    image = np.zeros((4, 20, 20, 20), np.float32)
-    image[1, 4:16, 4:16, 4:16] = -0.3  # z-scored brain voxels may be negative
-    labels = label_map(probs, brain_mask(image), (1, 1, 1), BRATS_REGIONS, NONE)
+    brain = np.zeros((20, 20, 20), bool)
+    brain[4:16, 4:16, 4:16] = True
+    labels = label_map(probs, brain, (1, 1, 1), BRATS_REGIONS, NONE)
     assert labels[4:16, 4:16, 4:16].all() and labels.sum() == labels[4:16, 4:16, 4:16].sum()
 
 
@@ -64,3 +64,51 @@ def test_downsampling_smooths_first_so_thin_stripes_do_not_alias():
     stripes[0, ::2] = 1.0  # one-voxel stripes along axis 0: above the Nyquist limit of a 2x coarser grid
     coarse = rescale(stripes, (1, 1, 1), (2, 1, 1))
     assert np.abs(coarse[0, 2:-2] - 0.5).max() < 0.1  # without smoothing every sample would hit a stripe (1.0)
+
+
+def test_command_line_options_lay_over_the_models_settings():
+    from argparse import Namespace
+
+    from emim.commands.segment import postprocess_settings
+
+    recorded = PostProcess(100.0, ("WT",))
+    options = {"postprocess": "model", "min_lesion_mm3": None, "keep_largest": None}
+    assert postprocess_settings(Namespace(**options), recorded) == recorded
+    assert postprocess_settings(Namespace(**{**options, "postprocess": "none"}), recorded) == NONE
+    assert postprocess_settings(Namespace(**{**options, "min_lesion_mm3": 30.0}), recorded) == PostProcess(30.0, ("WT",))
+    assert postprocess_settings(Namespace(**{**options, "postprocess": "none", "keep_largest": ["TC"]}),
+                                recorded) == PostProcess(0.0, ("TC",))
+    with pytest.raises(EmimError, match="--min-lesion-mm3"):
+        postprocess_settings(Namespace(**{**options, "min_lesion_mm3": -5.0}), recorded)
+
+
+def test_a_region_the_model_lacks_is_refused_before_any_inference(tiny_segmentation_model, brats_mini, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(tiny_segmentation_model),
+                           "--output", str(tmp_path / "out"), "--keep-largest", "wt", "--device", "cpu",
+                           str(brats_mini / "BraTS-GLI-01404-000")], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "wt" in done.stderr and "TC, WT, ET" in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_validation_cases_default_to_a_fifth_of_the_data_within_bounds():
+    from emim.finetune.segmentation import auto_val_cases
+
+    assert [auto_val_cases(n) for n in (1, 2, 9, 10, 19, 30, 1000)] == [0, 1, 1, 2, 3, 4, 4]
+
+
+def test_the_brain_mask_is_read_before_normalisation(tmp_path):
+    import nibabel as nib
+
+    from emim.data.cases import find_cases
+    from emim.data.loading import load_case
+    from emim.sample import make_sample_cases
+
+    make_sample_cases(tmp_path, 1, seed=5, size="small")
+    (case,) = find_cases(tmp_path)
+    loaded = load_case(case, ["t1n", "t1c", "t2w", "t2f"], "zscore", with_label=False)
+    assert (loaded.image[:, ~loaded.inside] != 0).all()  # whole-volume z-scores move the background off 0
+    raw = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.images.values()], axis=0)
+    assert np.array_equal(loaded.to_reference(loaded.inside), raw)

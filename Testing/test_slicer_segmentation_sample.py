@@ -125,3 +125,23 @@ def test_the_modules_own_self_test_passes(module):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "passed" in result.stdout and "OK" in result.stderr
+
+
+def test_the_starter_model_is_the_panels_default_and_finds_the_sample_tumour(slicer_app, tmp_path):
+    """Press Apply on the Sample Data case without training anything: the shipped model, chosen by default."""
+    from emim.bundled import STARTER_MODEL
+
+    logic = SegmentationLogic()
+    default = Path(logic.defaultModelPath())
+    assert default.name == STARTER_MODEL and logic.bundledModels()[0] == default
+    assert logic.readModel(STARTER_MODEL).task == "segmentation"  # the engine's name for it works here too
+    nodes = fetch_sample_source(sample_data_source(ICON), tmp_path)
+    assert segmentation_problems(logic, nodes, default) == []
+    (segmentation,) = slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    slicer.modules.segmentations.logic().ExportAllSegmentsToLabelmapNode(
+        segmentation, labelmap, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+    predicted = slicer.util.arrayFromVolume(labelmap).transpose(2, 1, 0) > 0
+    truth = np.asarray(nib.load(sample_case_folder() / f"{CASE_ID}-seg.nii.gz").dataobj) > 0
+    dice = 2 * (predicted & truth).sum() / (predicted.sum() + truth.sum())
+    assert dice > DICE_WT_FLOOR, dice

@@ -107,6 +107,9 @@ def main() -> int:
     from emim.bundled import STARTER_MODEL, bundled_model
 
     model = args.model or bundled_model(STARTER_MODEL)
+    if model is None:
+        print(f"skipped: no --model given and no shipped {STARTER_MODEL}")
+        return 0
     info = common.header()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
@@ -121,7 +124,8 @@ def main() -> int:
     columns = ["case", "region", "emim TP/FP/FN", "oracle TP/FP/FN", "same counts", "emim Dice", "oracle Dice"]
     common.write_results("brats-oracle", info, result, summary + "\n\n" + common.markdown_table(result["rows"],
                                                                                                   columns))
-    return 0 if result["counts_equal"] == result["pairs_compared"] and result["max_global_dice_gap"] < 1e-4 else 1
+    agree = result["max_global_dice_gap"] < 1e-4 and result["max_matched_dice_gap"] < 1e-4
+    return 0 if agree and result["counts_equal"] == result["pairs_compared"] else 1
 
 
 if __name__ == "__main__":

@@ -63,7 +63,7 @@ def main() -> int:
                              checkpoint_every=recipe["eval_every"], seed=args.seed)
 
     start = time.monotonic()
-    if not data.is_dir():
+    if len([p for p in data.glob("BraTS-SYN-*") if p.is_dir()]) != recipe["cases"]:  # none yet, or a cut-off run
         make_sample_cases(data, recipe["cases"], args.seed, size=recipe["size"], randomise=True)
     times["generate"] = time.monotonic() - start
     print(f"generated {recipe['cases']} cases in {times['generate']:.0f} s", flush=True)

@@ -23,7 +23,12 @@ def bundled_models() -> list[Path]:
 
 
 def bundled_model(name: str) -> Path | None:
-    """The shipped model folder called `name`, or None (a name, not a path: no separators, no dots)."""
-    if not name or any(c in name for c in "/\\") or name.startswith("."):
-        return None
+    """The shipped model folder called `name`, or None; only names listed in MODELS_DIR match, never a path."""
     return next((p for p in bundled_models() if p.name == name), None)
+
+
+def resolve_model(model: str | Path) -> Path:
+    """What `--model` names: an existing path as given, else the shipped model of that name, else the path (whose
+    absence the caller reports)."""
+    path = Path(model)
+    return path if path.exists() else (bundled_model(str(model)) or path)

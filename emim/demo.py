@@ -50,6 +50,9 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     def done(name: str) -> None:
         times[name] = time.monotonic() - times[name]
 
+    if real_cases is not None and not Path(real_cases).is_dir():
+        raise EmimError(f"--real-cases {real_cases} is not a folder; give a folder of labelled cases (BraTS layout) "
+                        "or leave it out.")
     stage("sample data")
     folders = make_sample_cases(out / "data", cases + 1, seed, size="small")
     unseen = out / "unseen" / folders[-1].name
@@ -84,21 +87,22 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     done("segmentation")
 
     stage("evaluation")
-    rows = evaluate(prediction, unseen)
-    write_csv(rows, out / "evaluation.csv", _regions(model))
+    regions = _regions(model)
+    rows = evaluate(prediction, unseen, regions)
+    rows.append(mean_row(rows, regions))
+    write_csv(rows, out / "evaluation.csv", regions)
     done("evaluation")
 
     real_rows: list[dict] = []
     if real_cases is not None:
         stage("real cases")
         real_rows = _real_cases(model, Path(real_cases), out / "real-prediction", device, progress)
-        write_csv(real_rows + [mean_row(real_rows, _regions(model))], out / "evaluation-real.csv", _regions(model))
+        real_rows.append(mean_row(real_rows, regions))
+        write_csv(real_rows, out / "evaluation-real.csv", regions)
         done("real cases")
 
     picture = _picture(unseen, prediction, out / "demo.png")
-    report_path = _report(out, rows + [mean_row(rows, _regions(model))],
-                          real_rows + [mean_row(real_rows, _regions(model))] if real_rows else [], times, picture,
-                          cases, pretrain_steps, finetune_steps)
+    report_path = _report(out, rows, real_rows, times, picture, cases, pretrain_steps, finetune_steps)
     progress.event("done", report=str(report_path), picture=str(picture),
                    dice={k: v for k, v in rows[0].items() if k.startswith("dice_")})
     return report_path
@@ -116,7 +120,8 @@ def _real_cases(model: Path, folder: Path, out: Path, device: str, progress: Pro
                         "cases with their -seg files, or leave --real-cases out.")
     rows = []
     for case in cases:
-        rows += evaluate(segment_case(loaded, case, out, single=False, progress=progress), case.label)
+        rows += evaluate(segment_case(loaded, case, out, single=False, progress=progress), case.label,
+                         loaded.regions)
     return rows
 
 

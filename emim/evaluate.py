@@ -1,8 +1,8 @@
 """Global and lesion-wise Dice and HD95 per tumour region per case, with the BraTS conventions, for `emim evaluate`.
 
 Regions: BraTS TC = labels {1,3}, WT = {1,2,3}, ET = {3}, or the regions of a model's metadata. Global Dice and
-HD95 (and their empty-mask conventions) are defined in `emim.metrics`; the BraTS 2023 lesion-wise Dice and HD95
-and the TP/FP/FN lesion counts in `emim.lesions`. The official `brats-evaluation` package gives the same counts
+HD95 (and their empty-mask conventions) are defined in `emim.metrics`; the lesion-wise Dice and HD95 and the
+TP/FP/FN lesion counts (BraTS formula, the official package's matching) in `emim.lesions`. The official `brats-evaluation` package gives the same counts
 and global Dice (bench/brats_oracle.py; README).
 
 Pairing (PRED and GT are each a file or a folder): a file's case id is its name without the extension and without

@@ -1,4 +1,4 @@
-"""Lesion-wise scores in the manner of the BraTS 2023 evaluation, for `emim evaluate`.
+"""Lesion-wise scores as the official `brats-evaluation` package computes them, for `emim evaluate`.
 
 Global Dice says nothing about the 200 specks a model may paint along the cortex beside one well-found tumour;
 lesion-wise scores do. Per region:
@@ -12,6 +12,10 @@ lesion-wise scores do. Per region:
 3. Lesion-wise Dice = (sum of the matched pairs' Dice) / (TP + FP + FN): every missed or invented lesion counts as
    a zero. Lesion-wise HD95 = (sum of the matched pairs' HD95 + 374 mm per FP and FN) / (TP + FP + FN). With no
    lesion on either side: Dice 1 and HD95 0.
+
+The BraTS 2023 challenge's own scripts differed in three ways, so their counts are not comparable for fragmented
+predictions: they dilated reference lesions by 3 voxels to merge close ones, let several predicted lesions match
+one reference lesion, and ignored lesions under 50 voxels.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@
   a 6-connected neighbour outside it; distances use the voxel spacing). This is how the official BraTS package
   (panoptica) computes it; MONAI instead takes the larger of the two directed percentiles, so compare HD95 only
   between runs of the same definition. Both empty -> 0; exactly one empty -> `HD95_PENALTY_MM`.
-- Lesions are 26-connected components, as in the BraTS lesion-wise evaluation (cc3d's default).
+- Lesions are 26-connected components, as in the BraTS lesion-wise evaluations (cc3d's default).
 """
 
 from __future__ import annotations
@@ -30,12 +30,12 @@ def _surface(mask: np.ndarray) -> np.ndarray:
     return mask & ~ndimage.binary_erosion(mask, structure=ndimage.generate_binary_structure(3, 1))
 
 
-def bounding_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...]:
-    """The smallest box holding every True voxel of a non-empty mask, grown by `margin` voxels within the array."""
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...]:
+    """The smallest box holding every True voxel of a non-empty mask."""
     box = []
     for axis in range(mask.ndim):
         present = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        box.append(slice(max(int(present[0]) - margin, 0), min(int(present[-1]) + 1 + margin, mask.shape[axis])))
+        box.append(slice(int(present[0]), int(present[-1]) + 1))
     return tuple(box)
 
 

@@ -37,13 +37,11 @@ _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 def _folder(model: str | os.PathLike) -> Path:
     """Accept the folder, either of its two files (people often point at the file they can see), or the name of
     a model shipped with the extension (`emim.bundled`)."""
-    from emim.bundled import bundled_model, bundled_models
+    from emim.bundled import bundled_models, resolve_model
 
-    path = Path(model)
+    path = resolve_model(model)
     if path.is_file() and path.name in (WEIGHTS_FILE, METADATA_FILE):
         return path.parent
-    if not path.exists() and bundled_model(str(model)) is not None:
-        return bundled_model(str(model))
     if not path.is_dir():
         shipped = ", ".join(p.name for p in bundled_models()) or "none in this installation"
         raise EmimError(f"{path} is not a model folder; give the folder that holds {WEIGHTS_FILE} and "

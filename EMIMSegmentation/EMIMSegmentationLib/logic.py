@@ -54,16 +54,16 @@ class SegmentationLogic:
         return bundled_models()
 
     def defaultModelPath(self) -> str:
-        """The starter model's folder, the panel's choice until the user picks another ("" if none shipped)."""
+        """The first shipped model's folder (the starter model), the panel's choice until the user picks another;
+        "" when none is shipped."""
         models = self.bundledModels()
         return str(models[0]) if models else ""
 
     def modelFolder(self, model: str | Path) -> Path:
         """A model folder, or a shipped model's name (as the engine CLI takes it) -> its folder."""
-        from emim.bundled import bundled_model
+        from emim.bundled import resolve_model
 
-        path = Path(model)
-        return path if path.exists() else (bundled_model(str(model)) or path)
+        return resolve_model(model)
 
     def loadCase(self, folder: str | Path, model: str | Path | ModelInfo | None = None) -> dict:
         """Load a case folder's modality files (BraTS names, or the model's patterns) as volumes."""

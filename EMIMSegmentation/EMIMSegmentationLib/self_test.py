@@ -45,9 +45,15 @@ def make_test_model(workdir: Path) -> Path:
 
 
 def self_test_model(workdir: Path) -> Path:
-    """The model named by $EMIM_TEST_MODEL (e.g. the one `make demo` exports), else a freshly made tiny one."""
+    """The model named by $EMIM_TEST_MODEL (e.g. the one `make demo` exports), else the shipped starter model,
+    else a freshly made tiny one."""
+    from emim.bundled import bundled_models
+
     named = os.environ.get(TEST_MODEL_VARIABLE)
-    return Path(named) if named else make_test_model(workdir)
+    if named:
+        return Path(named)
+    shipped = bundled_models()
+    return shipped[0] if shipped else make_test_model(workdir)
 
 
 def reference_geometry(volume) -> str:

@@ -41,13 +41,20 @@ class WidgetController:
         self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
 
     def offerBundledModels(self) -> None:
-        """Put the shipped models at the top of the model history and choose the starter model when none is set."""
+        """Put the shipped models at the top of the model history; choose the starter model when no model is set
+        or the saved one is gone."""
         chosen = self.parameterNode.modelPath
-        for path in reversed(self.logic.bundledModels()):
-            self.ui.modelPathLineEdit.currentPath = str(path)
-            self.ui.modelPathLineEdit.addCurrentPathToHistory()
-        self.parameterNode.modelPath = chosen or self.logic.defaultModelPath()
-        self.ui.modelPathLineEdit.currentPath = self.parameterNode.modelPath
+        blocked = self.ui.modelPathLineEdit.blockSignals(True)
+        try:
+            for path in reversed(self.logic.bundledModels()):
+                self.ui.modelPathLineEdit.currentPath = str(path)
+                self.ui.modelPathLineEdit.addCurrentPathToHistory()
+        finally:
+            self.ui.modelPathLineEdit.blockSignals(blocked)
+        if not chosen or not self.logic.modelFolder(chosen).exists():
+            chosen = self.logic.defaultModelPath()
+        self.parameterNode.modelPath = chosen
+        self.ui.modelPathLineEdit.currentPath = chosen
 
     def selector(self, index: int):
         return getattr(self.ui, f"inputSelector{index}")

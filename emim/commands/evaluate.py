@@ -10,7 +10,8 @@ CONVENTIONS = """\
 regions: BraTS TC = labels {1,3}, WT = {1,2,3}, ET = {3} (or the regions of --labels-from MODEL).
 HD95 (mm): 95th percentile of the pooled symmetric surface distances, using the voxel spacing.
 empty masks (BraTS convention): both empty -> Dice 1, HD95 0; one empty -> Dice 0, HD95 373.13 mm.
-lesion-wise (BraTS 2023): lesions = 26-connected components, matched one to one by Dice (any overlap);
+lesion-wise (as the official brats-evaluation package): lesions = 26-connected components, matched one to
+  one by Dice (any overlap);
   lesDice = sum of matched Dice / (TP + FP + FN); lesHD95 = (sum of matched HD95 + 374 mm per FP and FN)
   / (TP + FP + FN); TP/FP/FN = matched, invented and missed lesions.
 pairing: case id = file name without extension and without a trailing -seg/_seg/-label/_gt, so
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
         print(format_row(row, regions, width), flush=True)
     summary = mean_row(rows, regions)
     print(format_row(summary, regions, width))
-    print("\nlesion-wise (BraTS 2023)")
+    print("\nlesion-wise (as brats-evaluation: one-to-one lesion matching, 374 mm penalty)")
     print(format_header(regions, width, LESION_METRICS))
     for row in rows + [summary]:
         print(format_row(row, regions, width, LESION_METRICS))

@@ -12,13 +12,14 @@ from __future__ import annotations
 import argparse
 
 from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
-from emim.inference.postprocess import POSTPROCESS_CHOICES, PostProcess
+from emim.inference.postprocess import NONE, POSTPROCESS_CHOICES, PostProcess
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_case_inputs(parser, "case folder(s) or folder(s) of cases")
-    parser.add_argument("--model", required=True, help="exported segmentation model folder")
+    parser.add_argument("--model", required=True,
+                        help="exported segmentation model folder, or a shipped model's name (EMIM-starter-tiny)")
     parser.add_argument("--output", required=True, help="OUT.nii.gz for one case, or an output folder")
     parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, 0.5)")
@@ -52,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_segmentation_model(args.model, args.device, lambda m: progress.event("warning", message=m))
     cases = case_inputs(args, model.spec)
     settings = postprocess_settings(args, model.postprocess)
+    settings.check_regions(model.regions)
     output = Path(args.output)
     if len(cases) > 1 and output.name.lower().endswith(".nii.gz"):
         raise EmimError(f"{len(cases)} cases cannot all be written to the one file {output}; give a folder")
@@ -81,13 +83,8 @@ def postprocess_settings(args: argparse.Namespace, recorded: PostProcess) -> Pos
     """The model's post-processing, or none, with the size and largest-lesion options laid over it."""
     from dataclasses import replace
 
-    from emim.errors import EmimError
-    from emim.inference.postprocess import NONE
-
     settings = NONE if args.postprocess == "none" else recorded
     if args.min_lesion_mm3 is not None:
-        if not 0 <= args.min_lesion_mm3 < 1e7:
-            raise EmimError(f"--min-lesion-mm3 must be between 0 and 1e7, got {args.min_lesion_mm3}")
         settings = replace(settings, min_lesion_mm3=args.min_lesion_mm3)
     if args.keep_largest:
         settings = replace(settings, largest=tuple(args.keep_largest))

@@ -161,6 +161,8 @@ class LoadedCase:
     reference: Path  # file of the reference modality
     affine: np.ndarray  # 4x4 affine of the reference file (its on-disk voxel order)
     spacing: tuple[float, float, float]  # canonical-order spacing in mm
+    inside: np.ndarray | None = None  # bool (X, Y, Z): some modality's raw intensity is non-zero (the brain, for
+    # skull-stripped data), read before normalisation so that it holds whatever the normalisation
 
     def to_reference(self, array: np.ndarray) -> np.ndarray:
         """Canonical-order (..., X, Y, Z) -> the reference file's on-disk voxel order."""
@@ -233,6 +235,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
                             "rename or remove all but one of them.")
     reference = case.images.get(modalities[0])
     channels = []
+    inside: np.ndarray | None = None
     target: Grid | None = None
     for modality in modalities:
         path = case.images.get(modality)
@@ -243,6 +246,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
             target = grid
         else:
             array = _on_reference(array, grid, target, path, reference, case.case_id, modality, resample, False)
+        inside = (array != 0) if inside is None else inside | (array != 0)
         channels.append(normalize(array, normalization))
     label = None
     if with_label and case.label is not None:
@@ -250,7 +254,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
         array = _on_reference(array, grid, target, case.label, reference, case.case_id, "label", resample, True)
         label = _as_label(array, case.label, case.case_id)
     return LoadedCase(case.case_id, np.stack(channels), label, reference, nib.load(str(reference)).affine,
-                      target.spacing)
+                      target.spacing, inside)
 
 
 def _as_label(array: np.ndarray, path: Path, case_id: str) -> np.ndarray:

@@ -158,7 +158,7 @@ class SegmentationTask:
         return dice + bce, {"dice_loss": float(dice.detach()), "bce_loss": float(bce.detach())}
 
     def evaluate(self, step: int) -> dict[str, Any]:
-        from emim.inference.postprocess import DEFAULT, brain_mask, label_map
+        from emim.inference.postprocess import DEFAULT, label_map
         from emim.inference.segment import predict_probabilities
         from emim.metrics import dice
 
@@ -169,7 +169,7 @@ class SegmentationTask:
         for i, case in enumerate(self.validation):
             probs = predict_probabilities(self.model, case.image, self.model.config.crop_size, self.overlap,
                                           self.sw_batch_size, device)
-            labels = label_map(probs, brain_mask(case.image), case.spacing, self.regions, DEFAULT)
+            labels = label_map(probs, case.inside, case.spacing, self.regions, DEFAULT)
             predicted, truth = labels_to_regions(labels, self.regions), labels_to_regions(case.label, self.regions)
             scores[i] = [dice(predicted[c], truth[c]) for c in range(len(self.regions))]
         record = {f"val_dice_{r['name']}": float(scores[:, c].mean()) for c, r in enumerate(self.regions)}

@@ -27,10 +27,18 @@ from emim.labels import regions_to_labels
 POSTPROCESS_CHOICES = ("model", "none")
 
 
+MAX_LESION_MM3 = 1e7  # far above any brain (about 1.5e6 mm^3)
+
+
 @dataclass(frozen=True)
 class PostProcess:
     min_lesion_mm3: float = 0.0  # lesions of any region smaller than this are dropped
     largest: tuple[str, ...] = ()  # regions reduced to their largest lesion
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_lesion_mm3 < MAX_LESION_MM3:
+            raise EmimError(f"the minimum lesion size must be between 0 and {MAX_LESION_MM3:g} mm^3, got "
+                            f"{self.min_lesion_mm3:g} (--min-lesion-mm3, or inference.postprocess in metadata.json).")
 
     def to_metadata(self) -> dict[str, Any]:
         return {"min_lesion_mm3": self.min_lesion_mm3, "largest": list(self.largest)}
@@ -40,25 +48,26 @@ class PostProcess:
         """A model's recorded settings; models exported before they were recorded get `DEFAULT`."""
         if data is None:
             return DEFAULT
+        largest = data.get("largest", []) if isinstance(data, dict) else None
         try:
-            settings = cls(float(data.get("min_lesion_mm3", 0.0)), tuple(str(r) for r in data.get("largest", ())))
+            if not isinstance(largest, list) or not all(isinstance(name, str) for name in largest):
+                raise TypeError("largest")
+            return cls(float(data.get("min_lesion_mm3", 0.0)), tuple(largest))
         except (TypeError, ValueError, AttributeError):
             raise EmimError(f"the model's inference.postprocess {data!r} is not valid; it needs min_lesion_mm3 "
                             "(a number) and largest (a list of region names). Fix metadata.json.") from None
-        if not 0 <= settings.min_lesion_mm3 < 1e7:
-            raise EmimError(f"the model's inference.postprocess.min_lesion_mm3 {settings.min_lesion_mm3} must be "
-                            "between 0 and 1e7 mm^3. Fix metadata.json.")
-        return settings
+
+    def check_regions(self, regions: Sequence[dict[str, Any]]) -> None:
+        """Refuse a `largest` region the model does not have (before any inference runs)."""
+        names = [r["name"] for r in regions]
+        unknown = sorted(set(self.largest) - set(names))
+        if unknown:
+            raise EmimError(f"post-processing keeps the largest lesion of {', '.join(unknown)}, which the model "
+                            f"does not have; its regions are {', '.join(names)} (--keep-largest).")
 
 
 NONE = PostProcess()
 DEFAULT = PostProcess(min_lesion_mm3=100.0)
-
-
-def brain_mask(image: np.ndarray) -> np.ndarray:
-    """(C, X, Y, Z) -> (X, Y, Z) bool: voxels non-zero in some channel (z-scored brain voxels may be negative;
-    only the background is exactly 0)."""
-    return np.any(image != 0, axis=0)
 
 
 def _containing(regions: Sequence[dict[str, Any]]) -> list[list[int]]:
@@ -83,11 +92,8 @@ def _keep(mask: np.ndarray, min_voxels: float, largest: bool) -> np.ndarray:
 def clean_regions(masks: np.ndarray, regions: Sequence[dict[str, Any]], spacing: Sequence[float],
                   settings: PostProcess) -> np.ndarray:
     """(C, X, Y, Z) bool region masks -> the cleaned masks (steps 2 and 3 of the module docstring)."""
+    settings.check_regions(regions)
     names = [r["name"] for r in regions]
-    unknown = sorted(set(settings.largest) - set(names))
-    if unknown:
-        raise EmimError(f"post-processing keeps the largest lesion of {', '.join(unknown)}, which the model does "
-                        f"not have; its regions are {', '.join(names)}.")
     containing = _containing(regions)
     min_voxels = settings.min_lesion_mm3 / float(np.prod(spacing))
     cleaned = np.array(masks, dtype=bool)

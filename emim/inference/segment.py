@@ -3,9 +3,10 @@
 Pipeline per case: `load_case` (canonical RAS voxel order, the model's normalisation) -> the model's training
 spacing where the case is far from it (`spacing`) -> crop to the brain's bounding box (all-zero background cannot
 hold tumour, and skipping it halves the windows on BraTS) -> MONAI sliding-window inference with Gaussian blending
-(bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> zero outside the case's brain and clean
-(`postprocess`: nested regions, no small lesions) -> label map -> `save_like_reference`, which restores the reference file's voxel order, affine and header. Every file of a case is written under a
-temporary name and renamed only when all of them are complete, so a failure leaves nothing.
+(bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> zero outside the case's non-zero voxels and
+clean (`postprocess`: nested regions, no small lesions) -> label map -> `save_like_reference`, which restores the
+reference file's voxel order, affine and header. Every file of a case is written under a temporary name and
+renamed only when all of them are complete, so a failure leaves nothing.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from emim.data.loading import LoadedCase, load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.finetune.unetr import EMIMUNETR
-from emim.inference.postprocess import PostProcess, brain_mask, label_map
+from emim.inference.postprocess import PostProcess, label_map
 from emim.inference.spacing import needs_resampling, rescale
 from emim.progress import Progress
 from emim.safepaths import check_outputs
@@ -266,7 +267,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
             from None
     if rescaled:
         probs = rescale(probs, trained, loaded.spacing, shape=loaded.image.shape[1:])
-    brain = brain_mask(loaded.image)
+    brain = loaded.inside
     probs *= brain[None]
     settings = model.postprocess if postprocess is None else postprocess
     files = {paths["label"]: (loaded, label_map(probs, brain, loaded.spacing, model.regions, settings), np.uint8)}
@@ -274,6 +275,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
     write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id,
+                   postprocess=settings.to_metadata(),
                    **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
     if probabilities:
         for name in names:

@@ -44,11 +44,7 @@ def rescale(channels: np.ndarray, spacing: Sequence[float], target: Sequence[flo
     shape = tuple(shape) if shape is not None else scaled_shape(channels.shape[1:], spacing, target)
     matrix = [t / s for s, t in zip(spacing, target)]
     sigma = [np.sqrt(max(factor**2 - 1.0, 0.0)) / 2.355 for factor in matrix]
-    return np.stack([ndimage.affine_transform(_smoothed(np.asarray(channel, np.float32), sigma), matrix,
-                                              output_shape=shape, order=1, mode="nearest") for channel in channels])
-
-
-def _smoothed(channel: np.ndarray, sigma: Sequence[float]) -> np.ndarray:
-    from scipy import ndimage
-
-    return ndimage.gaussian_filter(channel, sigma, mode="nearest") if any(sigma) else channel
+    smoothed = (ndimage.gaussian_filter(np.asarray(c, np.float32), sigma, mode="nearest") if any(sigma) else c
+                for c in channels)
+    return np.stack([ndimage.affine_transform(np.asarray(channel, np.float32), matrix, output_shape=shape, order=1,
+                                              mode="nearest") for channel in smoothed])

@@ -88,7 +88,7 @@ def synthesize_modalities(
     heterogeneity = 1.0 + 0.03 * smooth_noise(rng, grid.shape, 3.0 / grid.spacing)
     shared_texture = smooth_noise(rng, box_shape, 4.0 / grid.spacing)
     lesion = [tumour[NCR], edema, tumour[ET]]
-    factors = distractor_factors(rng, grid, anatomy, seg) if randomise else {}
+    factors = distractor_factors(rng, grid, anatomy, seg, MODALITIES) if randomise else {}
 
     images: dict[str, np.ndarray] = {}
     for modality in MODALITIES:

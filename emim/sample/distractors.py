@@ -21,18 +21,18 @@ from emim.sample.anatomy import Anatomy
 from emim.sample.fields import smooth_noise
 from emim.sample.grid import Grid
 
-MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 RIM_CHANCE, VESSEL_CHANCE, WMH_CHANCE = 0.8, 0.7, 0.6
 # per modality: (low, high) of the factor a white-matter hyperintensity multiplies the image by
 WMH_CONTRAST = {"t1n": (0.8, 0.95), "t1c": (0.8, 0.95), "t2w": (1.3, 1.8), "t2f": (1.5, 2.3)}
 VESSEL_CONTRAST = {"t1n": (0.95, 1.1), "t1c": (1.4, 2.3), "t2w": (0.5, 0.8), "t2f": (0.8, 1.2)}
 
 
-def _rim(rng: np.random.Generator, grid: Grid, depth: np.ndarray, clear: np.ndarray) -> dict[str, np.ndarray]:
+def _rim(rng: np.random.Generator, grid: Grid, depth: np.ndarray, clear: np.ndarray,
+         modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
     width = rng.uniform(1.0, 4.0)
     patch = np.clip(0.5 + 0.5 * smooth_noise(rng, grid.shape, 15.0 / grid.spacing), 0.0, 1.0)
     weight = (np.clip(1.0 - depth / width, 0.0, 1.0) * patch * clear).astype(np.float32)
-    return {m: np.float32(np.exp(rng.normal(0.0, 0.35)) - 1.0) * weight for m in MODALITIES}
+    return {m: np.float32(np.exp(rng.normal(0.0, 0.35)) - 1.0) * weight for m in modalities}
 
 
 def _vessels(rng: np.random.Generator, grid: Grid, anatomy: Anatomy, depth: np.ndarray,
@@ -58,21 +58,22 @@ def _hyperintensities(rng: np.random.Generator, grid: Grid, anatomy: Anatomy, cl
     return blobs * clear
 
 
-def distractor_factors(rng: np.random.Generator, grid: Grid, anatomy: Anatomy, seg: np.ndarray
-                       ) -> dict[str, np.ndarray]:
-    """Per modality, a float32 factor (1 = unchanged) for the noiseless image: the module docstring's look-alikes."""
+def distractor_factors(rng: np.random.Generator, grid: Grid, anatomy: Anatomy, seg: np.ndarray,
+                       modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """Per modality (keys of WMH_CONTRAST), a float32 factor (1 = unchanged) for the noiseless image: the module
+    docstring's look-alikes."""
     clear = ~ndimage.binary_dilation(seg > 0, iterations=max(1, round(4.0 / grid.spacing)))
     depth = ndimage.distance_transform_edt(anatomy.brain, sampling=grid.spacing).astype(np.float32)
-    factors = {m: np.ones(grid.shape, dtype=np.float32) for m in MODALITIES}
+    factors = {m: np.ones(grid.shape, dtype=np.float32) for m in modalities}
     if rng.random() < RIM_CHANCE:
-        for m, change in _rim(rng, grid, depth, clear).items():
+        for m, change in _rim(rng, grid, depth, clear, modalities).items():
             factors[m] += change
     if rng.random() < VESSEL_CHANCE:
         vessels = _vessels(rng, grid, anatomy, depth, clear)
-        for m in MODALITIES:
+        for m in modalities:
             factors[m] += np.float32(rng.uniform(*VESSEL_CONTRAST[m]) - 1.0) * vessels
     if rng.random() < WMH_CHANCE:
         blobs = _hyperintensities(rng, grid, anatomy, clear)
-        for m in MODALITIES:
+        for m in modalities:
             factors[m] += np.float32(rng.uniform(*WMH_CONTRAST[m]) - 1.0) * blobs
     return {m: np.clip(f, 0.2, None) for m, f in factors.items()}

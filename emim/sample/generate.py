@@ -60,7 +60,9 @@ def synthesize_case(seed: int, index: int = 0, size: str = "small", foci: int | 
         count = 1 + int(rng.choice(len(RANDOMISED_FOCI), p=RANDOMISED_FOCI))
     else:
         count = 1 + int(rng.random() < SECOND_FOCUS_CHANCE)
-    for _ in range(ATTEMPTS):
+    for attempt in range(ATTEMPTS):
+        if foci is None and attempt >= ATTEMPTS // 2 and count > 1:
+            count -= 1  # a drawn (not requested) count that keeps failing to fit: try one focus fewer
         deformation = random_deformation(rng, grid, template)
         try:
             chosen = choose_foci(rng, grid, template, deformation, count, randomise)

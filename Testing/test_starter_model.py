@@ -1,0 +1,57 @@
+"""The starter model that ships in Resources/Models: found by name, checksum-verified, trained on generated data
+only (its metadata says how), small enough to ship, and it segments a real case onto the case's exact grid with
+nothing outside the brain."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from emim.bundled import MODELS_DIR, STARTER_MODEL, bundled_model, bundled_models
+from emim.modelfile import load_metadata, load_model
+
+REPO = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+
+
+def test_the_starter_model_is_shipped_first_and_loads_by_name():
+    assert bundled_models()[0] == MODELS_DIR / STARTER_MODEL == bundled_model(STARTER_MODEL)
+    assert bundled_model("../Resources/Models/" + STARTER_MODEL) is None  # a name, never a path
+    _, metadata = load_model(STARTER_MODEL)  # verifies the weights' SHA-256
+    assert metadata["task"] == "segmentation"
+    size = sum(f.stat().st_size for f in (MODELS_DIR / STARTER_MODEL).iterdir())
+    assert size < 30 * 2**20
+
+
+def test_its_metadata_says_how_it_was_trained_and_what_it_scores_on_real_cases():
+    provenance = load_metadata(STARTER_MODEL)["provenance"]
+    assert provenance["data"].startswith("generated only") and provenance["run"] is None
+    assert isinstance(provenance["seed"], int) and provenance["recipe"]["cases"] > 0
+    assert provenance["command"].startswith("python bench/starter_model.py")
+    real = provenance["real_cases"]
+    assert len(real["per_case"]) == 3 and {"dice_WT", "lesion_dice_WT", "fp_WT"} <= set(real["mean"])
+    assert real["postprocess"] == load_metadata(STARTER_MODEL)["inference"]["postprocess"]
+
+
+def test_the_cli_segments_a_real_case_with_it_by_name(brats_mini, tmp_path):
+    case = brats_mini / "BraTS-GLI-01404-000"
+    out = tmp_path / "seg.nii.gz"
+    done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", STARTER_MODEL, "--output", str(out),
+                           "--device", "cpu", "--progress", "json", str(case)],
+                          cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert events[-1]["event"] == "done" and events[-1]["succeeded"] == 1
+    reference = nib.load(str(case / f"{case.name}-t1n.nii.gz"))
+    label = nib.load(str(out))
+    assert label.shape == reference.shape and np.array_equal(label.affine, reference.affine)
+    values = np.asarray(label.dataobj)
+    assert set(np.unique(values)) <= {0, 1, 2, 3} and (values > 0).any()
+    inside = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.glob("*-t*.nii.gz")], axis=0)
+    assert not values[~inside].any()
