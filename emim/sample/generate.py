@@ -11,6 +11,7 @@ import numpy as np
 from emim.errors import EmimError
 from emim.sample.anatomy import Anatomy, load_template, random_deformation, sample_anatomy
 from emim.sample.contrast import MODALITIES, synthesize_modalities
+from emim.sample.distractors import cut_field_of_view
 from emim.sample.grid import GRIDS, Grid
 from emim.sample.tumour import Focus, PlacementError, choose_foci, mass_effect, tumour_labels
 from emim.sample.writer import write_nifti_gz
@@ -50,7 +51,7 @@ def synthesize_case(seed: int, index: int = 0, size: str = "small", foci: int | 
     """Case `index` of the set made with `seed`: it depends on (seed, index) only, not on how many cases are made.
 
     `randomise` (domain randomisation, for training models meant for real scans): one to three foci, wider
-    contrast jitter, and unlabelled look-alikes (`distractors`)."""
+    contrast jitter, unlabelled look-alikes and often an axial slab only (`distractors`)."""
     grid = _check_request(size, foci)
     rng = np.random.default_rng(np.random.SeedSequence([seed, index]))
     template = load_template(grid.spacing)
@@ -74,6 +75,8 @@ def synthesize_case(seed: int, index: int = 0, size: str = "small", foci: int | 
         except PlacementError:
             continue
         images = synthesize_modalities(rng, grid, anatomy, seg, randomise)
+        if randomise:
+            cut_field_of_view(rng, grid, images, seg, anatomy.brain)
         return SampleCase(case_id(index), grid, images, seg, anatomy, chosen)
     raise EmimError(f"could not fit {count} separate tumour foci into case {case_id(index)} (seed {seed}); "
                     "ask for fewer foci")
