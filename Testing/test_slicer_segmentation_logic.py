@@ -226,6 +226,17 @@ def test_segment_runs_the_engine_and_returns_a_segmentation_on_the_input_grid(ca
     assert np.allclose(ijk_to_ras(labelmap), ijk_to_ras(reference), atol=1e-4)
     assert progress and max(progress) > 0
     assert all(_same(before[k], _fingerprint(n)) for k, n in case_inputs.items())
+    # the volume table beside it: the label map's voxels counted by hand (1 mm^3 voxels), in the same study
+    from EMIMSegmentationLib.volumes_table import VOLUMES_REFERENCE
+
+    table = segmentation.GetNodeReference(VOLUMES_REFERENCE)
+    rows = {table.GetCellText(r, 0): r for r in range(table.GetNumberOfRows())}
+    assert set(rows) == {"TC", "WT", "ET"} | {label["name"] for label in BRATS_LABELS}
+    exported = slicer.util.arrayFromVolume(labelmap)
+    assert float(table.GetCellText(rows["WT"], 3)) == pytest.approx((exported > 0).sum() / 1000, abs=5e-4)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    parent = sh.GetItemParent(sh.GetItemByDataNode(segmentation))
+    assert sh.GetItemParent(sh.GetItemByDataNode(table)) == parent
 
 
 def test_a_case_at_another_spacing_comes_back_on_its_own_grid_and_native_spacing_is_said_aloud(

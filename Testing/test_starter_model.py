@@ -4,6 +4,7 @@ nothing outside the brain."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -12,6 +13,8 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pytest
+from scipy import ndimage
 
 from emim.bundled import MODELS_DIR, STARTER_MODEL, bundled_model, bundled_models
 from emim.modelfile import load_metadata, load_model
@@ -55,3 +58,8 @@ def test_the_cli_segments_a_real_case_with_it_by_name(brats_mini, tmp_path):
     assert set(np.unique(values)) <= {0, 1, 2, 3} and (values > 0).any()
     inside = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.glob("*-t*.nii.gz")], axis=0)
     assert not values[~inside].any()
+    # tumour volumes beside the label map, checked by hand from the written file (1 mm^3 voxels here)
+    rows = {r["structure"]: r for r in csv.DictReader((tmp_path / "seg.volumes.csv").open())}
+    assert float(rows["WT"]["volume_ml"]) == pytest.approx((values > 0).sum() / 1000, abs=5e-4)
+    assert int(rows["WT"]["lesions"]) == ndimage.label(values > 0, np.ones((3, 3, 3)))[1]
+    assert events[-1]["volumes_ml"][case.name]["WT"] == pytest.approx(float(rows["WT"]["volume_ml"]), abs=1e-3)

@@ -32,6 +32,7 @@ from .process import EngineProcess, engine_command
 from .reconstruction_import import import_reconstruction_outputs
 from .segmentation_import import import_label_file
 from .volumes_io import load_case_folder, write_volume
+from .volumes_table import volumes_table
 
 DEVICES = ("auto", "cuda", "cpu")
 MASK_PATTERNS = ("hybrid", "modal", "position", "patch")
@@ -108,6 +109,9 @@ class SegmentationLogic:
                 progressCallback: Progress | None = None, finishCallback=None):
         """Segment `inputs` ({modality: volume node}); returns the segmentation node, or an EngineJob.
 
+        The tumour volumes (mL and lesions per region and label) come as a table node in the same study, referenced
+        from the segmentation as `volumes_table.VOLUMES_REFERENCE`.
+
         The reference geometry is the first modality's volume. Mismatched grids are refused with a description,
         unless `resample` is True (physical-space resampling onto the reference, new nodes, inputs untouched).
         `outputSegmentation` is replaced in place; by default a new node is created in the input's study.
@@ -132,8 +136,12 @@ class SegmentationLogic:
             path = Path(labels[-1]["path"]) if labels else workdir / "segmentation.nii.gz"
             if not path.is_file():
                 raise EMIMSegmentationError(tr("The engine finished but wrote no label file; see the log."))
-            return import_label_file(path, reference, info.labels, segmentation=outputSegmentation,
-                                     name=f"{reference.GetName()} {info.name}", show3d=show3D)
+            segmentation = import_label_file(path, reference, info.labels, segmentation=outputSegmentation,
+                                             name=f"{reference.GetName()} {info.name}", show3d=show3D)
+            volumes = [o for o in outputs if o.get("kind") == "volumes"]
+            if volumes and Path(volumes[-1]["path"]).is_file():
+                volumes_table(Path(volumes[-1]["path"]), segmentation, slicer.mrmlScene)
+            return segmentation
 
         return self._run("segment", arguments, workdir, finish, waitForCompletion, logCallback, progressCallback,
                          finishCallback)

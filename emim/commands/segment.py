@@ -3,7 +3,9 @@
 INPUT is a case folder or a folder of case folders (files assigned to the model's modalities by its name
 patterns); or give every modality explicitly with `--image t1n=PATH --image t1c=PATH ...` and no INPUT. One case
 and OUT ending in .nii.gz writes that file; otherwise OUT is a folder of <case>.nii.gz (and
-<case>_prob_<region>.nii.gz with --probabilities). In a batch a failing case is reported and the others still
+<case>_prob_<region>.nii.gz with --probabilities). Beside every label map, <case>.volumes.csv holds the mL and
+lesion count of each region and label (`emim.volumes`); a folder OUT also gets volumes.csv for the whole batch, and
+the `done` event carries each case's region volumes. In a batch a failing case is reported and the others still
 run; the exit status is 1 when any case failed.
 """
 
@@ -46,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from emim.errors import EmimError
-    from emim.inference.segment import load_segmentation_model, segment_case
+    from emim.inference.segment import load_segmentation_model, output_paths, segment_case
 
     check_case_inputs(args)
     progress = Progress(args.progress)
@@ -59,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise EmimError(f"{len(cases)} cases cannot all be written to the one file {output}; give a folder")
     progress.event("start", command="segment", total=len(cases), cases=[c.case_id for c in cases],
                    device=str(model.device), model=str(args.model))
-    outputs, failed = [], []
+    outputs, failed, volume_files = [], [], []
     for index, case in enumerate(cases):
         def on_windows(done: int, total: int, index: int = index, case_id: str = case.case_id) -> None:
             units = int(PERMILLE * (index + done / total) / len(cases))
@@ -70,10 +72,12 @@ def run(args: argparse.Namespace) -> int:
                                             args.probabilities, args.resample, progress=progress,
                                             single=len(cases) == 1, on_windows=on_windows,
                                             native_spacing=args.native_spacing, postprocess=settings)))
+            volume_files.append(output_paths(output, case.case_id, [], len(cases) == 1)[1]["volumes"])
         except EmimError as error:
             failed.append({"case": case.case_id, "message": str(error)})
             progress.event("error", case=case.case_id, message=str(error))
-    progress.event("done", outputs=outputs, succeeded=len(outputs), failed=failed,
+    volumes = batch_volumes(volume_files, None if output.name.lower().endswith(".nii.gz") else output)
+    progress.event("done", outputs=outputs, succeeded=len(outputs), failed=failed, volumes_ml=volumes,
                    message=f"{len(outputs)} of {len(cases)} case(s) segmented"
                            + (f"; failed: {', '.join(f['case'] for f in failed)}" if failed else ""))
     return 1 if failed else 0
@@ -89,3 +93,24 @@ def postprocess_settings(args: argparse.Namespace, recorded: PostProcess) -> Pos
     if args.keep_largest:
         settings = replace(settings, largest=tuple(args.keep_largest))
     return settings
+
+
+def batch_volumes(files: list, folder) -> dict[str, dict[str, float]]:
+    """{case: {region: mL}} from the cases' volume files; into a folder output, also volumes.csv for the batch."""
+    import csv
+    import os
+
+    from emim.volumes import COLUMNS, region_volumes
+
+    rows = [row for path in files for row in csv.DictReader(path.open(encoding="utf-8"))]
+    if folder is not None and rows:
+        temporary = folder / f".volumes.csv.{os.getpid()}.tmp"
+        with temporary.open("w", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        os.replace(temporary, folder / "volumes.csv")
+    cases: dict[str, list] = {}
+    for row in rows:
+        cases.setdefault(row["case"], []).append(row)
+    return {case: region_volumes(case_rows) for case, case_rows in cases.items()}

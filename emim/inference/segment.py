@@ -31,8 +31,10 @@ from emim.inference.spacing import needs_resampling, rescale
 from emim.progress import Progress
 from emim.safepaths import check_outputs
 from emim.train.device import autocast
+from emim.volumes import region_volumes, structure_volumes, voxel_volume_mm3, volumes_csv
 
 NIFTI = ".nii.gz"
+VOLUMES = ".volumes.csv"
 
 
 @dataclass
@@ -179,13 +181,13 @@ def check_modalities(case: Case, spec: ModalitySpec) -> None:
 
 
 def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool) -> tuple[Path, dict[str, Path]]:
-    """The output folder, and 'label' and 'prob_<region>' -> final paths: OUT itself for one case and OUT ending
-    .nii.gz, else OUT/<case>."""
+    """The output folder, and 'label', 'volumes' and 'prob_<region>' -> final paths: OUT itself for one case and
+    OUT ending .nii.gz (the volumes beside it as OUT-stem.volumes.csv), else OUT/<case>."""
     if single and output.name.lower().endswith(NIFTI):
         folder, stem = output.parent, output.name[: -len(NIFTI)]
     else:
         folder, stem = output, case_id
-    paths = {"label": folder / f"{stem}{NIFTI}"}
+    paths = {"label": folder / f"{stem}{NIFTI}", "volumes": folder / f"{stem}{VOLUMES}"}
     paths.update({f"prob_{r}": folder / f"{stem}_prob_{r}{NIFTI}" for r in regions})
     return folder, paths
 
@@ -195,14 +197,21 @@ def case_files(case: Case) -> list[Path]:
     return [*case.images.values(), *([case.label] if case.label else [])]
 
 
-def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any]], root: Path, case: Case) -> None:
+def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | str], root: Path, case: Case) -> None:
     """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
-    each under a temporary name and rename them all; on failure remove the temporaries."""
+    each under a temporary name and rename them all; on failure remove the temporaries. A value is a NIfTI file's
+    (case, array, dtype) or a text file's content."""
     check_outputs(files, root, case_files(case), case.folder)
     temporaries: list[tuple[Path, Path]] = []
     try:
-        for path, (loaded, array, dtype) in files.items():
+        for path, content in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, str):
+                temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+                temporaries.append((temporary, path))
+                temporary.write_text(content, encoding="utf-8")
+                continue
+            loaded, array, dtype = content
             temporary = path.parent / f".{path.name[: -len(NIFTI)]}.{os.getpid()}.tmp{NIFTI}"
             temporaries.append((temporary, path))
             loaded.save_like_reference(array, temporary, dtype)
@@ -270,13 +279,18 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     brain = loaded.inside
     probs *= brain[None]
     settings = model.postprocess if postprocess is None else postprocess
-    files = {paths["label"]: (loaded, label_map(probs, brain, loaded.spacing, model.regions, settings), np.uint8)}
+    labels = label_map(probs, brain, loaded.spacing, model.regions, settings)
+    volumes = structure_volumes(case.case_id, labels, voxel_volume_mm3(loaded.affine), model.metadata["labels"],
+                                model.regions)
+    files: dict[Path, Any] = {paths["label"]: (loaded, labels, np.uint8), paths["volumes"]: volumes_csv(volumes)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
     write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id,
                    postprocess=settings.to_metadata(),
                    **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
+    progress.event("output", path=str(paths["volumes"]), kind="volumes", case=case.case_id,
+                   volumes_ml=region_volumes(volumes))
     if probabilities:
         for name in names:
             progress.event("output", path=str(paths[f"prob_{name}"]), kind="probability", case=case.case_id,
