@@ -3,6 +3,7 @@ batch mode with a bad case, and refusals (missing / extra / other modalities) th
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -105,13 +106,27 @@ def test_batch_segments_a_flipped_case_like_the_original_and_reports_a_bad_case(
     error = next(e for e in events if e["event"] == "error")
     assert error["case"] == "no-flair" and "t2f" in error["message"]
     outputs = [e for e in events if e["event"] == "output"]
-    assert [(e["case"], e["kind"]) for e in outputs] == [("flipped", "label"), ("flipped", "volumes")]
+    assert [(e["case"], e["kind"]) for e in outputs] == [("flipped", "label"), ("flipped", "volumes"),
+                                                         ("flipped", "report")]
     percents = [e["percent"] for e in events if e["event"] == "progress"]
     assert percents == sorted(percents) and 0 < percents[-1] <= 50  # the flipped case is half of the batch
     assert events[-1]["event"] == "done" and events[-1]["succeeded"] == 1
     # nothing for the bad case, no temporaries; the batch's volume table
-    assert sorted(p.name for p in out.iterdir()) == ["flipped.nii.gz", "flipped.volumes.csv", "volumes.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["flipped.nii.gz", "flipped.report.json",
+                                                     "flipped.volumes.csv", "volumes.csv"]
     assert set(events[-1]["volumes_ml"]) == {"flipped"}
+    report = json.loads((out / "flipped.report.json").read_text())
+    from emim import __version__
+    from emim.modelfile import load_metadata
+
+    assert report["engine_version"] == __version__ and report["command"] == "segment"
+    assert report["model"]["sha256"] == load_metadata(model_dir)["sha256"] and report["device"] == "cpu"
+    assert [i["modality"] for i in report["inputs"]] == list(MODALITIES)
+    t1n = batch / "flipped" / "flipped-t1n.nii.gz"
+    assert report["inputs"][0]["sha256"] == hashlib.sha256(t1n.read_bytes()).hexdigest()
+    assert report["settings"]["overlap"] == 0.0 and report["settings"]["postprocess"]["min_lesion_mm3"] >= 0
+    assert set(report["seconds"]) == {"load", "inference", "postprocess"} and report["warnings"] == []
+    assert str(out / "flipped.nii.gz") in report["outputs"]
 
     flipped = nib.load(str(out / "flipped.nii.gz"))
     source = nib.load(str(batch / "flipped" / "flipped-t1n.nii.gz"))
@@ -203,6 +218,8 @@ def test_a_case_far_from_the_training_spacing_runs_at_the_models_spacing_and_lan
     assert native.shape == reference.shape and np.array_equal(native.affine, reference.affine)
     warnings = [e["message"] for e in events if e["event"] == "warning"]
     assert any("2 x 2 x 2 mm voxels" in w and "--native-spacing" in w for w in warnings)
+    reported = json.loads((tmp_path / "native.report.json").read_text())
+    assert reported["warnings"] == warnings and reported["settings"]["ran_at_mm"] == [2.0, 2.0, 2.0]
     assert "ran_at" not in [e for e in events if e["event"] == "output" and e["kind"] == "label"][0]
 
 

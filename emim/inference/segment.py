@@ -27,6 +27,7 @@ from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.finetune.unetr import EMIMUNETR
 from emim.inference.postprocess import PostProcess, label_map
+from emim.inference.report import REPORT, RunReport
 from emim.inference.spacing import needs_resampling, rescale
 from emim.progress import Progress
 from emim.safepaths import check_outputs
@@ -181,13 +182,14 @@ def check_modalities(case: Case, spec: ModalitySpec) -> None:
 
 
 def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool) -> tuple[Path, dict[str, Path]]:
-    """The output folder, and 'label', 'volumes' and 'prob_<region>' -> final paths: OUT itself for one case and
-    OUT ending .nii.gz (the volumes beside it as OUT-stem.volumes.csv), else OUT/<case>."""
+    """The output folder, and 'label', 'volumes', 'report' and 'prob_<region>' -> final paths: OUT itself for one
+    case and OUT ending .nii.gz (the others beside it, e.g. OUT-stem.volumes.csv), else OUT/<case>...."""
     if single and output.name.lower().endswith(NIFTI):
         folder, stem = output.parent, output.name[: -len(NIFTI)]
     else:
         folder, stem = output, case_id
-    paths = {"label": folder / f"{stem}{NIFTI}", "volumes": folder / f"{stem}{VOLUMES}"}
+    paths = {"label": folder / f"{stem}{NIFTI}", "volumes": folder / f"{stem}{VOLUMES}",
+             "report": folder / f"{stem}{REPORT}"}
     paths.update({f"prob_{r}": folder / f"{stem}_prob_{r}{NIFTI}" for r in regions})
     return folder, paths
 
@@ -252,45 +254,54 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     names = [r["name"] for r in model.regions]
     folder, paths = output_paths(Path(output), case.case_id, names, single)
     check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
-    loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
+    report = RunReport("segment", model.metadata, model.folder, str(model.device))
+    with report.stage("load"):
+        loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
     trained = (model.metadata.get("preprocessing") or {}).get("spacing")
     rescaled = needs_resampling(loaded.spacing, trained)
     if rescaled and native_spacing:
         rescaled = False
-        progress.event("warning", case=case.case_id, message=(
+        report.warnings.append(
             f"case {case.case_id} has {_mm(loaded.spacing)} voxels but the model was trained on {_mm(trained)}, "
             "and --native-spacing keeps the case's own; expect a worse segmentation. Leave it out to let the "
-            "model run at its own spacing (the result is still written on the case's grid)."))
+            "model run at its own spacing (the result is still written on the case's grid).")
+        progress.event("warning", case=case.case_id, message=report.warnings[-1])
     overlap = float(model.inference_default("overlap", 0.5) if overlap is None else overlap)
     sw_batch_size = int(model.inference_default("sw_batch_size", 2) if sw_batch_size is None else sw_batch_size)
     if not 0 <= overlap < 1 or sw_batch_size < 1:
         raise EmimError(f"overlap must be in [0, 1) and sw-batch-size at least 1, got {overlap} and {sw_batch_size}")
-    image = rescale(loaded.image, loaded.spacing, trained) if rescaled else loaded.image
-    try:
-        probs = predict_probabilities(model.network, image, model.crop_size, overlap, sw_batch_size,
-                                      model.device, on_windows)
-    except torch.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --sw-batch-size {sw_batch_size}; "
-                        "use a smaller --sw-batch-size (1), close other GPU programs, or run with --device cpu.") \
-            from None
-    if rescaled:
-        probs = rescale(probs, trained, loaded.spacing, shape=loaded.image.shape[1:])
-    brain = loaded.inside
-    probs *= brain[None]
+    with report.stage("inference"):
+        image = rescale(loaded.image, loaded.spacing, trained) if rescaled else loaded.image
+        try:
+            probs = predict_probabilities(model.network, image, model.crop_size, overlap, sw_batch_size,
+                                          model.device, on_windows)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --sw-batch-size "
+                            f"{sw_batch_size}; use a smaller --sw-batch-size (1), close other GPU programs, or run "
+                            "with --device cpu.") from None
+        if rescaled:
+            probs = rescale(probs, trained, loaded.spacing, shape=loaded.image.shape[1:])
     settings = model.postprocess if postprocess is None else postprocess
-    labels = label_map(probs, brain, loaded.spacing, model.regions, settings)
-    volumes = structure_volumes(case.case_id, labels, voxel_volume_mm3(loaded.affine), model.metadata["labels"],
-                                model.regions)
+    with report.stage("postprocess"):
+        probs *= loaded.inside[None]
+        labels = label_map(probs, loaded.inside, loaded.spacing, model.regions, settings)
+        volumes = structure_volumes(case.case_id, labels, voxel_volume_mm3(loaded.affine), model.metadata["labels"],
+                                    model.regions)
     files: dict[Path, Any] = {paths["label"]: (loaded, labels, np.uint8), paths["volumes"]: volumes_csv(volumes)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
+    files[paths["report"]] = report.text(case.case_id, {m: case.images[m] for m in spec.names}, {
+        "overlap": overlap, "sw_batch_size": sw_batch_size, "postprocess": settings.to_metadata(),
+        "case_spacing_mm": list(loaded.spacing), "ran_at_mm": list(trained) if rescaled else list(loaded.spacing),
+        "normalization": model.normalization, "resample": resample}, list(files))
     write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id,
                    postprocess=settings.to_metadata(),
                    **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
     progress.event("output", path=str(paths["volumes"]), kind="volumes", case=case.case_id,
                    volumes_ml=region_volumes(volumes))
+    progress.event("output", path=str(paths["report"]), kind="report", case=case.case_id)
     if probabilities:
         for name in names:
             progress.event("output", path=str(paths[f"prob_{name}"]), kind="probability", case=case.case_id,
