@@ -61,9 +61,15 @@ def test_modal_mask_cli_writes_outputs_on_the_input_grid(pretraining, case, norm
     events = [json.loads(line) for line in result.stdout.splitlines()]
     outputs = [e for e in events if e["event"] == "output"]
     assert {(e["modality"], e["kind"]) for e in outputs} == {(m, k) for m in NAMES
-                                                              for k in ("masked", "reconstruction", "mask")}
+                                                              for k in ("masked", "reconstruction", "mask")} | {
+        (None, "report")}
     assert all(e["case"] == case.case_id and Path(e["path"]).is_file() for e in outputs)
-    assert events[-1]["event"] == "done" and len(events[-1]["outputs"]) == 12
+    assert events[-1]["event"] == "done" and len(events[-1]["outputs"]) == 13
+    report = json.loads((out / f"{case.case_id}.report.json").read_text())
+    assert report["command"] == "reconstruct" and report["settings"]["seed"] == 3
+    assert report["settings"]["mask"]["pattern"] == "modal" and len(report["model"]["sha256"]) == 64
+    assert [i["modality"] for i in report["inputs"]] == list(NAMES) and set(report["seconds"]) == {"load",
+                                                                                                    "inference"}
 
     for index, modality in enumerate(NAMES):
         source = nib.load(str(case.images[modality]))

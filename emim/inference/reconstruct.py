@@ -19,6 +19,7 @@ label overlay for its modality.
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from emim.data.cases import Case
 from emim.data.loading import load_case
 from emim.errors import EmimError
 from emim.inference.pretrained import PretrainedWeights, load_into, read_pretrained
+from emim.inference.report import REPORT, RunReport
 from emim.model.tokens import unpatchify
 from emim.pretrain.masks import MaskConfig, modal_mask, sample_mask
 from emim.pretrain.model import EMIMPretrainer
@@ -49,6 +51,17 @@ class Reconstructor:
     @property
     def modalities(self) -> tuple[str, ...]:
         return self.network.config.modalities
+
+    def description(self) -> dict[str, Any]:
+        """Name, task and SHA-256 of what the weights came from, for run reports (a model folder's recorded
+        checksum, else the checkpoint file's)."""
+        from emim.inference.report import file_sha256
+
+        source = self.weights.source
+        metadata = source / "metadata.json"
+        digest = json.loads(metadata.read_text())["sha256"] if metadata.is_file() else \
+            file_sha256(source) if source.is_file() else None
+        return {"name": source.name, "task": "pretraining", "sha256": digest, "step": self.weights.step}
 
 
 def load_reconstructor(source: str | Path, device: str = "auto",
@@ -156,16 +169,20 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
     check_modalities(case, model.weights.spec)
     folder = Path(output)
     paths = {(modality, kind): folder / f"{modality}_{kind}.nii.gz" for modality in names for kind in KINDS}
-    check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
-    loaded = load_case(case, names, model.weights.normalization, resample, with_label=False)
-    try:
-        result = reconstruct_volume(model, loaded.image, config, seed, None if hide is None else names.index(hide),
-                                    batch_size, on_batch)
-    except torch.OutOfMemoryError:
-        torch.cuda.empty_cache()
-        raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --batch-size {batch_size}; use "
-                        "--batch-size 1, close other GPU programs, or run with --device cpu.") from None
-    files: dict[Path, tuple[Any, np.ndarray, Any]] = {}
+    report_path = folder / f"{case.case_id}{REPORT}"
+    check_outputs([*paths.values(), report_path], folder, case_files(case), case.folder)  # before the inference
+    report = RunReport("reconstruct", model.description(), model.weights.source, str(model.device))
+    with report.stage("load"):
+        loaded = load_case(case, names, model.weights.normalization, resample, with_label=False)
+    with report.stage("inference"):
+        try:
+            result = reconstruct_volume(model, loaded.image, config, seed,
+                                        None if hide is None else names.index(hide), batch_size, on_batch)
+        except torch.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --batch-size {batch_size}; use "
+                            "--batch-size 1, close other GPU programs, or run with --device cpu.") from None
+    files: dict[Path, Any] = {}
     records = []
     for index, modality in enumerate(names):
         for kind in KINDS:
@@ -173,6 +190,10 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
             dtype = np.uint8 if kind == "mask" else np.float32
             files[path] = (loaded, result[kind][index].astype(dtype), dtype)
             records.append({"path": str(path), "kind": kind, "modality": modality, "case": case.case_id})
+    files[report_path] = report.text(case.case_id, {m: case.images[m] for m in names}, {
+        "mask": config.to_dict(), "seed": seed, "hide": hide, "batch_size": batch_size, "resample": resample,
+        "normalization": model.weights.normalization}, list(files))
+    records.append({"path": str(report_path), "kind": "report", "modality": None, "case": case.case_id})
     write_case_outputs(files, folder, case)
     for record in records:
         progress.event("output", **record)
