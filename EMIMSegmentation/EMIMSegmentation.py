@@ -102,7 +102,8 @@ class EMIMSegmentationTest(ScriptedLoadableModuleTest):
 
     Run: Slicer --testing --python-code "import slicer.testing; slicer.testing.runUnitTest(['EMIMSegmentation'])"
     (or `ctest -R py_EMIMSegmentation` in the extension build tree). The model is $EMIM_TEST_MODEL when set,
-    otherwise a tiny one the test trains for 2 CPU steps; the checks themselves are EMIMSegmentationLib.self_test.
+    otherwise the shipped starter model (a tiny one trained for 2 CPU steps when none is shipped); the checks
+    themselves are EMIMSegmentationLib.self_test.
     """
 
     def setUp(self):

@@ -23,8 +23,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
 
-RECIPE = {"cases": 48, "size": "small", "pretrain_steps": 2000, "finetune_steps": 3000, "finetune_lr": 2e-3,
-          "finetune_batch": 2, "warmup_steps": 100, "eval_every": 300}
+RECIPE = {"cases": 48, "size": "small", "pretrain_steps": 2000, "finetune_steps": 1000, "finetune_lr": 2e-3,
+          "finetune_batch": 2, "warmup_steps": 100, "eval_every": 200}
 NAME = "E-MIM starter (tiny, generated data only)"
 
 
@@ -65,16 +65,15 @@ def main() -> int:
     start = time.monotonic()
     if len([p for p in data.glob("BraTS-SYN-*") if p.is_dir()]) != recipe["cases"]:  # none yet, or a cut-off run
         make_sample_cases(data, recipe["cases"], args.seed, size=recipe["size"], randomise=True)
-    times["generate"] = time.monotonic() - start
-    print(f"generated {recipe['cases']} cases in {times['generate']:.0f} s", flush=True)
+        times["generate"] = round(time.monotonic() - start, 1)
+        print(f"generated {recipe['cases']} cases in {times['generate']:.0f} s", flush=True)
 
     start = time.monotonic()
     config = pretrain_config(str(data), "tiny")
     config = replace(config, device=args.device, train=settings(recipe["pretrain_steps"], config.train.lr))
     run_pretraining(config, args.work / "pretrain", resume=(args.work / "pretrain" / "config.json").is_file(),
                     progress=progress)
-    times["pretrain"] = time.monotonic() - start
-    print(f"pretrained in {times['pretrain']:.0f} s", flush=True)
+    print(f"pretrained in {time.monotonic() - start:.0f} s", flush=True)
 
     start = time.monotonic()
     config = replace(finetune_config(str(data), "tiny"), device=args.device, batch_size=recipe["finetune_batch"],
@@ -82,8 +81,7 @@ def main() -> int:
                      train=settings(recipe["finetune_steps"], recipe["finetune_lr"]))
     run_finetuning(config, args.work / "finetune", resume=(args.work / "finetune" / "config.json").is_file(),
                    progress=progress)
-    times["finetune"] = time.monotonic() - start
-    print(f"fine-tuned in {times['finetune']:.0f} s", flush=True)
+    print(f"fine-tuned in {time.monotonic() - start:.0f} s", flush=True)
 
     model = export_model(args.work / "finetune", args.out, name=NAME, force=True, description=(
         f"UNETR over an E-MIM encoder (tiny preset), pretrained and fine-tuned on {recipe['cases']} generated, "
@@ -92,12 +90,26 @@ def main() -> int:
     weights, metadata = load_model(model)
     metadata["provenance"].update(
         data="generated only: emim make-sample --randomise", run=None, seed=args.seed, recipe=recipe,
-        command=f"python bench/starter_model.py --seed {args.seed}", seconds=times,
+        command=f"python bench/starter_model.py --seed {args.seed}",
+        seconds={**times, **training_seconds(args.work)},
         machine=common.header()["machine"])
     save_model(model, weights, metadata)
     record_real_cases(model, args.work)
     print(f"wrote {model}", flush=True)
     return 0
+
+
+def training_seconds(work: Path) -> dict[str, float]:
+    """Training time of each run as its metrics recorded it (right also when a finished run was only resumed)."""
+    from emim.train.runfolder import read_metrics
+
+    seconds = {}
+    for stage in ("pretrain", "finetune"):
+        path = work / stage / "metrics.jsonl"
+        records = [r for r in read_metrics(path) if "elapsed_s" in r] if path.is_file() else []
+        if records:
+            seconds[stage] = round(float(records[-1]["elapsed_s"]), 1)
+    return seconds
 
 
 def record_real_cases(model: Path, work: Path) -> None:
@@ -110,6 +122,7 @@ def record_real_cases(model: Path, work: Path) -> None:
 
     weights, metadata = load_model(model)
     metadata["inference"]["postprocess"] = DEFAULT.to_metadata()
+    metadata["provenance"]["seconds"].update(training_seconds(work))
     save_model(model, weights, metadata)
     if common.MINI_DATA.is_dir():
         metadata["provenance"]["real_cases"] = compact_scores(evaluate_model(model, work / "real"))
