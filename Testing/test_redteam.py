@@ -181,8 +181,9 @@ def test_a_batch_goes_on_past_a_case_with_a_broken_header(sandbox, tiny_segmenta
     assert [e["case"] for e in events if e["event"] == "error"] == [folders[1].name]
     done = events[-1]
     assert done["event"] == "done" and done["succeeded"] == 2
-    assert sorted(p.name for p in (sandbox / "out").iterdir()) == sorted(f"{f.name}.nii.gz"
-                                                                         for f in (folders[0], folders[2]))
+    written = sorted(p.name for p in (sandbox / "out").iterdir())
+    assert written == sorted(["volumes.csv"] + [f"{f.name}{suffix}" for f in (folders[0], folders[2])
+                                                for suffix in (".nii.gz", ".report.json", ".volumes.csv")])
 
 
 @pytest.mark.parametrize("option, value", [("--crop", "10"), ("--crop", "512"), ("--batch-size", "0"), ("--lr", "nan"),

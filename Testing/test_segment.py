@@ -223,16 +223,14 @@ def test_a_case_far_from_the_training_spacing_runs_at_the_models_spacing_and_lan
     assert "ran_at" not in [e for e in events if e["event"] == "output" and e["kind"] == "label"][0]
 
 
-@pytest.mark.parametrize("postprocess", ["model", "none"])
-def test_no_label_or_probability_outside_the_cases_nonzero_voxels_after_the_spacing_round_trip(model_dir, tmp_path,
-                                                                                              postprocess):
+def test_no_label_or_probability_outside_the_cases_nonzero_voxels_after_the_spacing_round_trip(model_dir, tmp_path):
     from emim.sample import make_sample_cases
 
     (case,) = make_sample_cases(tmp_path / "cases", 1, seed=4, size="small")  # 2 mm: runs at the model's 1 mm
     out = tmp_path / "out"
     done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(model_dir), "--output", str(out),
                            "--device", "cpu", "--overlap", "0", "--sw-batch-size", "4", "--probabilities",
-                           "--postprocess", postprocess, "--progress", "json", str(case)],
+                           "--postprocess", "none", "--progress", "json", str(case)],  # even with no cleaning
                           capture_output=True, text=True, env=ENV, timeout=300)
     assert done.returncode == 0, done.stderr
     inside = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.glob("*-t*.nii.gz")], axis=0)

@@ -172,9 +172,12 @@ def _table(rows: list[dict]) -> list[str]:
     """Global Dice and HD95, and the lesion-wise view: lesion Dice WT and false-positive lesions per region."""
     lines = ["| case | Dice WT | Dice TC | Dice ET | HD95 WT (mm) | lesion Dice WT | FP lesions WT / TC / ET |",
              "|---|---|---|---|---|---|---|"]
+    def count(value: float) -> str:  # whole lesions per case; means to one decimal
+        return f"{value:g}" if float(value).is_integer() else f"{value:.1f}"
+
     return lines + [f"| {r['case']} | {r['dice_WT']:.3f} | {r['dice_TC']:.3f} | {r['dice_ET']:.3f} | "
                     f"{r['hd95_WT']:.1f} | {r['lesion_dice_WT']:.3f} | "
-                    f"{r['fp_WT']:g} / {r['fp_TC']:g} / {r['fp_ET']:g} |" for r in rows]
+                    f"{count(r['fp_WT'])} / {count(r['fp_TC'])} / {count(r['fp_ET'])} |" for r in rows]
 
 
 def _report(out: Path, rows: list[dict], real_rows: list[dict], times: dict[str, float], picture: Path, cases: int,
