@@ -12,6 +12,7 @@ run; the exit status is 1 when any case failed.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
 from emim.inference.postprocess import NONE, POSTPROCESS_CHOICES, PostProcess
@@ -45,8 +46,6 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from emim.errors import EmimError
     from emim.inference.segment import load_segmentation_model, output_paths, segment_case
 
@@ -95,7 +94,7 @@ def postprocess_settings(args: argparse.Namespace, recorded: PostProcess) -> Pos
     return settings
 
 
-def batch_volumes(files: list, folder) -> dict[str, dict[str, float]]:
+def batch_volumes(files: list[Path], folder: Path | None) -> dict[str, dict[str, float]]:
     """{case: {region: mL}} from the cases' volume files; into a folder output, also volumes.csv for the batch."""
     import csv
     import os

@@ -25,8 +25,6 @@ from emim.errors import EmimError
 from emim.labels import regions_to_labels
 
 POSTPROCESS_CHOICES = ("model", "none")
-
-
 MAX_LESION_MM3 = 1e7  # far above any brain (about 1.5e6 mm^3)
 
 
