@@ -37,7 +37,7 @@ def _rim(rng: np.random.Generator, grid: Grid, depth: np.ndarray, clear: np.ndar
          modalities: tuple[str, ...]) -> dict[str, np.ndarray]:
     width = rng.uniform(1.0, 4.0)
     patch = np.clip(0.5 + 0.5 * smooth_noise(rng, grid.shape, 15.0 / grid.spacing), 0.0, 1.0)
-    # the outermost brain voxel is one voxel deep in the distance map: depth below it starts the rim at 1
+    # the distance map gives the outermost brain voxel one voxel of depth, so the rim is measured from there
     weight = (np.clip(1.0 - (depth - grid.spacing) / width, 0.0, 1.0) * patch * clear).astype(np.float32)
     return {m: np.float32(np.exp(rng.normal(0.3 if m == "t1c" else 0.0, 0.35)) - 1.0) * weight for m in modalities}
 
