@@ -75,8 +75,10 @@ def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_pat
     drift = max(float((state[f"encoder.{k}"] - v).abs().max()) for k, v in pretrained.items())
     assert drift < 0.01
 
+    out = tmp_path / "classified"
     result = subprocess.run([sys.executable, "-m", "emim", "classify", "--model", str(model), str(brats_mini),
-                             "--device", "cpu", "--progress", "json"], capture_output=True, text=True, timeout=300)
+                             "--device", "cpu", "--output", str(out), "--progress", "json"], capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     done = [json.loads(line) for line in result.stdout.splitlines()][-1]
     assert done["event"] == "done" and set(done["probabilities"]) == set(CLASSES)
@@ -85,6 +87,12 @@ def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_pat
         assert sum(probabilities.values()) == pytest.approx(1.0, abs=1e-5)
         assert all(0 <= p <= 1 for p in probabilities.values())
         assert done["predicted"][case] == max(probabilities, key=probabilities.get)
+        written = json.loads((out / f"{case}.classification.json").read_text())
+        assert written["probabilities"] == probabilities and written["predicted"] == done["predicted"][case]
+        report = json.loads((out / f"{case}.report.json").read_text())
+        assert report["command"] == "classify" and report["model"]["sha256"] == metadata["sha256"]
+        assert len(report["inputs"]) == 4 and len(report["inputs"][0]["sha256"]) == 64
+        assert "classify" in report["seconds"] and report["settings"]["resample"] is False
 
     from emim.data.cases import find_cases
     from emim.inference.classify import classify_case, load_classification_model

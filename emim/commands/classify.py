@@ -3,13 +3,18 @@
 INPUT is a case folder or a folder of cases (files assigned by the model's modality patterns), or the files of
 one case given with `--image t1n=PATH --image t1c=PATH ...`. Each case is seen as tiles of the model's crop size
 over the brain's bounding box whose mean feature is classified. With `--progress json` stdout holds only JSON
-lines, ending with `{"event": "done", "probabilities": {case: {class: p}}, "predicted": {case: class}}`.
+lines, ending with `{"event": "done", "probabilities": {case: {class: p}}, "predicted": {case: class}}`. With
+`--output DIR`, each case also gets DIR/<case>.classification.json (its probabilities and predicted class) and
+DIR/<case>.report.json (engine version, model SHA-256, settings, inputs with SHA-256, seconds).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
+from typing import Any
 
 from emim.commands.arguments import add_case_inputs, case_inputs, check_case_inputs
 from emim.progress import PROGRESS_MODES, Progress
@@ -23,11 +28,14 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="resample modalities whose grid differs onto the first modality (physical space)")
     parser.add_argument("--sw-batch-size", type=int, default=None, help="tiles per forward pass (default: model's)")
     parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
+    parser.add_argument("--output", metavar="DIR",
+                        help="also write <case>.classification.json and the run report <case>.report.json here")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
 def run(args: argparse.Namespace) -> int:
     from emim.inference.classify import classify_case, load_classification_model
+    from emim.inference.report import RunReport
     from emim.inference.segment import check_modalities
 
     check_case_inputs(args)
@@ -40,7 +48,11 @@ def run(args: argparse.Namespace) -> int:
                    classes=model.class_names)
     results: dict[str, dict[str, float]] = {}
     for index, case in enumerate(cases):
-        results[case.case_id] = classify_case(model, case, args.resample, args.sw_batch_size)
+        report = RunReport("classify", model.metadata, Path(args.model), str(model.device))
+        with report.stage("classify"):
+            results[case.case_id] = classify_case(model, case, args.resample, args.sw_batch_size)
+        if args.output:
+            write_classification(Path(args.output), case, model, results[case.case_id], report, args)
         progress.step(index + 1, len(cases), case=case.case_id)
     predicted = {case: max(p, key=p.get) for case, p in results.items()}
     if args.progress == "json":
@@ -55,3 +67,17 @@ def run(args: argparse.Namespace) -> int:
                                               for n, w in zip(model.class_names, columns))
                   + f"  {predicted[case]}", file=sys.stdout)
     return 0
+
+
+def write_classification(folder: Path, case: Any, model: Any, probabilities: dict[str, float], report: Any,
+                         args: argparse.Namespace) -> None:
+    """<case>.classification.json and <case>.report.json in `folder`, checked and written like segment outputs."""
+    from emim.inference.report import REPORT
+    from emim.inference.segment import write_case_outputs
+
+    result = folder / f"{case.case_id}.classification.json"
+    text = json.dumps({"case": case.case_id, "probabilities": probabilities,
+                       "predicted": max(probabilities, key=probabilities.get)}, indent=2) + "\n"
+    settings = {"resample": args.resample, "sw_batch_size": args.sw_batch_size, **model.preprocessing}
+    write_case_outputs({result: text, folder / f"{case.case_id}{REPORT}": report.text(
+        case.case_id, {m: case.images[m] for m in model.spec.names}, settings, [result])}, folder, case)
