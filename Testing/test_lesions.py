@@ -1,5 +1,5 @@
-"""Lesion-wise metrics as the official BraTS package computes them: 26-connected lesions, one-to-one matching, penalties, and `emim evaluate`'s
-lesion table and CSV columns, on hand-built masks whose answers are known."""
+"""Lesion-wise metrics as the official BraTS package computes them: 26-connected lesions, one-to-one matching,
+penalties, and `emim evaluate`'s lesion table and CSV columns, on hand-built masks whose answers are known."""
 
 from __future__ import annotations
 

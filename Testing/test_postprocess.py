@@ -75,7 +75,8 @@ def test_command_line_options_lay_over_the_models_settings():
     options = {"postprocess": "model", "min_lesion_mm3": None, "keep_largest": None}
     assert postprocess_settings(Namespace(**options), recorded) == recorded
     assert postprocess_settings(Namespace(**{**options, "postprocess": "none"}), recorded) == NONE
-    assert postprocess_settings(Namespace(**{**options, "min_lesion_mm3": 30.0}), recorded) == PostProcess(30.0, ("WT",))
+    assert postprocess_settings(Namespace(**{**options, "min_lesion_mm3": 30.0}),
+                                recorded) == PostProcess(30.0, ("WT",))
     assert postprocess_settings(Namespace(**{**options, "postprocess": "none", "keep_largest": ["TC"]}),
                                 recorded) == PostProcess(0.0, ("TC",))
     with pytest.raises(EmimError, match="--min-lesion-mm3"):

@@ -54,7 +54,7 @@ def evaluate_model(model: Path, work: Path, sweep: bool = False) -> dict[str, An
         segment_case(loaded, case, work / case.case_id, probabilities=True, single=False)
         folder = work / case.case_id
         probs = np.stack([np.asarray(nib.load(folder / f"{case.case_id}_prob_{n}.nii.gz").dataobj) for n in names])
-        brain = np.any([np.asarray(nib.load(path).dataobj) != 0 for path in case.images.values()], axis=0)
+        brain = np.ones(probs.shape[1:], bool)  # segment already zeroed the probabilities outside the brain
         truth = nib.load(case.label)
         gt = np.asarray(truth.dataobj).astype(np.uint8)
         spacing = tuple(float(z) for z in truth.header.get_zooms()[:3])
@@ -70,7 +70,10 @@ def evaluate_model(model: Path, work: Path, sweep: bool = False) -> dict[str, An
 def compact_scores(results: dict[str, Any]) -> dict[str, Any]:
     """The model's own post-processing only, the SUMMARY metrics rounded: what a model's metadata records."""
     entry = results["settings"]["model"]
-    pick = lambda row: {c: round(float(row[c]), 4) for c in SUMMARY}  # noqa: E731
+
+    def pick(row: dict[str, Any]) -> dict[str, float]:
+        return {c: round(float(row[c]), 4) for c in SUMMARY}
+
     return {"data": f"{len(results['cases'])} real BraTS 2023 glioma cases, never trained on",
             "postprocess": entry["settings"], "per_case": {r["case"]: pick(r) for r in entry["rows"]},
             "mean": pick(entry["mean"])}

@@ -17,7 +17,8 @@ from emim.errors import EmimError
 
 # subcommand name -> module under emim.commands, and its one-line help
 COMMANDS: dict[str, tuple[str, str]] = {
-    "evaluate": ("evaluate", "global and lesion-wise Dice, HD95 and lesion counts per tumour region of predicted vs true label maps"),
+    "evaluate": ("evaluate", "global and lesion-wise Dice, HD95 and lesion counts per tumour region, "
+                             "predicted vs true label maps"),
     "model-info": ("model_info", "show what a model folder holds and check its weights file"),
     "check-data": ("check_data", "check a data set: files, dimensions, values and grids per case"),
     "collapse-report": ("collapse_report", "per mask pattern, whether a constant output beats learning on a data set"),

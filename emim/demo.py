@@ -11,10 +11,14 @@ import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train.trainer import TrainSettings
+
+if TYPE_CHECKING:
+    from emim.inference.segment import SegmentationModel
 
 
 def _settings(steps: int, lr: float, eval_every: int) -> TrainSettings:
@@ -31,7 +35,7 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     from emim.evaluate import evaluate, mean_row, write_csv
     from emim.export import export_model
     from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
-    from emim.inference.segment import segment_case
+    from emim.inference.segment import load_segmentation_model, segment_case
     from emim.pretrain.run import default_config as pretrain_config, run_pretraining
     from emim.sample import make_sample_cases
 
@@ -82,12 +86,12 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     done("fine-tuning")
 
     stage("segmentation")
-    prediction = segment_case(model, unseen, out / "prediction" / f"{unseen.name}.nii.gz", device=device,
-                              progress=progress)
+    loaded = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
+    prediction = segment_case(loaded, unseen, out / "prediction" / f"{unseen.name}.nii.gz", progress=progress)
     done("segmentation")
 
     stage("evaluation")
-    regions = _regions(model)
+    regions = loaded.regions
     rows = evaluate(prediction, unseen, regions)
     rows.append(mean_row(rows, regions))
     write_csv(rows, out / "evaluation.csv", regions)
@@ -96,7 +100,7 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     real_rows: list[dict] = []
     if real_cases is not None:
         stage("real cases")
-        real_rows = _real_cases(model, Path(real_cases), out / "real-prediction", device, progress)
+        real_rows = _real_cases(loaded, Path(real_cases), out / "real-prediction", progress)
         real_rows.append(mean_row(real_rows, regions))
         write_csv(real_rows, out / "evaluation-real.csv", regions)
         done("real cases")
@@ -108,12 +112,11 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     return report_path
 
 
-def _real_cases(model: Path, folder: Path, out: Path, device: str, progress: Progress) -> list[dict]:
-    """Segment and evaluate every labelled case of `folder` with the demo's model."""
+def _real_cases(loaded: SegmentationModel, folder: Path, out: Path, progress: Progress) -> list[dict]:
+    """Segment and evaluate every labelled case of `folder` with the demo's (loaded) model."""
     from emim.evaluate import evaluate
-    from emim.inference.segment import load_segmentation_model, resolve_cases, segment_case
+    from emim.inference.segment import resolve_cases, segment_case
 
-    loaded = load_segmentation_model(model, device)
     cases = [case for case in resolve_cases([folder], loaded.spec) if case.label is not None]
     if not cases:
         raise EmimError(f"{folder} holds no labelled case to evaluate the demo model on; give a folder of BraTS "
@@ -123,12 +126,6 @@ def _real_cases(model: Path, folder: Path, out: Path, device: str, progress: Pro
         rows += evaluate(segment_case(loaded, case, out, single=False, progress=progress), case.label,
                          loaded.regions)
     return rows
-
-
-def _regions(model: Path) -> list[dict]:
-    from emim.modelfile import load_metadata
-
-    return load_metadata(model)["regions"]
 
 
 def _picture(case: Path, prediction: Path, path: Path) -> Path:

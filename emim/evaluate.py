@@ -2,8 +2,8 @@
 
 Regions: BraTS TC = labels {1,3}, WT = {1,2,3}, ET = {3}, or the regions of a model's metadata. Global Dice and
 HD95 (and their empty-mask conventions) are defined in `emim.metrics`; the lesion-wise Dice and HD95 and the
-TP/FP/FN lesion counts (BraTS formula, the official package's matching) in `emim.lesions`. The official `brats-evaluation` package gives the same counts
-and global Dice (bench/brats_oracle.py; README).
+TP/FP/FN lesion counts (BraTS formula, the official package's matching) in `emim.lesions`. The official
+`brats-evaluation` package gives the same counts and global Dice (bench/brats_oracle.py; README).
 
 Pairing (PRED and GT are each a file or a folder): a file's case id is its name without the extension and without
 a trailing label suffix (-seg, _seg, -label, _gt, ...), so the prediction BraTS-GLI-00360-000.nii.gz or
