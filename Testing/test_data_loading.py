@@ -7,6 +7,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import torch
 
 from emim.data.cases import Case, find_cases
 from emim.data.loading import DataError, load_case, normalize
@@ -181,48 +182,60 @@ def test_load_refuses_broken_cases_with_the_file_and_fix(tmp_path: Path, breakag
     assert load_case(case, ["t1n", "t2w"]).image.shape == (2, 20, 24, 16)  # other modalities still load
 
 
-def test_crops_pad_small_volumes_and_favour_tumour():
-    from emim.data.transforms import training_transforms
+def _cached_case(tmp_path, image: np.ndarray, label: np.ndarray):
+    """A real cache entry of a 2-modality case written as NIfTI files (RAS, so the arrays keep their voxel order)."""
+    from emim.data.cache import CacheSettings, cached_cases
+    from emim.data.cases import find_cases
+
+    folder = tmp_path / "data" / "c"
+    folder.mkdir(parents=True)
+    for i, name in enumerate(["t1n", "t2w"]):
+        write_nifti(folder / f"c-{name}.nii.gz", image[i], np.eye(4))
+    write_nifti(folder / "c-seg.nii.gz", label.astype(np.uint8), np.eye(4))
+    settings = CacheSettings(("t1n", "t2w"), "none", False, with_label=True)
+    return cached_cases(find_cases(tmp_path / "data"), settings, tmp_path / "cache")[0]
+
+
+def test_crops_pad_small_volumes_and_favour_tumour(tmp_path):
+    from emim.train.batches import read_sample
 
     shape = (48, 40, 20)  # fewer slices than the crop
     image = np.zeros((2, *shape), np.float32)
     image[:, 4:44, 4:36, 2:18] = np.random.default_rng(0).normal(size=(2, 40, 32, 16))
-    label = np.zeros((1, *shape), np.uint8)
-    label[0, 38:41, 30:33, 8:10] = 1  # a tiny tumour near one corner of the brain
+    label = np.zeros(shape, np.uint8)
+    label[38:41, 30:33, 8:10] = 1  # a tiny tumour near one corner of the brain
+    entry = _cached_case(tmp_path, image, label)
+    assert entry.shape == (40, 32, 16) and entry.label_values == (0, 1)
     crop = (16, 16, 32)
-    transform = training_transforms(crop, with_label=True)
-    transform.set_random_state(0)
-    samples = [transform({"image": image, "label": label}) for _ in range(40)]
+    rng = np.random.default_rng(0)
+    samples = [read_sample(entry, crop, True, rng) for _ in range(40)]
     assert all(s["image"].shape == (2, *crop) and s["label"].shape == (1, *crop) for s in samples)
+    assert all(s["image"].dtype == torch.float32 and s["label"].dtype == torch.uint8 for s in samples)
+    # the 16 brain slices sit in the middle of the 32 of the crop, zeros around them
+    assert all(not s["image"][:, :, :, :8].any() and not s["image"][:, :, :, 24:].any() for s in samples)
     with_tumour = np.mean([bool(s["label"].any()) for s in samples])
-    # uniform crops show this tumour in ~8 % of draws (measured); the pos/neg sampler in >= 50 % on average
-    # (binomial sd ~8 % over 40 draws), and negative crops still occur
+    # uniform crops show this tumour in ~8 % of draws; the tumour/brain centres in >= 50 % on average (binomial sd
+    # ~8 % over 40 draws), and crops without it still occur
     assert 0.3 <= with_tumour < 1.0
-    unlabelled = training_transforms(crop, with_label=False)
-    unlabelled.set_random_state(0)
-    sample = unlabelled({"image": image})
+    sample = read_sample(entry, crop, False, rng)
     assert sample["image"].shape == (2, *crop) and set(sample) == {"image"}
 
 
-def test_precomputed_crop_centres_give_the_same_crops_as_searching_each_time():
-    """`crop_source` only moves the sampler's index search to load time: same seed, same crops, same padding."""
-    from emim.data.transforms import brain_box, crop_source, training_transforms
+def test_a_crop_is_the_same_voxels_as_cutting_the_array_and_keeps_image_and_label_aligned(tmp_path):
+    from emim.data.crops import read_crop
+    from emim.train.batches import read_sample
 
     rng = np.random.default_rng(1)
     image = np.zeros((2, 50, 44, 30), np.float32)
-    image[:, 5:45, 6:40, 3:27] = rng.normal(size=(2, 40, 34, 24))
+    image[:, 5:45, 6:40, 3:27] = rng.integers(1, 100, size=(2, 40, 34, 24))
     label = np.zeros((50, 44, 30), np.uint8)
     label[30:36, 20:26, 10:14] = 2
-    label[32:34, 22:24, 11:13] = 3
-    crop = (16, 16, 32)  # more slices than the brain box: both paths pad
-    source = crop_source(image, label, crop)
-    assert source["fg_indices"].dtype == np.int32 and source["image"].shape[1:] == (40, 34, 32)
-    box_image, box_label = brain_box(image, label)
-    searched, indexed = training_transforms(crop, True), training_transforms(crop, True)
-    searched.set_random_state(7)
-    indexed.set_random_state(7)
-    for _ in range(20):
-        a = searched({"image": box_image, "label": box_label[None]})
-        b = indexed(dict(source))
-        assert np.array_equal(np.asarray(a["image"]), np.asarray(b["image"]))
-        assert np.array_equal(np.asarray(a["label"]), np.asarray(b["label"]))
+    entry = _cached_case(tmp_path, image, label)
+    box = image[:, 5:45, 6:40, 3:27]
+    assert np.array_equal(entry.array("image"), box)  # integers below 2048 are exact in float16
+    assert np.array_equal(read_crop(box, (3, 4, 0), (16, 16, 32))[:, :, :, 4:28], box[:, 3:19, 4:20, :])
+    for _ in range(20):  # wherever a crop lands and however it is flipped, label 2 sits on its own image voxels
+        sample = read_sample(entry, (16, 16, 32), True, rng)
+        inside = sample["label"][0] == 2
+        values = set(sample["image"][0][inside].tolist())
+        assert values <= set(box[0][label[5:45, 6:40, 3:27] == 2].tolist())

@@ -138,3 +138,26 @@ def test_a_second_writer_on_a_live_run_folder_is_refused(tmp_path):
     assert result.returncode != 0 and "another process is already training into" in result.stderr
     del holder
     assert subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=60).returncode == 0
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_after_a_two_process_resume_each_rank_draws_the_masks_of_an_uninterrupted_run(brats_mini, tmp_path):
+    """Two gloo ranks: one run straight through 4 steps; one stopped after step 2 (SIGTERM, as Slicer's Stop) and
+    resumed. Per rank, the masks of every step are the same in both, and the ranks' masks differ."""
+    script = Path(__file__).with_name("mask_trace.py")
+
+    def torchrun(run: str, masks: str, *mode: str, port: int) -> list[list]:
+        command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                   str(port), str(script), str(brats_mini), str(tmp_path / run), str(tmp_path / masks), *mode]
+        result = subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=300)
+        assert result.returncode == 0, result.stderr[-3000:]
+        return [json.loads((tmp_path / masks / f"rank{rank}.json").read_text()) for rank in (0, 1)]
+
+    whole = torchrun("whole", "whole-masks", "fresh", port=29541)
+    first = torchrun("cut", "cut-masks", "stop-at", "1", port=29542)
+    assert load_checkpoint(tmp_path / "cut" / "checkpoints" / "last.pt")["step"] == 2
+    resumed = torchrun("cut", "resumed-masks", "resume", port=29543)
+    for rank in (0, 1):
+        assert [step for step, _ in whole[rank]] == [0, 0, 1, 1, 2, 2, 3, 3]  # two masked views per step
+        assert first[rank] == whole[rank][:4] and resumed[rank] == whole[rank][4:]
+    assert whole[0] != whole[1] and resumed[0] != resumed[1]

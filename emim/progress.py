@@ -3,7 +3,8 @@
 With `--progress json` every event is one line on stdout, e.g.
 `{"event": "progress", "step": 10, "total": 50, "percent": 20.0, "eta_s": 41.2, "loss": 0.8}`.
 The Slicer modules parse these lines; anything else the engine prints goes to stderr so stdout stays parseable.
-Events: `start`, `progress`, `metrics`, `warning`, `checkpoint`, `output`, `done`, `error`.
+Events: `start`, `progress`, `metrics`, `warning`, `checkpoint`, `output`, `done`, `error`, and `cache` (the
+preprocessing cache: `done`/`total` while it is built, then a summary).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ class Progress:
         """Report a named event; in bar mode warnings, errors and outputs are printed as text lines."""
         if self.mode == "json":
             print(json.dumps(json_safe({"event": event, **fields})), file=self._out(), flush=True)
-        elif self.mode == "bar" and event in ("warning", "error", "output", "done", "start", "checkpoint"):
+        elif self.mode == "bar" and event in ("warning", "error", "output", "done", "start", "checkpoint", "cache"):
             text = fields.get("message") or " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"\r[{event}] {text}", file=self._out(), flush=True)
 
@@ -69,3 +70,10 @@ class Progress:
             eta_text = "" if eta is None else f" eta {eta:5.0f}s"
             print(f"\r[{'#' * filled}{'.' * (width - filled)}] {step}/{total}{eta_text} {extra}",
                   end="" if step < total else "\n", file=self._out(), flush=True)
+
+    def count(self, event: str, done: int, total: int, **fields: Any) -> None:
+        """Report `done` of `total` items of a preparation stage (not training steps): a counter in bar mode."""
+        if self.mode == "json":
+            self.event(event, done=done, total=total, **fields)
+        elif self.mode == "bar":
+            print(f"\r[{event}] {done}/{total}", end="" if done < total else "\n", file=self._out(), flush=True)

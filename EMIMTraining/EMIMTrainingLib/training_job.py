@@ -38,6 +38,7 @@ class TrainingJob(EngineJob):
         self.eta_s: float | None = None
         self.elapsed_s: float | None = None
         self.resumed_step: int | None = None
+        self.prepared: tuple[int, int] | None = None  # (cases, of total) in the preprocessing cache so far
         self.checkpoint_step: int | None = None
         self.stop_requested = False
         self._kill_at: float | None = None
@@ -68,6 +69,9 @@ class TrainingJob(EngineJob):
 
     def progress_text(self) -> str:
         """"Step 40 of 1000 (4%), about 12 min left" from the latest progress event."""
+        if (self.step is None or not self.total) and self.prepared is not None:
+            return tr("Preparing the data: case {done} of {total}").format(done=self.prepared[0],
+                                                                          total=self.prepared[1])
         if self.step is None or not self.total:
             return tr("Starting (loading the data and building the model)...")
         text = tr("Step {step} of {total} ({percent:.0f}%)").format(step=self.step, total=self.total,
@@ -81,6 +85,8 @@ class TrainingJob(EngineJob):
         if kind == "progress":
             self.step, self.total = event.get("step"), event.get("total")
             self.eta_s, self.elapsed_s = event.get("eta_s"), event.get("elapsed_s")
+        elif kind == "cache" and event.get("total"):
+            self.prepared = (int(event.get("done", 0)), int(event["total"]))
         elif kind == "checkpoint":
             self.checkpoint_step = event.get("step")
             self._log(tr("Checkpoint saved at step {step}.").format(step=self.checkpoint_step))

@@ -62,6 +62,9 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
                         choices=["zscore-nonzero", "zscore", "max", "none"])
     parser.add_argument("--resample", action="store_true",
                         help="resample modalities whose grid differs onto the first modality (physical space)")
+    parser.add_argument("--cache", metavar="DIR",
+                        help="preprocessing cache: each case prepared once, then memory-mapped (default: emim-cache "
+                             "beside the run folder; runs on the same data share it)")
     parser.add_argument("--log-every", type=int, default=5)
     parser.add_argument("--eval-every", type=int, default=eval_every, help=eval_help)
     parser.add_argument("--checkpoint-every", type=int, default=50)

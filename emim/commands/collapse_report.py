@@ -35,6 +35,7 @@ def run(args: argparse.Namespace) -> int:
     from emim.config import preset
     from emim.data.cases import dataset_spec, find_cases
     from emim.data.loading import load_case
+    from emim.data.brainbox import brain_box
     from emim.errors import EmimError
     from emim.pretrain.collapse_report import HEALTHY_SOURCE, collapse_risk, report_table
     from emim.pretrain.run import heldout_crops
@@ -52,8 +53,8 @@ def run(args: argparse.Namespace) -> int:
     progress.event("start", command="collapse-report", total=len(cases), cases=len(cases))
     crops = []
     for index, case in enumerate(cases):  # one case in memory at a time
-        image = load_case(case, names, args.normalization, with_label=False).image
-        crops.append(heldout_crops([image], config.crop_size, args.crops_per_case, seed=args.seed + index))
+        box = brain_box(load_case(case, names, args.normalization, with_label=False).image)[0]
+        crops.append(heldout_crops([box], config.crop_size, args.crops_per_case, seed=args.seed + index))
         progress.step(index + 1, len(cases), case=case.case_id)
     rows = collapse_risk(torch.cat(crops), config.patch_size, mask, args.seed)
     if args.progress == "json":

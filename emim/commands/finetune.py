@@ -39,7 +39,7 @@ def config_from_args(args: argparse.Namespace):
         feature_size=args.feature_size or base.feature_size, batch_size=args.batch_size, pretrained=args.pretrained,
         freeze_encoder_steps=args.freeze_encoder_steps, val_cases=args.val_cases, overlap=args.val_overlap,
         sw_batch_size=args.sw_batch_size, normalization=args.normalization, resample=args.resample,
-        workers=args.workers, device=args.device)
+        workers=args.workers, device=args.device, cache=args.cache)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(args.progress)
     if args.resume:
-        resume_finetuning(args.run, args.device, args.workers, progress)
+        resume_finetuning(args.run, args.device, args.workers, progress, args.cache)
     elif args.data is None:
         raise EmimError("give the labelled data set to fine-tune on (a folder of cases or a datalist JSON)")
     else:

@@ -40,7 +40,7 @@ def config_from_args(args: argparse.Namespace):
         model=preset(args.preset, modalities=spec.names, crop_size=args.crop),
         train=train_settings(args),
         pretrained=args.pretrained, batch_size=args.batch_size, val_fraction=args.val_fraction,
-        normalization=args.normalization, resample=args.resample, device=args.device,
+        normalization=args.normalization, resample=args.resample, device=args.device, cache=args.cache,
         modality_spec=spec.to_metadata())
 
 
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(args.progress)
     if args.resume:
-        resume_classifier_training(args.run, args.device, progress)
+        resume_classifier_training(args.run, args.device, progress, args.cache)
     elif args.data is None or args.labels is None:
         raise EmimError("give the data set and its labels CSV: emim finetune-classifier DATA --labels CSV --run RUN")
     else:

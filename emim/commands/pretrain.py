@@ -52,7 +52,7 @@ def config_from_args(args: argparse.Namespace):
         batch_size=base.batch_size if args.batch_size is None else args.batch_size, pbt_levels=args.pbt_levels,
         pbt_weight=args.pbt_weight, pbt_off_diagonal=args.pbt_lambda, normalization=args.normalization,
         resample=args.resample, heldout_cases=args.heldout_cases, heldout_crops=args.heldout_crops,
-        workers=args.workers, device=args.device)
+        workers=args.workers, device=args.device, cache=args.cache)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Progress(args.progress)
     if args.resume:
-        resume_pretraining(args.run, args.device, args.workers, progress)
+        resume_pretraining(args.run, args.device, args.workers, progress, args.cache)
     elif args.data is None:
         raise EmimError("give the data set to pretrain on (a folder of cases or a datalist JSON)")
     else:

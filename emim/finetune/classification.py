@@ -20,6 +20,7 @@ from torch import nn
 
 from emim import __version__
 from emim.config import ModelConfig
+from emim.data.cache import CachedCase
 from emim.errors import EmimError
 from emim.finetune.class_metrics import accuracy, macro_auc
 from emim.finetune.classifier import ClassifierNet, case_probabilities
@@ -42,6 +43,7 @@ class ClassifierConfig:
     normalization: str = "zscore-nonzero"
     resample: bool = False
     device: str = "auto"
+    cache: str | None = None           # preprocessing cache folder; None: `emim-cache` beside the run folder
     modality_spec: list[dict[str, Any]] = field(default_factory=list)  # ModalitySpec.to_metadata() of the data
     classes: tuple[str, ...] = ()      # class index -> name, filled from the labels CSV when the run starts
 
@@ -50,7 +52,7 @@ class ClassifierConfig:
                 "model": self.model.to_dict(), "train": self.train.to_dict(), "pretrained": self.pretrained,
                 "batch_size": self.batch_size, "val_fraction": self.val_fraction,
                 "normalization": self.normalization, "resample": self.resample, "device": self.device,
-                "modality_spec": self.modality_spec, "classes": list(self.classes)}
+                "cache": self.cache, "modality_spec": self.modality_spec, "classes": list(self.classes)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ClassifierConfig":
@@ -61,7 +63,7 @@ class ClassifierConfig:
                    train=TrainSettings(**data["train"]), pretrained=data["pretrained"],
                    batch_size=data["batch_size"], val_fraction=data["val_fraction"],
                    normalization=data["normalization"], resample=data["resample"], device=data["device"],
-                   modality_spec=data["modality_spec"], classes=tuple(data["classes"]))
+                   cache=data.get("cache"), modality_spec=data["modality_spec"], classes=tuple(data["classes"]))
 
 
 def split_cases(targets: dict[str, int], fraction: float, seed: int) -> tuple[list[str], list[str]]:
@@ -85,27 +87,23 @@ def split_cases(targets: dict[str, int], fraction: float, seed: int) -> tuple[li
     return [i for i in ids if i not in validation], sorted(validation)
 
 
-def crop_stream(images: Sequence[np.ndarray], targets: Sequence[int], crop_size: Sequence[int], batch_size: int,
+def crop_stream(cases: Sequence[CachedCase], targets: Sequence[int], crop_size: Sequence[int], batch_size: int,
                 seed: int, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches {'image': (B, M, *crop), 'target': (B,)} of random crops (with flips) of random cases."""
-    from emim.data.transforms import brain_box, training_transforms
+    from emim.train.batches import read_sample
 
-    images = [brain_box(image)[0] for image in images]
     rng = np.random.default_rng(seed)
-    transform = training_transforms(crop_size, with_label=False)
-    transform.set_random_state(seed=seed % 2**32)
     while True:
-        chosen = rng.integers(len(images), size=batch_size)
-        crops = [torch.as_tensor(np.asarray(transform({"image": images[i]})["image"]), dtype=torch.float32)
-                 for i in chosen]
+        chosen = rng.integers(len(cases), size=batch_size)
+        crops = [read_sample(cases[i], crop_size, False, rng)["image"] for i in chosen]
         yield {"image": torch.stack(crops).to(device),
                "target": torch.as_tensor([targets[i] for i in chosen], dtype=torch.long, device=device)}
 
 
 class ClassificationTask:
-    def __init__(self, model: ClassifierNet, validation: list[tuple[str, np.ndarray, int]]) -> None:
+    def __init__(self, model: ClassifierNet, validation: list[tuple[str, CachedCase, int]]) -> None:
         self.model = model
-        self.validation = validation  # (case id, image, class index)
+        self.validation = validation  # (case id, cache entry, class index); one image in memory at a time
         self.warned = False
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
@@ -116,7 +114,8 @@ class ClassificationTask:
 
     def evaluate(self, step: int) -> dict[str, Any]:
         device = next(self.model.parameters()).device
-        probabilities = np.stack([case_probabilities(self.model, image, device) for _, image, _ in self.validation])
+        probabilities = np.stack([case_probabilities(self.model, np.asarray(entry.array("image"), np.float32), device)
+                                  for _, entry, _ in self.validation])
         targets = np.array([target for _, _, target in self.validation])
         picked = probabilities[np.arange(len(targets)), targets]
         record: dict[str, Any] = {"val_auc": macro_auc(probabilities, targets),
@@ -139,8 +138,8 @@ class ClassificationTask:
 def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resume: bool = False,
                             progress: Progress | None = None) -> Path:
     """Run (or resume) classification fine-tuning into `run_dir`; returns the path of the last checkpoint."""
+    from emim.data.cache import CacheSettings, cache_folder, cached_cases
     from emim.data.cases import find_cases
-    from emim.data.loading import load_case
     from emim.export import write_cases_file
     from emim.finetune.class_labels import read_class_labels
     from emim.finetune.segmentation import load_pretrained_encoder
@@ -165,28 +164,33 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
                    cases=len(cases), classes=list(labels.names), training_cases=len(train_ids),
                    validation_cases=len(val_ids), pretrained=config.pretrained,
                    pretrained_tensors=loaded_tensors, world_size=dist.world_size)
-    names = list(config.model.modalities)
-    cases_loaded = {case.case_id: load_case(case, names, config.normalization, config.resample, with_label=False)
-                    for case in cases if case.case_id in set(train_ids) | set(val_ids)}
-    loaded = {case_id: item.image for case_id, item in cases_loaded.items()}
-    if dist.is_main:
-        write_cases_file(run, train_ids, val_ids, [cases_loaded[i].spacing for i in train_ids])
-    run.log(f"classes {list(labels.names)}; training on {len(train_ids)} cases, validating on {len(val_ids)}; "
-            f"device {device}")
-    task = ClassificationTask(model, [(i, loaded[i], labels.targets[i]) for i in val_ids])
+    by_id = {case.case_id: case for case in cases}
+    settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=False)
+    folder = cache_folder(config.cache, run.path)
+    shard_ids = session.shard(train_ids)
+    shard = cached_cases([by_id[i] for i in shard_ids], settings, folder, progress)
+    validation = cached_cases([by_id[i] for i in val_ids], settings, folder) if dist.is_main else []
+    if dist.is_main:  # the median spacing of the main rank's training cases (under torchrun: its shard)
+        write_cases_file(run, train_ids, val_ids, [entry.spacing for entry in shard])
+    run.log(f"classes {list(labels.names)}; training on {len(train_ids)} cases ({len(shard)} on this rank), "
+            f"validating on {len(val_ids)}; cache {folder}, device {device}")
+    task = ClassificationTask(model, [(i, entry, labels.targets[i]) for i, entry in zip(val_ids, validation)])
 
     def batches(start_step: int):
-        return crop_stream([loaded[i] for i in train_ids], [labels.targets[i] for i in train_ids],
+        return crop_stream(shard, [labels.targets[i] for i in shard_ids],
                            config.model.crop_size, config.batch_size,
                            seed=session.batch_seed(config.train.seed, start_step), device=device)
 
     return train_run(session, task, batches, config.train, resume)
 
 
-def resume_classifier_training(run_dir: str | Path, device: str = "auto", progress: Progress | None = None) -> Path:
-    """Continue a classification run from its last checkpoint with the config it was started with."""
+def resume_classifier_training(run_dir: str | Path, device: str = "auto", progress: Progress | None = None,
+                               cache: str | None = None) -> Path:
+    """Continue a classification run from its last checkpoint with the config it was started with (device and the
+    cache folder may change)."""
     saved = ClassifierConfig.from_dict(RunFolder(run_dir, write=False).read_config(COMMAND))
-    return run_classifier_training(replace(saved, device=device), run_dir, resume=True, progress=progress)
+    changed = replace(saved, device=device, cache=cache or saved.cache)
+    return run_classifier_training(changed, run_dir, resume=True, progress=progress)
 
 
 def classification_export(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict]:

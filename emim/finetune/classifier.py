@@ -53,7 +53,7 @@ def _starts(length: int, crop: int) -> list[int]:
 
 def brain_tiles(image: np.ndarray, crop_size: Sequence[int]) -> np.ndarray:
     """(M, X, Y, Z) -> (T, M, *crop) tiles covering the bounding box of the non-zero voxels."""
-    from emim.data.transforms import brain_box
+    from emim.data.brainbox import brain_box
 
     image = brain_box(image)[0]
     short = [max(c - s, 0) for s, c in zip(image.shape[1:], crop_size)]

@@ -56,6 +56,7 @@ class FinetuneConfig:
     resample: bool = False
     workers: int = 0
     device: str = "auto"
+    cache: str | None = None  # preprocessing cache folder; None: `emim-cache` beside the run folder
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": "finetune", "task": "segmentation", "engine_version": __version__, "data": self.data,
@@ -64,7 +65,8 @@ class FinetuneConfig:
                 "batch_size": self.batch_size, "pretrained": self.pretrained,
                 "freeze_encoder_steps": self.freeze_encoder_steps, "val_cases": self.val_cases,
                 "overlap": self.overlap, "sw_batch_size": self.sw_batch_size, "normalization": self.normalization,
-                "resample": self.resample, "workers": self.workers, "device": self.device}
+                "resample": self.resample, "workers": self.workers, "device": self.device,
+                "cache": self.cache}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
@@ -189,36 +191,58 @@ def auto_val_cases(cases: int) -> int:
     return 0 if cases < 2 else min(max(cases // 5, 1), 4)
 
 
-def _load_labelled(cases: list, config: FinetuneConfig) -> list:
-    """Load cases with labels, refusing a missing label or values no region covers (they would be ignored)."""
-    from emim.data.loading import load_case
-
-    known = region_label_values(config.regions) | {0}
-    loaded = []
+def _require_labels(cases: list) -> None:
     for case in cases:
         if case.label is None:
             raise EmimError(f"case {case.case_id} has no label file; fine-tuning needs one per case (e.g. "
                             f"{case.case_id}-seg.nii.gz). Remove the case or add its segmentation.")
+
+
+def _check_label_values(case, values: Sequence[int], config: FinetuneConfig) -> None:
+    """Refuse label values no region covers (they would be silently ignored)."""
+    extra = sorted(set(int(v) for v in values) - region_label_values(config.regions) - {0})
+    if extra:
+        raise EmimError(f"case {case.case_id}: label file {case.label} has values {extra} that no output "
+                        f"region uses (regions: {[r['name'] + str(r['labels']) for r in config.regions]}). "
+                        "Relabel the file, or declare the labels in a datalist JSON.")
+
+
+def _load_validation(cases: list, config: FinetuneConfig) -> list:
+    """Validation cases in memory, whole (they are few: `auto_val_cases` is at most 4)."""
+    from emim.data.loading import load_case
+
+    loaded = []
+    for case in cases:
         item = load_case(case, config.model.modalities, config.normalization, config.resample, with_label=True)
-        extra = sorted(set(np.unique(item.label).tolist()) - known)
-        if extra:
-            raise EmimError(f"case {case.case_id}: label file {case.label} has values {extra} that no output "
-                            f"region uses (regions: {[r['name'] + str(r['labels']) for r in config.regions]}). "
-                            "Relabel the file, or declare the labels in a datalist JSON.")
+        _check_label_values(case, np.unique(item.label).tolist(), config)
         loaded.append(item)
     return loaded
 
 
+def _cached_training(cases: list, config: FinetuneConfig, folder: Path, progress: Progress) -> list:
+    """This rank's training cases from the preprocessing cache, label values checked."""
+    from emim.data.cache import CacheSettings, cached_cases
+
+    settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=True)
+    entries = cached_cases(cases, settings, folder, progress)
+    for case, entry in zip(cases, entries):
+        _check_label_values(case, entry.label_values, config)
+    return entries
+
+
 def resume_finetuning(run_dir: str | Path, device: str = "auto", workers: int = 0,
-                      progress: Progress | None = None) -> Path:
-    """Continue a run from its last checkpoint with the config it was started with (device and workers may change)."""
+                      progress: Progress | None = None, cache: str | None = None) -> Path:
+    """Continue a run from its last checkpoint with the config it was started with (device, workers and the cache
+    folder may change)."""
     saved = FinetuneConfig.from_dict(RunFolder(run_dir, write=False).read_config("finetune"))
-    return run_finetuning(replace(saved, device=device, workers=workers), run_dir, resume=True, progress=progress)
+    changed = replace(saved, device=device, workers=workers, cache=cache or saved.cache)
+    return run_finetuning(changed, run_dir, resume=True, progress=progress)
 
 
 def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = False,
                    progress: Progress | None = None) -> Path:
     """Run (or resume) segmentation fine-tuning into `run_dir`; returns the path of the last checkpoint."""
+    from emim.data.cache import cache_folder
     from emim.data.cases import find_cases
     from emim.train.batches import crop_batches
 
@@ -240,17 +264,20 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
                    device=str(device), cases=len(cases), val_cases=config.val_cases, world_size=dist.world_size,
                    pretrained=source, pretrained_tensors=loaded_tensors)
     split = len(cases) - config.val_cases
-    train_cases = _load_labelled(cases[:split], config)
-    validation = _load_labelled(cases[split:], config) if dist.is_main else []
-    if dist.is_main:
+    _require_labels(cases)
+    folder = cache_folder(config.cache, run.path)
+    shard = _cached_training(session.shard(cases[:split]), config, folder, progress)
+    validation = _load_validation(cases[split:], config) if dist.is_main else []
+    if dist.is_main:  # the median spacing of the main rank's training cases (under torchrun: its shard)
         write_cases_file(run, [c.case_id for c in cases[:split]], [c.case_id for c in cases[split:]],
-                         [item.spacing for item in train_cases])
-    run.log(f"fine-tuning on {split} cases, validating on {[c.case_id for c in cases[split:]]}, device {device}")
+                         [entry.spacing for entry in shard])
+    run.log(f"fine-tuning on {split} cases ({len(shard)} on this rank), validating on "
+            f"{[c.case_id for c in cases[split:]]}, cache {folder}, device {device}")
     task = SegmentationTask(model, config.regions, validation, config.freeze_encoder_steps, config.overlap,
                             config.sw_batch_size)
 
     def batches(start_step: int):
-        return crop_batches(train_cases, config.model.crop_size, config.batch_size, with_label=True,
+        return crop_batches(shard, config.model.crop_size, config.batch_size, with_label=True,
                             seed=session.batch_seed(config.train.seed, start_step), device=device,
                             workers=config.workers)
 

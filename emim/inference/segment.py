@@ -109,7 +109,7 @@ def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequ
     """
     from monai.inferers import sliding_window_inference
 
-    from emim.data.transforms import brain_bounds
+    from emim.data.brainbox import brain_bounds
 
     box = brain_bounds(image)
     crop = torch.from_numpy(np.ascontiguousarray(image[(slice(None), *box)]))[None].to(device)

@@ -44,6 +44,7 @@ class PretrainConfig:
     heldout_crops: int = HELDOUT_CROPS
     workers: int = 0
     device: str = "auto"
+    cache: str | None = None  # preprocessing cache folder; None: `emim-cache` beside the run folder
     extra: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -53,7 +54,7 @@ class PretrainConfig:
                 "pbt_off_diagonal": self.pbt_off_diagonal, "normalization": self.normalization,
                 "resample": self.resample, "heldout_cases": self.heldout_cases,
                 "heldout_crops": self.heldout_crops, "workers": self.workers,
-                "device": self.device}
+                "device": self.device, "cache": self.cache}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
@@ -65,7 +66,7 @@ class PretrainConfig:
                    pbt_off_diagonal=data["pbt_off_diagonal"], normalization=data["normalization"],
                    resample=data["resample"], heldout_cases=data["heldout_cases"],
                    heldout_crops=data.get("heldout_crops", HELDOUT_CROPS), workers=data["workers"],
-                   device=data["device"])
+                   device=data["device"], cache=data.get("cache"))
 
 
 def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[str] | None = None,
@@ -79,38 +80,38 @@ def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[st
     return PretrainConfig(data=str(data), model=model, train=TrainSettings(lr=lr), batch_size=batch_size)
 
 
-def heldout_crops(images: Sequence, crop_size: Sequence[int], count: int, seed: int = HELDOUT_CROP_SEED
-                  ) -> torch.Tensor:
-    """`count` fixed crops (count, M, *crop) at seeded uniform positions inside the brain boxes of `images`
-    (each (M, X, Y, Z)), taken from the cases in turn; zero-padded where a box is smaller than the crop.
+def heldout_crops(boxes: Sequence[np.ndarray], crop_size: Sequence[int], count: int,
+                  seed: int = HELDOUT_CROP_SEED) -> torch.Tensor:
+    """`count` fixed crops (count, M, *crop) at seeded uniform positions inside brain boxes (each (M, X, Y, Z),
+    e.g. memory-mapped cache entries), taken from the boxes in turn; zero-padded where a box is smaller.
 
     Several crops per case, not one centred crop, so the diagnostics see brain edge and interior alike; a fixed
-    number, so evaluation costs the same whatever the size of the data set.
+    number, read from the first `count` boxes only, so evaluation costs the same whatever the size of the data set.
     """
-    from emim.data.transforms import crop_source
+    from emim.data.crops import read_crop, uniform_start
 
     rng = np.random.default_rng(seed)
-    sources = [crop_source(image, None, crop_size)["image"] for image in images]
     crops = []
     for i in range(count):
-        source = sources[i % len(sources)]
-        start = [int(rng.integers(0, s - c + 1)) for s, c in zip(source.shape[1:], crop_size)]
-        crops.append(source[(slice(None), *(slice(a, a + c) for a, c in zip(start, crop_size)))])
+        box = boxes[i % len(boxes)]
+        crops.append(read_crop(box, uniform_start(rng, box.shape[1:], crop_size), crop_size))
     return torch.as_tensor(np.stack(crops)).float()
 
 
 def resume_pretraining(run_dir: str | Path, device: str = "auto", workers: int = 0,
-                       progress: Progress | None = None) -> Path:
-    """Continue a run from its last checkpoint with the config it was started with (device and workers may change)."""
+                       progress: Progress | None = None, cache: str | None = None) -> Path:
+    """Continue a run from its last checkpoint with the config it was started with (device, workers and the cache
+    folder may change)."""
     saved = PretrainConfig.from_dict(RunFolder(run_dir, write=False).read_config("pretrain"))
-    return run_pretraining(replace(saved, device=device, workers=workers), run_dir, resume=True, progress=progress)
+    changed = replace(saved, device=device, workers=workers, cache=cache or saved.cache)
+    return run_pretraining(changed, run_dir, resume=True, progress=progress)
 
 
 def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = False,
                     progress: Progress | None = None) -> Path:
     """Run (or resume) pretraining into `run_dir`; returns the path of the last checkpoint."""
+    from emim.data.cache import CacheSettings, cache_folder, cached_cases
     from emim.data.cases import find_cases
-    from emim.data.loading import load_case
 
     session = open_run(run_dir, config.device, config.train.seed, resume, progress)
     dist, run, device, progress = session.dist, session.run, session.device, session.progress
@@ -118,22 +119,27 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
     cases = find_cases(config.data)
     if not cases:
         raise EmimError(f"no cases found in {config.data}; run `emim check-data {config.data}`")
-    names = list(config.model.modalities)
     progress.event("start", command="pretrain", run_dir=str(run.path), total=config.train.steps,
                    device=str(device), cases=len(cases), world_size=dist.world_size)
-    loaded = [load_case(case, names, config.normalization, config.resample, with_label=False) for case in cases]
-    heldout_count = min(config.heldout_cases, len(loaded) - 1)
-    train_cases = loaded[: len(loaded) - heldout_count] if heldout_count > 0 else loaded
-    heldout = heldout_crops([case.image for case in (loaded[len(loaded) - heldout_count:] if heldout_count > 0
-                                                     else loaded)], config.model.crop_size, config.heldout_crops)
-    run.log(f"pretraining on {len(train_cases)} cases, diagnostics on {len(heldout)} fixed crops, device {device}")
+    heldout_count = max(min(config.heldout_cases, len(cases) - 1), 0)
+    train_cases = cases[: len(cases) - heldout_count]
+    settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=False)
+    folder = cache_folder(config.cache, run.path)
+    shard = cached_cases(session.shard(train_cases), settings, folder, progress)
+    heldout = torch.empty(0)
+    if dist.is_main:  # only the main rank evaluates: it reads the first cases of the held-out pool too
+        pool = cases[len(train_cases):] or train_cases
+        boxes = [entry.array("image") for entry in cached_cases(pool[: config.heldout_crops], settings, folder)]
+        heldout = heldout_crops(boxes, config.model.crop_size, config.heldout_crops)
+    run.log(f"pretraining on {len(train_cases)} cases ({len(shard)} on this rank), diagnostics on {len(heldout)} "
+            f"fixed crops, cache {folder}, device {device}")
     model = EMIMPretrainer(config.model, config.pbt_levels, config.pbt_weight, config.pbt_off_diagonal)
-    task = PretrainTask(model, config.mask, heldout, seed=config.train.seed * 7919 + dist.rank,
+    task = PretrainTask(model, config.mask, heldout, seed=config.train.seed, rank=dist.rank,
                         log_every=config.train.log_every, warmup_steps=config.train.warmup_steps,
                         total_steps=config.train.steps)
 
     def batches(start_step: int):
-        return crop_batches(train_cases, config.model.crop_size, config.batch_size, with_label=False,
+        return crop_batches(shard, config.model.crop_size, config.batch_size, with_label=False,
                             seed=session.batch_seed(config.train.seed, start_step), device=device,
                             workers=config.workers)
 

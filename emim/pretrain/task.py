@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -19,13 +20,20 @@ HELDOUT_MASK_SEED = 20240715  # fixed masks on the held-out crops make diagnosti
 EVAL_BATCH = 4  # held-out crops per forward pass: bounds the memory of an evaluation
 
 
+def mask_seed(seed: int, rank: int, step: int) -> int:
+    """A distinct 63-bit seed per (run seed, rank, step)."""
+    return int.from_bytes(hashlib.sha256(f"masks {seed} {rank} {step}".encode()).digest()[:8], "little") >> 1
+
+
 class PretrainTask:
-    def __init__(self, model: EMIMPretrainer, mask: MaskConfig, heldout: torch.Tensor, seed: int,
+    def __init__(self, model: EMIMPretrainer, mask: MaskConfig, heldout: torch.Tensor, seed: int, rank: int,
                  log_every: int, warmup_steps: int, total_steps: int) -> None:
         self.model = model
         self.mask = mask
-        self.heldout = heldout  # (H, M, X, Y, Z) fixed crops, on CPU
-        self.generator = torch.Generator().manual_seed(seed)
+        self.heldout = heldout  # (H, M, X, Y, Z) fixed crops, on CPU (empty on ranks other than the main one)
+        self.seed, self.rank = seed, rank
+        self.generator = torch.Generator()
+        self.generator_step = -1
         self.log_every = log_every
         self.warmup_steps = warmup_steps
         # a run often sits at the collapsed solution for a while before it leaves it (steps 50-250 of 1,000 on the
@@ -33,12 +41,22 @@ class PretrainTask:
         self.quiet_steps = max(warmup_steps, int(COLLAPSE_QUIET_SHARE * total_steps))
         self.first_rank: list[float] = []
 
+    def mask_generator(self, step: int) -> torch.Generator:
+        """The mask stream of `step` on this rank, seeded from (seed, rank, step): ranks draw different masks, and
+        a resumed run draws exactly the masks the uninterrupted run would have, with no state to save. Micro-batches
+        of one step (--accumulate) continue the step's stream."""
+        if step != self.generator_step:
+            self.generator.manual_seed(mask_seed(self.seed, self.rank, step))
+            self.generator_step = step
+        return self.generator
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
+        generator = self.mask_generator(step)
         x = batch["image"]
         b, m = x.shape[:2]
         positions = (x.shape[2] * x.shape[3] * x.shape[4]) // self.model.config.patch_size**3
-        masks1, patterns1 = sample_batch(b, m, positions, self.mask, self.generator)
-        masks2, patterns2 = sample_batch(b, m, positions, self.mask, self.generator)
+        masks1, patterns1 = sample_batch(b, m, positions, self.mask, generator)
+        masks2, patterns2 = sample_batch(b, m, positions, self.mask, generator)
         return model(x, masks1.to(x.device), masks2.to(x.device), with_stats=(step + 1) % self.log_every == 0,
                      patterns=patterns1 + patterns2)
 
@@ -74,7 +92,7 @@ class PretrainTask:
         device = next(self.model.parameters()).device
         m = self.heldout.shape[1]
         weights = pattern_weights(self.mask, m)
-        record: dict[str, Any] = {}
+        record: dict[str, Any] = {"heldout_crops": len(self.heldout)}
         warnings = []
         overall: dict[str, float] = {}
         collapsed = []
@@ -116,10 +134,8 @@ class PretrainTask:
         return [torch.cat(parts) for parts in zip(*chunks)]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"generator": self.generator.get_state(), "first_rank": torch.tensor(self.first_rank)}
+        return {"first_rank": torch.tensor(self.first_rank)}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if "generator" in state:
-            self.generator.set_state(state["generator"].cpu())
         if "first_rank" in state:
             self.first_rank = [float(v) for v in state["first_rank"]]

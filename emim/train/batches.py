@@ -1,8 +1,11 @@
-"""Random training crops from cases held in memory, as an endless stream of batches.
+"""Random training crops read from the preprocessing cache, as an endless stream of batches.
 
-Volumes are loaded and normalised once (a BraTS case is ~35 MB per modality in float32), then MONAI transforms cut
-random crops with flips. Each DataLoader worker and each torchrun rank draws from its own seeded stream, and the
-stream is re-seeded from the step on resume so the data order after `--resume` is reproducible.
+Each crop opens its case's memory maps, copies the crop out and closes them, so neither the main process nor a
+DataLoader worker keeps more than a crop resident, whatever the number of cases. Unlabelled crops sit uniformly
+inside the brain box; labelled ones are centred on a tumour voxel half of the time and on a brain voxel otherwise
+(the cached indices), so at least half the crops show tumour. Every axis is flipped with probability 1/2. Each
+worker and each torchrun rank draws from its own seeded stream, re-seeded from the step on resume, so the data
+order after `--resume` is reproducible.
 """
 
 from __future__ import annotations
@@ -13,37 +16,58 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from emim.data.loading import LoadedCase
-from emim.data.transforms import crop_source, training_transforms
+from emim.data.cache import CachedCase
+from emim.data.crops import centred_start, random_flips, read_crop, uniform_start
+
+
+def crop_start(case: CachedCase, crop_size: Sequence[int], centred_on_label: bool,
+               rng: np.random.Generator) -> tuple[int, ...]:
+    """Where the next crop of `case` starts: on a tumour or brain voxel (drawn 1:1) or uniformly."""
+    if centred_on_label:
+        kinds = ["tumour", "brain"] if rng.random() < 0.5 else ["brain", "tumour"]
+        for kind in kinds:  # a case without tumour (or without brain voxels) falls back on the other kind
+            indices = case.array(kind)
+            if len(indices):
+                voxel = np.unravel_index(int(indices[int(rng.integers(len(indices)))]), case.shape)
+                return centred_start(voxel, case.shape, crop_size)
+    return uniform_start(rng, case.shape, crop_size)
+
+
+def read_sample(case: CachedCase, crop_size: Sequence[int], with_label: bool,
+                rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """One flipped crop {'image': float32 (M, *crop), 'label': uint8 (1, *crop)} of a cached case."""
+    start = crop_start(case, crop_size, with_label, rng)
+    arrays = [read_crop(case.array("image"), start, crop_size)]
+    if with_label:
+        arrays.append(read_crop(case.array("label"), start, crop_size)[None])
+    arrays = random_flips(rng, *arrays)
+    sample = {"image": torch.from_numpy(arrays[0].astype(np.float32))}
+    if with_label:
+        sample["label"] = torch.from_numpy(arrays[1])
+    return sample
 
 
 class CropStream(IterableDataset):
-    def __init__(self, cases: Sequence[LoadedCase], crop_size: Sequence[int], with_label: bool, seed: int) -> None:
+    def __init__(self, cases: Sequence[CachedCase], crop_size: Sequence[int], with_label: bool, seed: int) -> None:
         super().__init__()
-        self.sources = [crop_source(case.image, case.label if with_label else None, crop_size) for case in cases]
-        self.crop_size = tuple(crop_size)
+        self.cases = list(cases)
+        self.crop_size = tuple(int(c) for c in crop_size)
         self.with_label = with_label
         self.seed = seed
 
     def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
         worker = get_worker_info()
-        seed = self.seed * 1009 + (worker.id if worker else 0)
-        rng = np.random.default_rng(seed)
-        transform = training_transforms(self.crop_size, self.with_label)
-        transform.set_random_state(seed=seed % 2**32)
+        rng = np.random.default_rng(self.seed * 1009 + (worker.id if worker else 0))
         while True:
-            out = transform(dict(self.sources[int(rng.integers(len(self.sources)))]))
-            out = out[0] if isinstance(out, list) else out
-            sample = {"image": torch.as_tensor(np.asarray(out["image"]), dtype=torch.float32)}
-            if self.with_label:
-                sample["label"] = torch.as_tensor(np.asarray(out["label"])).to(torch.uint8)
-            yield sample
+            case = self.cases[int(rng.integers(len(self.cases)))]
+            yield read_sample(case, self.crop_size, self.with_label, rng)
 
 
-def crop_batches(cases: Sequence[LoadedCase], crop_size: Sequence[int], batch_size: int, with_label: bool,
+def crop_batches(cases: Sequence[CachedCase], crop_size: Sequence[int], batch_size: int, with_label: bool,
                  seed: int, device: torch.device, workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """Endless batches {'image': (B, M, *crop), 'label': (B, 1, *crop)} on `device`."""
     loader = DataLoader(CropStream(cases, crop_size, with_label, seed), batch_size=batch_size,
                         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
     for batch in loader:
         yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+

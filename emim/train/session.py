@@ -3,10 +3,10 @@ fine-tuning) shares, so torchrun, device choice, seeding and run-folder rules ar
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 
@@ -16,6 +16,8 @@ from emim.train import distributed
 from emim.train.device import resolve_device
 from emim.train.runfolder import RunFolder
 from emim.train.trainer import Task, TrainSettings, seed_everything, train
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -28,6 +30,12 @@ class RunSession:
     def batch_seed(self, seed: int, start_step: int) -> int:
         """A data-stream seed that differs per rank and is reproducible from the step a (resumed) run starts at."""
         return seed + 100_003 * start_step + 7 * self.dist.rank
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """The items this rank trains on: every world_size-th, so ranks read disjoint cases (all of them when
+        there are fewer items than ranks)."""
+        world = self.dist.world_size
+        return list(items[self.dist.rank::world]) if len(items) >= world else list(items)
 
 
 def open_run(run_dir: str | Path, device: str, seed: int, resume: bool, progress: Progress | None) -> RunSession:

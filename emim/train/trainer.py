@@ -2,8 +2,9 @@
 
 It owns what every run needs and what is easy to get subtly wrong: AdamW + warm-up/cosine, bf16 autocast on CUDA,
 gradient accumulation (without DDP syncs on the inner micro-steps) and clipping, DDP under torchrun, metrics and
-progress every few steps, atomic checkpoints, `--resume` at the saved step with the saved optimizer, scheduler and
-random states, and a clean stop on SIGTERM/SIGINT that first writes a checkpoint (the Slicer module's Stop).
+progress every few steps, atomic checkpoints, `--resume` at the saved step with the saved optimizer and scheduler
+(random states are re-derived per rank from the seed and the step), and a clean stop on SIGTERM/SIGINT that first
+writes a checkpoint (the Slicer module's Stop).
 """
 
 from __future__ import annotations
@@ -87,6 +88,11 @@ class _StopRequest:
             signal.signal(sig, handler)
 
 
+def step_seed(seed: int, rank: int, step: int) -> int:
+    """The global random state a rank resumes at `step` with (dropout draws from it)."""
+    return seed + 1_000_003 * step + 7 * rank
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -110,8 +116,8 @@ def train(task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSe
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         task.load_state_dict(state.get("task", {}))
-        torch.set_rng_state(state["torch_rng"].cpu())
         step = int(state["step"])
+        seed_everything(step_seed(settings.seed, dist.rank, step))  # per rank: rank 0's saved state is not theirs
         run.truncate_metrics_after(step)
         run.log(f"resumed from {run.last_checkpoint} at step {step}")
         progress.event("warning" if step >= settings.steps else "start", command="resume", step=step,
@@ -122,7 +128,7 @@ def train(task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSe
         if not dist.is_main:
             return
         state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "task": task.state_dict(), "torch_rng": torch.get_rng_state()}
+                 "scheduler": scheduler.state_dict(), "task": task.state_dict()}
         path = save_checkpoint(run.last_checkpoint, state)
         if settings.keep_every and step % settings.keep_every == 0:
             save_checkpoint(run.path / "checkpoints" / f"step-{step:06d}.pt", state)

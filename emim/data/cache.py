@@ -1,0 +1,202 @@
+"""The preprocessing cache: every training case read, reoriented, normalised and cut to its brain box once, then
+memory-mapped, so a run's memory does not grow with the number of cases.
+
+Each entry is a folder of uncompressed `.npy` files (the image in float16 when its values fit, else float32; the
+label as uint8; the flat indices of tumour and brain voxels that labelled crops are centred on, int32) and a
+`meta.json`. Entry names are hashes, never case ids:
+`<hash of the case's files and the preprocessing settings>-<hash of their sizes and modification times>`, so a
+changed setting makes a separate entry, a changed (touched) file rebuilds only its case, and the entry it replaces
+is removed. An entry is written into a temporary folder and renamed into place, so two processes building the
+same cache at once both end with one complete entry, and a failed build (a full disk) leaves nothing half made.
+
+MONAI's PersistentDataset would store the whole transformed case as one pickle that is read in full for every
+crop (and unpickled); CacheDataset holds the cases in RAM, which is what this cache removes. So crops are cut
+from memory maps here (`emim.data.crops`), reading only the crop's own pages.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from emim.data.cases import Case
+from emim.errors import EmimError
+from emim.progress import Progress
+
+CACHE_VERSION = 1  # bump when what `load_case` or `build_entry` produces changes: old entries are then ignored
+CACHE_FOLDER = "emim-cache"  # the default cache, beside the run folder, so runs on the same data share it
+FLOAT16_LIMIT = 60000.0  # largest magnitude stored as float16 (its maximum is 65504); z-scores are far below
+STALE_TEMPORARY_S = 3600  # a build folder this old belongs to a killed builder
+SPACE_MARGIN = 64 * 2**20  # bytes left free on the disk after an entry is written
+DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """The preprocessing an entry holds the result of."""
+
+    modalities: tuple[str, ...]
+    normalization: str
+    resample: bool
+    with_label: bool
+
+    def to_dict(self) -> dict:
+        return {"modalities": list(self.modalities), "normalization": self.normalization,
+                "resample": self.resample, "with_label": self.with_label, "version": CACHE_VERSION}
+
+
+@dataclass(frozen=True)
+class CachedCase:
+    """One cache entry: small metadata in memory, the arrays opened as memory maps when asked for."""
+
+    case_id: str
+    folder: Path
+    shape: tuple[int, int, int]  # the brain box (X, Y, Z), canonical voxel order
+    spacing: tuple[float, float, float]
+    label_values: tuple[int, ...]  # the values the label holds (empty without a label)
+
+    @property
+    def has_label(self) -> bool:
+        return bool(self.label_values)
+
+    def array(self, name: str) -> np.ndarray:
+        """`image` (M, X, Y, Z), `label` (X, Y, Z), `tumour` or `brain` (flat box indices), memory-mapped."""
+        return np.load(self.folder / f"{name}.npy", mmap_mode="r", allow_pickle=False)
+
+
+def cache_folder(chosen: str | None, run_dir: str | Path) -> Path:
+    """The chosen cache folder, else `emim-cache` beside the run folder (shared by the runs kept together)."""
+    return Path(chosen) if chosen else Path(run_dir).resolve().parent / CACHE_FOLDER
+
+
+def _sources(case: Case, settings: CacheSettings) -> list[Path]:
+    files = [case.images[m] for m in settings.modalities if m in case.images]
+    return files + ([case.label] if settings.with_label and case.label is not None else [])
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def entry_name(case: Case, settings: CacheSettings) -> tuple[str, str]:
+    """(identity, full entry name): the identity names the case and settings, the rest its files' state."""
+    files = _sources(case, settings)
+    identity = _digest([case.case_id, [str(f.resolve()) for f in files], settings.to_dict()])
+    state = []
+    for f in files:
+        try:
+            stat = f.stat()
+            state.append([stat.st_size, stat.st_mtime_ns])
+        except OSError:
+            state.append(None)  # missing: load_case reports it when the entry is built
+    return identity, f"{identity}-{_digest(state)}"
+
+
+def _read_entry(folder: Path) -> CachedCase | None:
+    try:
+        meta = json.loads((folder / "meta.json").read_text())
+        if meta.get("version") != CACHE_VERSION:
+            return None
+        return CachedCase(str(meta["case_id"]), folder, tuple(int(s) for s in meta["shape"]),
+                          tuple(float(s) for s in meta["spacing"]), tuple(int(v) for v in meta["label_values"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _disk_full(folder: Path, needed: int) -> EmimError:
+    return EmimError(f"the preprocessing cache {folder} is on a full disk ({needed / 2**20:.0f} MB needed for the "
+                     "next case); free space there or choose a cache folder on another disk with --cache DIR")
+
+
+def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) -> CachedCase:
+    """Preprocess one case into `folder/name`, atomically; another process's finished entry wins a race."""
+    from emim.data.loading import load_case
+    from emim.data.brainbox import brain_box
+
+    loaded = load_case(case, settings.modalities, settings.normalization, settings.resample,
+                       with_label=settings.with_label)
+    image, label = brain_box(loaded.image, loaded.label)
+    peak = float(np.abs(image).max()) if image.size else 0.0
+    arrays = {"image": image.astype(np.float16 if peak <= FLOAT16_LIMIT else np.float32)}
+    if label is not None:
+        from monai.transforms.utils import map_binary_to_indices
+
+        tumour, brain = map_binary_to_indices(label[None], image, image_threshold=0.0)
+        arrays.update(label=label, tumour=np.asarray(tumour, np.int32), brain=np.asarray(brain, np.int32))
+    meta = {"case_id": case.case_id, "shape": list(image.shape[1:]), "spacing": list(loaded.spacing),
+            "label_values": [] if label is None else np.unique(label).tolist(), "dtype": str(arrays["image"].dtype),
+            "sources": [str(f) for f in _sources(case, settings)], **settings.to_dict()}
+    needed = sum(a.nbytes for a in arrays.values())
+    if shutil.disk_usage(folder).free < needed + SPACE_MARGIN:
+        raise _disk_full(folder, needed)
+    temporary = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder))
+    try:
+        for key, array in arrays.items():
+            np.save(temporary / f"{key}.npy", array, allow_pickle=False)
+        (temporary / "meta.json").write_text(json.dumps(meta, indent=1))
+        try:
+            os.rename(temporary, folder / name)
+        except OSError:
+            if _read_entry(folder / name) is None:  # not a finished entry of another process: a real failure
+                raise
+    except OSError as error:
+        if error.errno in DISK_FULL:
+            raise _disk_full(folder, needed) from error
+        raise
+    finally:
+        shutil.rmtree(temporary, ignore_errors=True)
+    return _read_entry(folder / name)  # type: ignore[return-value]
+
+
+def _remove_leftovers(folder: Path, identity: str, keep: str) -> None:
+    """Entries of the same case and settings made from older files (readers that still map them keep their data)."""
+    for other in folder.glob(f"{identity}-*"):
+        if other.name != keep:
+            shutil.rmtree(other, ignore_errors=True)
+
+
+def _remove_stale_temporaries(folder: Path) -> None:
+    now = time.time()
+    for temporary in folder.glob(".*.tmp"):
+        try:
+            if now - temporary.stat().st_mtime > STALE_TEMPORARY_S:
+                shutil.rmtree(temporary, ignore_errors=True)
+        except OSError:
+            pass
+
+
+def cached_cases(cases: Sequence[Case], settings: CacheSettings, folder: str | Path,
+                 progress: Progress | None = None) -> list[CachedCase]:
+    """The cache entries of `cases` (in order), building the missing or outdated ones with a progress count."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise EmimError(f"cannot create the preprocessing cache folder {folder} ({error.strerror}); choose a "
+                        "writable folder with --cache DIR") from error
+    _remove_stale_temporaries(folder)
+    entries, built, started = [], 0, time.monotonic()
+    for index, case in enumerate(cases):
+        identity, name = entry_name(case, settings)
+        entry = _read_entry(folder / name)
+        if entry is None:
+            entry = build_entry(case, settings, folder, name)
+            _remove_leftovers(folder, identity, name)
+            built += 1
+        entries.append(entry)
+        if progress is not None:
+            progress.count("cache", index + 1, len(cases), built=built)
+    if progress is not None:
+        progress.event("cache", cases=len(cases), built=built, reused=len(cases) - built, folder=str(folder),
+                       seconds=round(time.monotonic() - started, 2))
+    return entries
