@@ -161,3 +161,20 @@ def test_after_a_two_process_resume_each_rank_draws_the_masks_of_an_uninterrupte
         assert [step for step, _ in whole[rank]] == [0, 0, 1, 1, 2, 2, 3, 3]  # two masked views per step
         assert first[rank] == whole[rank][:4] and resumed[rank] == whole[rank][4:]
     assert whole[0] != whole[1] and resumed[0] != resumed[1]
+
+
+def test_the_held_out_set_is_the_configured_number_of_crops_however_many_cases(tmp_path):
+    from dataclasses import replace
+
+    from test_cache import write_cases
+
+    data = write_cases(tmp_path / "data", 40)
+    for heldout_cases, crops in ((0, 8), (30, 8), (30, 3)):
+        config = replace(default_config(str(data), "tiny", ("t1n", "t2w")), batch_size=1, device="cpu",
+                         heldout_cases=heldout_cases, heldout_crops=crops,
+                         train=TrainSettings(steps=1, warmup_steps=0, eval_every=1000))
+        run = tmp_path / f"run-{heldout_cases}-{crops}"
+        run_pretraining(config, run, progress=Progress("none"))
+        evaluations = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
+        assert evaluations and all(r["heldout_crops"] == crops for r in evaluations)
+    assert len(list((tmp_path / "emim-cache").iterdir())) == 40  # one entry per case, shared by the three runs

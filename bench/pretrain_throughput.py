@@ -155,19 +155,20 @@ def measure_vitautoenc(config: Any, batch: int, device: Any, steps: int, warmup:
 
 def measure_data(crop: tuple[int, int, int], batch: int, device: Any, workers: int, batches: int,
                  with_label: bool = False) -> dict[str, Any]:
-    """Crops per second the real crop stream delivers from a full-size case held in memory.
+    """Crops per second the real crop stream delivers from a full-size case's preprocessing-cache entry.
 
     Unlabelled crops are what pretraining draws (uniform in the brain box); labelled crops are what fine-tuning
-    draws (centred on tumour or brain by the pos/neg sampler), so both training loops' input side is measured.
+    draws (centred on tumour or brain voxels), so both training loops' input side is measured.
     """
+    from emim.data.cache import CacheSettings, cached_cases
     from emim.data.cases import find_cases
-    from emim.data.loading import load_case
     from emim.data.modalities import BRATS
     from emim.train.batches import crop_batches
 
     case = find_cases(common.full_size_case(), BRATS)[0]
-    loaded = load_case(case, BRATS.names, with_label=with_label)
-    stream = crop_batches([loaded], crop, batch, with_label=with_label, seed=0, device=device, workers=workers)
+    settings = CacheSettings(BRATS.names, "zscore-nonzero", False, with_label)
+    entries = cached_cases([case], settings, common.CACHE / "preprocessed")
+    stream = crop_batches(entries, crop, batch, with_label=with_label, seed=0, device=device, workers=workers)
     for _ in range(1 + 2 * workers):  # start the workers and drain what they prefetched (2 batches each)
         next(stream)
     common.synchronize(device)
