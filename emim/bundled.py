@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emim.contract import METADATA_FILE
+
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 STARTER_MODEL = "EMIM-starter-tiny"  # listed first, the Slicer panel's default
 
@@ -18,7 +20,7 @@ def bundled_models() -> list[Path]:
     """Folders of the shipped models, the starter model first."""
     if not MODELS_DIR.is_dir():
         return []
-    found = sorted(p for p in MODELS_DIR.iterdir() if (p / "metadata.json").is_file())
+    found = sorted(p for p in MODELS_DIR.iterdir() if (p / METADATA_FILE).is_file())
     return sorted(found, key=lambda p: p.name != STARTER_MODEL)
 
 

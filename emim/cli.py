@@ -11,6 +11,7 @@ import importlib
 import json
 import signal
 import sys
+from typing import NoReturn
 
 from emim import __version__
 from emim.errors import EmimError
@@ -34,9 +35,20 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+class UsageError(EmimError):
+    """A command line argparse refuses (unknown option, bad value), raised instead of argparse's exit so that it is
+    reported like every other failure, also as an `error` event."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(f"{message} (see emim {self.prog.split(' ', 1)[-1]} --help)")
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The full parser of the command `only`; the others are listed by name for `emim --help`."""
-    parser = argparse.ArgumentParser(prog="emim", description="E-MIM engine: pretraining, fine-tuning and "
+    parser = _Parser(prog="emim", description="E-MIM engine: pretraining, fine-tuning and "
                                      "segmentation of multi-modal MRI")
     parser.add_argument("--version", action="version", version=f"emim {__version__}")
     parser.add_argument("--debug", action="store_true", help="show the Python traceback of an unexpected error")
@@ -56,7 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     named = next((a for a in argv if a in COMMANDS), None)
     parser = build_parser(only=named)
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as error:  # before the options are known: JSON progress is read off the raw arguments
+        report_error(argparse.Namespace(command=named or "", progress=_progress_mode(argv)), str(error))
+        return 2
     if not getattr(args, "_run", None):
         parser.print_help()
         return 0 if args.command is None else 2
@@ -80,6 +96,14 @@ def main(argv: list[str] | None = None) -> int:
 def _interrupt(signum: int, frame: object) -> None:
     """SIGTERM (Slicer's Cancel, `kill`) unwinds like Ctrl+C, so half-written outputs are removed on the way out."""
     raise KeyboardInterrupt
+
+
+def _progress_mode(argv: list[str]) -> str | None:
+    """The --progress value of a command line argparse could not parse (`--json` counts as json)."""
+    for i, arg in enumerate(argv):
+        if arg == "--json" or arg == "--progress=json" or (arg == "--progress" and argv[i + 1:i + 2] == ["json"]):
+            return "json"
+    return None
 
 
 def report_error(args: argparse.Namespace, message: str) -> None:

@@ -10,58 +10,17 @@ view load. Only weights leave the checkpoint: optimiser state and random states 
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
 from emim.errors import EmimError
 from emim.inference.postprocess import DEFAULT as DEFAULT_POSTPROCESS
 from emim.train.checkpoint import load_checkpoint
-from emim.train.runfolder import RunFolder, read_metrics
+from emim.train.provenance import last_eval, run_provenance, training_spacing
+from emim.train.runfolder import RunFolder
 
 INFERENCE_DEFAULTS = {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 2,
                       "postprocess": DEFAULT_POSTPROCESS.to_metadata()}
-CASES_FILE = "cases.json"  # written by fine-tuning: which cases trained and which validated
-
-
-def last_eval(run: RunFolder, prefix: str) -> dict[str, Any]:
-    """The last evaluation record's values whose names start with `prefix` (e.g. val_dice_), with its step."""
-    if not run.metrics_path.is_file():
-        return {}
-    evals = [r for r in read_metrics(run.metrics_path) if r.get("kind") == "eval"
-             and any(k.startswith(prefix) for k in r)]
-    if not evals:
-        return {}
-    return {"step": evals[-1]["step"], **{k: v for k, v in evals[-1].items() if k.startswith(prefix)}}
-
-
-def run_provenance(run: RunFolder, config: dict[str, Any], step: int) -> dict[str, Any]:
-    provenance = {"run": str(run.path.resolve()), "data": config["data"], "steps": step,
-                  "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "engine_version": config.get("engine_version")}
-    cases_file = run.path / CASES_FILE
-    if cases_file.is_file():
-        cases = json.loads(cases_file.read_text())
-        provenance.update({"training_cases": len(cases["train"]), "validation_cases": cases["validation"]})
-    return provenance
-
-
-def write_cases_file(run: RunFolder, train: list[str], validation: list[str],
-                     spacings: list[tuple[float, float, float]]) -> None:
-    """RUN/cases.json from fine-tuning: which cases trained and validated, and the training cases' median spacing
-    (mm, RAS order), which export records so inference can run cases at the model's spacing."""
-    import numpy as np
-
-    spacing = np.median(spacings, axis=0).round(3).tolist()
-    (run.path / CASES_FILE).write_text(json.dumps({"train": train, "validation": validation,
-                                                   "spacing": spacing}) + "\n")
-
-
-def training_spacing(run: RunFolder) -> list[float] | None:
-    """Median voxel spacing (mm, RAS order) of the training cases, recorded by fine-tuning; None if unknown."""
-    cases_file = run.path / CASES_FILE
-    return json.loads(cases_file.read_text()).get("spacing") if cases_file.is_file() else None
-
-
 def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict]:
     metadata = {
         "task": "segmentation",

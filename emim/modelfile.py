@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emim import __version__
+from emim.contract import METADATA_FILE, MODEL_TASKS, WEIGHTS_FILE
 from emim.errors import EmimError
 from emim.safepaths import check_safe_name
 
@@ -24,9 +25,7 @@ if TYPE_CHECKING:
 
 FORMAT = "emim-model"
 FORMAT_VERSION = 1
-WEIGHTS_FILE = "model.safetensors"
-METADATA_FILE = "metadata.json"
-TASKS = ("segmentation", "classification", "pretraining")
+TASKS = MODEL_TASKS
 REQUIRED_KEYS = ("format", "format_version", "engine_version", "task", "modalities", "model_config", "sha256")
 TASK_KEYS = {"segmentation": ("labels", "regions"), "classification": ("classes",), "pretraining": ()}
 

@@ -15,7 +15,7 @@ import sys
 import time
 from typing import Any, TextIO
 
-PROGRESS_MODES = ("bar", "json", "none")
+from emim.contract import PROGRESS_MODES
 
 
 def json_safe(value: Any) -> Any:

@@ -23,7 +23,7 @@ from emim.config import ModelConfig
 from emim.data.cache import CachedCase
 from emim.errors import EmimError
 from emim.finetune.class_metrics import accuracy, macro_auc
-from emim.finetune.classifier import ClassifierNet, case_probabilities
+from emim.model.classifier import ClassifierNet, case_probabilities
 from emim.progress import Progress
 from emim.train.runfolder import RunFolder
 from emim.train.trainer import TrainSettings
@@ -140,9 +140,9 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
     """Run (or resume) classification fine-tuning into `run_dir`; returns the path of the last checkpoint."""
     from emim.data.cache import CacheSettings, cache_folder, cached_cases
     from emim.data.cases import find_cases
-    from emim.export import write_cases_file
+    from emim.train.provenance import write_cases_file
     from emim.finetune.class_labels import read_class_labels
-    from emim.finetune.segmentation import load_pretrained_encoder
+    from emim.inference.pretrained import load_pretrained_encoder
     from emim.train.session import open_run, train_run
 
     cases = find_cases(config.data)
@@ -200,7 +200,7 @@ def classification_export(run: RunFolder, config: dict[str, Any], state: dict[st
     record (AUC, accuracy, loss, number of cases, step).
     """
     from emim.data.cases import dataset_spec
-    from emim.export import last_eval, run_provenance, training_spacing
+    from emim.train.provenance import last_eval, run_provenance, training_spacing
 
     settings = ClassifierConfig.from_dict(config)
     validation = last_eval(run, "val_")

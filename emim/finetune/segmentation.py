@@ -22,8 +22,8 @@ from torch import nn
 from emim import __version__
 from emim.config import ModelConfig, preset
 from emim.errors import EmimError
-from emim.export import write_cases_file
-from emim.finetune.unetr import EMIMUNETR
+from emim.train.provenance import write_cases_file
+from emim.model.unetr import EMIMUNETR
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
 from emim.progress import Progress
 from emim.train.runfolder import RunFolder
@@ -31,8 +31,6 @@ from emim.train.session import open_run, train_run
 from emim.train.trainer import TrainSettings
 
 DEFAULT_FEATURE_SIZE = {"tiny": 8, "small": 16, "base": 16}
-# encoder fields that must agree for pretrained weights to mean the same thing (crop size and skip levels may differ)
-ENCODER_FIELDS = ("modalities", "embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")
 PALETTE = [[220, 40, 40], [60, 200, 80], [250, 220, 30], [40, 110, 230], [230, 120, 30], [160, 60, 200],
            [30, 200, 200], [240, 100, 180]]
 
@@ -104,31 +102,6 @@ def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[st
     return FinetuneConfig(data=str(data), model=preset(preset_name, modalities=spec.names, **model_overrides),
                           modalities=tuple(spec.to_metadata()), labels=tuple(labels), regions=tuple(regions),
                           feature_size=DEFAULT_FEATURE_SIZE.get(preset_name, 16))
-
-
-def _shown(value: Any) -> Any:
-    """Tuples and lists compare and print alike (JSON configs hold lists, dataclasses tuples)."""
-    return list(value) if isinstance(value, (tuple, list)) else value
-
-
-def load_pretrained_encoder(encoder: nn.Module, config: ModelConfig, source: str | Path) -> tuple[int, str]:
-    """Copy the encoder weights of `source` into `encoder`; returns (tensors loaded, description of the source).
-
-    Refuses a source whose modalities or encoder shape differ from `config`, naming both, and one that holds no
-    encoder weights, so an unusable checkpoint can never leave the encoder silently random.
-    """
-    from emim.inference.pretrained import load_into, read_pretrained
-
-    weights = read_pretrained(source)
-    what = f"{weights.source}" + (f" (step {weights.step})" if weights.step is not None else "")
-    theirs_all, ours_all = weights.config.to_dict(), config.to_dict()
-    differences = [f"{key} {_shown(theirs_all[key])} in {what} but {_shown(ours_all[key])} in the fine-tuning "
-                   "config" for key in ENCODER_FIELDS if _shown(theirs_all[key]) != _shown(ours_all[key])]
-    if differences:
-        raise EmimError(f"cannot fine-tune from {what}: {'; '.join(differences)}. Fine-tune with the same "
-                        "modalities (--modalities, in the same order) and --preset as the pretraining, or "
-                        "pretrain on these modalities first.")
-    return load_into(encoder, weights, "encoder."), what
 
 
 def region_targets(label: torch.Tensor, regions: Sequence[dict]) -> torch.Tensor:
@@ -244,6 +217,7 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     """Run (or resume) segmentation fine-tuning into `run_dir`; returns the path of the last checkpoint."""
     from emim.data.cache import cache_folder
     from emim.data.cases import find_cases
+    from emim.inference.pretrained import load_pretrained_encoder
     from emim.train.batches import crop_batches
 
     cases = find_cases(config.data)

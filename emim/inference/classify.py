@@ -2,7 +2,7 @@
 
 Each case is loaded like in training (canonical RAS voxel order, the model's normalisation, the model's training
 spacing where the case is far from it: see `spacing`) and seen as tiles of the model's crop size over the brain's
-bounding box; the mean tile feature goes through the head (see `emim.finetune.classifier` for why). Nothing is
+bounding box; the mean tile feature goes through the head (see `emim.model.classifier` for why). Nothing is
 written; the command prints the probabilities.
 """
 
@@ -20,7 +20,7 @@ from emim.data.cases import Case
 from emim.data.loading import load_case
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
-from emim.finetune.classifier import ClassifierNet, case_probabilities
+from emim.model.classifier import ClassifierNet, case_probabilities
 from emim.inference.spacing import needs_resampling, rescale
 
 

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from emim.config import ModelConfig
+from emim.contract import CONFIG_FILE, LAST_CHECKPOINT, METADATA_FILE, WEIGHTS_FILE
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
 from emim.inference.model_folder import unbuildable
@@ -35,7 +36,7 @@ class PretrainedWeights:
 
 
 def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any]:
-    path = run_dir / "config.json"
+    path = run_dir / CONFIG_FILE
     if not path.is_file():
         raise EmimError(f"{checkpoint} has no config.json in its run folder {run_dir}, so its model size is unknown; "
                         "point to the run folder itself, or keep checkpoints inside RUN/checkpoints/")
@@ -68,7 +69,7 @@ def _from_checkpoint(checkpoint: Path, run_dir: Path) -> PretrainedWeights:
 
 def read_pretrained(source: str | Path) -> PretrainedWeights:
     """The weights at `source`: RUN/ (its checkpoints/last.pt), a checkpoint file, or an exported model folder."""
-    from emim.modelfile import METADATA_FILE, WEIGHTS_FILE, load_model
+    from emim.modelfile import load_model
 
     path = Path(source).expanduser()
     if path.is_dir() and (path / METADATA_FILE).is_file() or path.name in (METADATA_FILE, WEIGHTS_FILE):
@@ -83,8 +84,8 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
                                  preprocessing.get("normalization", "zscore-nonzero"), provenance.get("mask"),
                                  path, provenance.get("steps"),
                                  ModalitySpec.from_metadata(metadata["modalities"]))
-    if path.is_dir() and (path / "config.json").is_file():
-        checkpoint = path / "checkpoints" / "last.pt"
+    if path.is_dir() and (path / CONFIG_FILE).is_file():
+        checkpoint = path / LAST_CHECKPOINT
         if not checkpoint.is_file():
             raise EmimError(f"run folder {path} has no checkpoints/last.pt yet; let the pretraining write a "
                             "checkpoint (it does so every --checkpoint-every steps) or point to another run")
@@ -118,3 +119,29 @@ def load_into(module: nn.Module, weights: PretrainedWeights, prefix: str) -> int
     module.load_state_dict(state)
     return len(state)
 
+
+# encoder fields that must agree for pretrained weights to mean the same thing (crop size and skip levels may differ)
+ENCODER_FIELDS = ("modalities", "embed_dim", "depth", "num_heads", "patch_size", "mlp_ratio")
+
+
+def _shown(value: Any) -> Any:
+    """Tuples and lists compare and print alike (JSON configs hold lists, dataclasses tuples)."""
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def load_pretrained_encoder(encoder: nn.Module, config: ModelConfig, source: str | Path) -> tuple[int, str]:
+    """Copy the encoder weights of `source` into `encoder`; returns (tensors loaded, description of the source).
+
+    Refuses a source whose modalities or encoder shape differ from `config`, naming both, and one that holds no
+    encoder weights, so an unusable checkpoint can never leave the encoder silently random.
+    """
+    weights = read_pretrained(source)
+    what = f"{weights.source}" + (f" (step {weights.step})" if weights.step is not None else "")
+    theirs_all, ours_all = weights.config.to_dict(), config.to_dict()
+    differences = [f"{key} {_shown(theirs_all[key])} in {what} but {_shown(ours_all[key])} in the fine-tuning "
+                   "config" for key in ENCODER_FIELDS if _shown(theirs_all[key]) != _shown(ours_all[key])]
+    if differences:
+        raise EmimError(f"cannot fine-tune from {what}: {'; '.join(differences)}. Fine-tune with the same "
+                        "modalities (--modalities, in the same order) and --preset as the pretraining, or "
+                        "pretrain on these modalities first.")
+    return load_into(encoder, weights, "encoder."), what

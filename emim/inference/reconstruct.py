@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from emim.contract import METADATA_FILE
 from emim.data.cases import Case
 from emim.data.loading import load_case
 from emim.errors import EmimError
@@ -58,7 +59,7 @@ class Reconstructor:
         from emim.inference.report import file_sha256
 
         source = self.weights.source
-        metadata = source / "metadata.json"
+        metadata = source / METADATA_FILE
         digest = json.loads(metadata.read_text())["sha256"] if metadata.is_file() else \
             file_sha256(source) if source.is_file() else None
         return {"name": source.name, "task": "pretraining", "sha256": digest, "step": self.weights.step}

@@ -25,7 +25,7 @@ from emim.data.cases import Case, without_suffix, find_cases, is_nifti
 from emim.data.loading import LoadedCase, load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
-from emim.finetune.unetr import EMIMUNETR
+from emim.model.unetr import EMIMUNETR
 from emim.inference.postprocess import PostProcess, label_map
 from emim.inference.report import REPORT, RunReport
 from emim.inference.spacing import needs_resampling, rescale

@@ -19,13 +19,13 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-PATTERNS = ("patch", "position", "modal")
-MASK_CHOICES = PATTERNS + ("hybrid",)
+from emim.contract import HYBRID, MASK_CHOICES
+from emim.contract import MASK_PATTERNS as PATTERNS
 
 
 @dataclass(frozen=True)
 class MaskConfig:
-    pattern: str = "hybrid"            # one of MASK_CHOICES
+    pattern: str = HYBRID              # one of MASK_CHOICES
     patch_ratio: float = 0.5
     position_ratio: float = 0.4
     hybrid_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # patch, position, modal

@@ -7,9 +7,8 @@ import contextlib
 
 import torch
 
+from emim.contract import DEVICE_CHOICES
 from emim.errors import EmimError
-
-DEVICE_CHOICES = ("auto", "cuda", "cpu")
 
 
 def resolve_device(name: str, warn=None) -> torch.device:

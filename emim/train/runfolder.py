@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from emim.contract import CHECKPOINT_FOLDER, CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE, METRICS_FILE
 from emim.errors import EmimError
 from emim.progress import json_safe
 
@@ -22,10 +23,10 @@ class RunFolder:
         self.path = Path(path)
         self.write = write  # only rank 0 writes under torchrun
         if write:
-            (self.path / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (self.path / CHECKPOINT_FOLDER).mkdir(parents=True, exist_ok=True)
             self._lock = self._hold_lock()
             # the lock makes this the only writer: temporaries left are from a process killed mid-save
-            for stale in (self.path / "checkpoints").glob(".*.tmp"):
+            for stale in (self.path / CHECKPOINT_FOLDER).glob(".*.tmp"):
                 stale.unlink(missing_ok=True)
 
     def _hold_lock(self):
@@ -47,15 +48,15 @@ class RunFolder:
 
     @property
     def config_path(self) -> Path:
-        return self.path / "config.json"
+        return self.path / CONFIG_FILE
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / "metrics.jsonl"
+        return self.path / METRICS_FILE
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.path / "checkpoints" / "last.pt"
+        return self.path / LAST_CHECKPOINT
 
     def read_config(self, command: str | None = None) -> dict[str, Any]:
         """The run's config.json; with `command`, refuse a run that another command started (resuming a
@@ -91,7 +92,7 @@ class RunFolder:
 
     def log(self, message: str) -> None:
         if self.write:
-            with (self.path / "train.log").open("a") as handle:
+            with (self.path / LOG_FILE).open("a") as handle:
                 handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
 
 

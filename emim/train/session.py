@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 import torch
 
+from emim.contract import LAST_CHECKPOINT
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train import distributed
@@ -42,7 +43,7 @@ def open_run(run_dir: str | Path, device: str, seed: int, resume: bool, progress
     """Join torchrun if launched by it, lock the run folder (main rank), pick the device, seed every rank."""
     dist = distributed.setup(device)
     progress = (progress or Progress("bar")) if dist.is_main else Progress("none")
-    if not resume and (Path(run_dir) / "checkpoints" / "last.pt").exists():
+    if not resume and (Path(run_dir) / LAST_CHECKPOINT).exists():
         raise EmimError(f"{run_dir} already holds a run; use --resume to continue it or choose a new run folder")
     run = RunFolder(run_dir, write=dist.is_main)
     chosen = distributed.device_for(dist, resolve_device(device, lambda m: progress.event("warning", message=m)))

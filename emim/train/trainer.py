@@ -22,6 +22,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from emim.contract import CHECKPOINT_FOLDER, RUN_WARNING
 from emim.progress import Progress
 from emim.train.checkpoint import load_checkpoint, save_checkpoint
 from emim.train.device import autocast
@@ -131,7 +132,7 @@ def train(task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSe
                  "scheduler": scheduler.state_dict(), "task": task.state_dict()}
         path = save_checkpoint(run.last_checkpoint, state)
         if settings.keep_every and step % settings.keep_every == 0:
-            save_checkpoint(run.path / "checkpoints" / f"step-{step:06d}.pt", state)
+            save_checkpoint(run.path / CHECKPOINT_FOLDER / f"step-{step:06d}.pt", state)
         run.log(f"checkpoint at step {step}: {path}")
         progress.event("checkpoint", path=str(path), step=step)
 
@@ -146,7 +147,7 @@ def train(task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSe
         run.append_metrics(record)
         progress.event("metrics", **record)
         for message in warnings:
-            run.log(f"WARNING step {step}: {message}")
+            run.log(RUN_WARNING.format(step=step, message=message))
             progress.event("warning", step=step, message=message)
 
     iterator = batches(step)

@@ -1,0 +1,32 @@
+"""What the engine and its clients (the Slicer modules, scripts) must agree on, defined once: option choices, the
+names of run- and model-folder files, the progress events.
+
+Standard library only, and nothing else of the engine is imported, so a client that must not load torch (a Slicer
+module at start-up) can import it. The engine's argument parsers and readers take their values from here.
+"""
+
+DEVICE_CHOICES = ("auto", "cuda", "cpu")  # or cuda:N
+PRESET_NAMES = ("tiny", "small", "base")
+MASK_PATTERNS = ("patch", "position", "modal")  # E-MIM's three masks, in the order of --hybrid-probs
+HYBRID = "hybrid"  # each sample draws one of the three
+MASK_CHOICES = (HYBRID, *MASK_PATTERNS)
+MODEL_TASKS = ("segmentation", "classification", "pretraining")  # `task` of a model folder's metadata
+PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER = "pretrain", "finetune", "finetune-classifier"
+TRAINING_COMMANDS = (PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER)  # also `command` in a run's config.json
+PROGRESS_MODES = ("bar", "json", "none")
+
+# A run folder
+CONFIG_FILE = "config.json"
+METRICS_FILE = "metrics.jsonl"
+LOG_FILE = "train.log"
+CASES_FILE = "cases.json"  # fine-tuning: training and validation case ids, median spacing
+CHECKPOINT_FOLDER = "checkpoints"
+LAST_CHECKPOINT = f"{CHECKPOINT_FOLDER}/last.pt"
+RUN_WARNING = "WARNING step {step}: {message}"  # how a training warning is written in the log file
+
+# A model folder
+WEIGHTS_FILE = "model.safetensors"
+METADATA_FILE = "metadata.json"
+
+# Progress events (`--progress json`): one JSON object per line with "event" set to one of these
+EVENTS = ("start", "progress", "metrics", "warning", "checkpoint", "cache", "output", "done", "error")
