@@ -1,8 +1,10 @@
-"""Translation helper: Slicer's `translate` inside the application, the identity in plain Python (tests, batch)."""
+"""Translation helper: Slicer's `translate` inside the application, the identity in plain Python (tests, batch).
+
+Each module has its own context (its `Lib.i18n.tr`); strings of this shared package use "EMIM"."""
 
 from __future__ import annotations
 
-CONTEXT = "EMIMSegmentation"
+CONTEXT = "EMIM"
 
 try:
     from slicer.i18n import translate

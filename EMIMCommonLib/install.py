@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib.util
 from pathlib import Path
 
-from .errors import EMIMSegmentationError
+from .errors import EMIMError
 from .i18n import tr
 
 REQUIREMENTS = Path(__file__).resolve().parent.parent / "Resources" / "requirements.txt"
@@ -41,7 +41,7 @@ def ensure_dependencies(confirm: bool = True) -> bool:
         else:
             slicer.util.pip_install(f"-r {REQUIREMENTS}")
     except Exception as error:  # pip and the PyTorch installer raise many types; the user needs one message
-        raise EMIMSegmentationError(tr("Installing the E-MIM dependencies failed: {error}. Check the internet "
+        raise EMIMError(tr("Installing the E-MIM dependencies failed: {error}. Check the internet "
                                        "connection, then restart Slicer and try again; torch can also be installed "
                                        "from the PyTorch Utils module.").format(error=error)) from error
     return not missing_packages()
@@ -57,4 +57,4 @@ def _install_torch() -> None:
         slicer.util.pip_install("torch")
         return
     if PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False) is None:
-        raise EMIMSegmentationError(tr("PyTorch was not installed; install it from the PyTorch Utils module."))
+        raise EMIMError(tr("PyTorch was not installed; install it from the PyTorch Utils module."))

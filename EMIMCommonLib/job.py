@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .errors import EMIMSegmentationError
+from .errors import EMIMError
 from .i18n import tr
 from .process import EngineProcess
 
@@ -19,11 +19,13 @@ RUNNING, SUCCEEDED, FAILED, CANCELLED = "running", "succeeded", "failed", "cance
 
 
 class EngineJob:
-    """Tracks one EngineProcess; `result` holds what `finish(outputs, done_event)` returned."""
+    """Tracks one EngineProcess; `result` holds what `finish(outputs, done_event)` returned (`finish` may raise an
+    EMIMError to fail the job with its message)."""
 
     def __init__(self, process: EngineProcess, workdir: Path, finish: Callable[[list[dict], dict], Any],
                  log: Callable[[str], None] | None = None, progress: Callable[[float], None] | None = None,
-                 done: Callable[["EngineJob"], None] | None = None, keep_workdir: bool = False) -> None:
+                 done: Callable[["EngineJob"], None] | None = None, keep_workdir: bool = False,
+                 error_type: type[EMIMError] = EMIMError) -> None:
         self.process = process
         self.workdir = Path(workdir)
         self._finish = finish
@@ -31,6 +33,7 @@ class EngineJob:
         self._progress = progress or (lambda percent: None)
         self._done = done
         self.keep_workdir = keep_workdir
+        self.error_type = error_type  # what `wait()` raises: the calling module's own error class
         self.state = RUNNING
         self.error: str | None = None
         self.warnings: list[str] = []
@@ -56,9 +59,9 @@ class EngineJob:
         while not self.poll():
             time.sleep(interval_s)
         if self.state == FAILED:
-            raise EMIMSegmentationError(self.error or tr("The engine failed."))
+            raise self.error_type(self.error or tr("The engine failed."))
         if self.state == CANCELLED:
-            raise EMIMSegmentationError(tr("Cancelled."))
+            raise self.error_type(tr("Cancelled."))
         return self.result
 
     def cancel(self) -> None:
@@ -100,7 +103,7 @@ class EngineJob:
                 self.result = self._finish(self.outputs, self.done_event)
                 self.state = SUCCEEDED
                 self._progress(100.0)
-            except EMIMSegmentationError as error:
+            except EMIMError as error:
                 self.state, self.error = FAILED, str(error)
                 self._log(tr("Error: {message}").format(message=self.error))
         if not self.keep_workdir:

@@ -3,7 +3,8 @@
 A reader thread per pipe puts parsed events on a queue; the caller drains it with `poll()` from its own thread
 (Slicer's GUI timer, or the blocking `wait()` loop), so no MRML or Qt object is ever touched off the main thread.
 Lines that are not JSON become `{"event": "log"}` events. Cancel kills the whole process tree (the engine may
-start data-loader workers), children first, with psutil.
+start data-loader workers), children first, with psutil (imported there: a stock Slicer lacks it until the
+installer has added it, and the module files must load without it).
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
-
-import psutil
 
 Event = dict
 
@@ -110,8 +109,15 @@ class EngineProcess:
             time.sleep(interval_s)
         yield from self.poll()
 
+    def terminate(self) -> None:
+        """Ask the child to stop (SIGTERM to it alone; the engine saves a checkpoint and exits)."""
+        if self._popen.poll() is None:
+            self._popen.terminate()
+
     def cancel(self, timeout_s: float = 5.0) -> None:
         """Kill the child and every process it started; waits until they are gone."""
+        import psutil
+
         self.cancelled = True
         try:
             parent = psutil.Process(self.pid)

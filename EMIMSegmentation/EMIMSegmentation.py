@@ -16,6 +16,8 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from EMIMCommonLib.lifecycle import PanelLifecycle
+from emim.contract import DEVICE_CHOICES, HYBRID
 from EMIMSegmentationLib.logic import SegmentationLogic
 
 
@@ -37,7 +39,7 @@ class EMIMSegmentation(ScriptedLoadableModule):
         slicer.app.connect("startupCompleted()", self._registerSampleData)
 
     def _registerSampleData(self):
-        from EMIMSegmentationLib.sample_data import register_sample_data
+        from EMIMCommonLib.sample_data import register_sample_data
 
         register_sample_data(Path(self.parent.path).parent / "Resources" / "Icons" / "EMIMSegmentation.png")
 
@@ -47,11 +49,11 @@ class EMIMSegmentationParameterNode:
     """Saved with the scene: model folder, device, inputs in model order, output nodes, look-inside settings."""
 
     modelPath: str = ""
-    device: str = "auto"
+    device: str = DEVICE_CHOICES[0]
     resample: bool = False
     show3D: bool = False
     fast: bool = False
-    maskPattern: str = "hybrid"
+    maskPattern: str = HYBRID
     seed: int = 0
     input0: slicer.vtkMRMLScalarVolumeNode
     input1: slicer.vtkMRMLScalarVolumeNode
@@ -61,7 +63,9 @@ class EMIMSegmentationParameterNode:
     outputTable: slicer.vtkMRMLTableNode
 
 
-class EMIMSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class EMIMSegmentationWidget(PanelLifecycle, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel; enter/exit, scene close and cleanup follow Slicer's lifecycle (EMIMCommonLib.lifecycle)."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -76,15 +80,10 @@ class EMIMSegmentationWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(panel)
         panel.setMRMLScene(slicer.mrmlScene)
         self.logic = EMIMSegmentationLogic()
-        self.parameterNode = self.logic.getParameterNode()
-        self.parameterNode.connectGui(self.ui)
-        self.controller = WidgetController(self.ui, self.logic, self.parameterNode)
+        self.controller = WidgetController(self.ui, self.logic)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, lambda *a: self.controller.updateApplyState())
-
-    def cleanup(self) -> None:
-        self.removeObservers()
-        if self.controller is not None and self.controller.job is not None:
-            self.controller.job.cancel()
+        self.observeSceneClose(slicer.mrmlScene)
+        self.initializeParameterNode()
 
 
 class EMIMSegmentationLogic(ScriptedLoadableModuleLogic, SegmentationLogic):
@@ -118,8 +117,8 @@ class EMIMSegmentationTest(ScriptedLoadableModuleTest):
 
         import SampleData
 
-        from EMIMSegmentationLib.install import ensure_dependencies
-        from EMIMSegmentationLib.sample_data import MODALITIES, SAMPLE_NAME
+        from EMIMCommonLib.install import ensure_dependencies
+        from EMIMCommonLib.sample_data import MODALITIES, SAMPLE_NAME
         from EMIMSegmentationLib.self_test import segmentation_problems, self_test_model
 
         self.assertTrue(ensure_dependencies(confirm=False), "the engine's Python packages could not be installed")

@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import slicer  # noqa: E402
 
 from EMIMSegmentationLib.errors import EMIMSegmentationError  # noqa: E402
-from EMIMSegmentationLib.headless import bootstrap, running_in_slicer  # noqa: E402
-from EMIMSegmentationLib.logic import DEVICES, SegmentationLogic  # noqa: E402
+from EMIMCommonLib.headless import bootstrap, running_in_slicer  # noqa: E402
+from EMIMSegmentationLib.logic import SegmentationLogic  # noqa: E402
+from emim.contract import DEVICE_CHOICES  # noqa: E402
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
@@ -28,7 +29,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--input", required=True, type=Path, help="folder of case folders")
     parser.add_argument("--model", required=True, type=Path, help="exported model folder (metadata.json)")
     parser.add_argument("--output", required=True, type=Path, help="folder for the results")
-    parser.add_argument("--device", choices=DEVICES, default="auto")
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=DEVICE_CHOICES[0])
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's)")
     parser.add_argument("--resample", action="store_true", help="resample mismatched modalities onto the reference")
     parser.add_argument("--native-spacing", action="store_true",

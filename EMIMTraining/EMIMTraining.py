@@ -2,7 +2,7 @@
 
 Thin wiring of Slicer's four module classes; the behaviour lives in EMIMTrainingLib (Qt-free Logic, tested on
 slicer-core) and EMIMTrainingLib/widget.py (the panel). Shared pieces (engine process runner, job, installer)
-come from EMIMSegmentationLib, installed beside this module. The engine runs as a child process, so importing
+come from EMIMCommonLib, installed beside this module. The engine runs as a child process, so importing
 this module never imports torch or the engine.
 """
 
@@ -13,14 +13,15 @@ import tempfile
 import time
 
 import slicer
-import vtk
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
+from EMIMCommonLib.lifecycle import PanelLifecycle
 from EMIMTrainingLib.logic import TrainingLogic
+from EMIMTrainingLib.settings import AUTO_VAL_CASES, DEFAULTS
 
 
 def _(text: str) -> str:
@@ -46,35 +47,40 @@ class EMIMTraining(ScriptedLoadableModule):
 class EMIMTrainingParameterNode:
     """Saved with the scene: data set, task and its knobs, run and export folders."""
 
-    dataPath: str = ""
-    modalities: str = ""
-    valCases: int = 1
-    valFraction: float = 0.2
-    task: str = "pretrain"
-    preset: str = "tiny"
-    pretrained: str = ""
-    labelsCsv: str = ""
-    maskPattern: str = "hybrid"
-    patchRatio: float = 0.5
-    positionRatio: float = 0.4
-    pbtLevels: int = 4
-    pbtWeight: float = 0.1
-    cropSize: str = ""
-    batchSize: int = 0  # 0 = the preset's default
-    learningRate: float = 0.0
-    steps: int = 1000
-    evalEvery: int = 50
-    checkpointEvery: int = 50
-    device: str = "auto"
-    gpus: int = 1
-    runFolder: str = ""
+    # the knobs: their defaults are the settings' (DEFAULTS), their meaning `settings_from_parameters`
+    dataPath: str = DEFAULTS.data
+    modalities: str = ",".join(DEFAULTS.modalities)
+    valCases: int = AUTO_VAL_CASES if DEFAULTS.val_cases is None else DEFAULTS.val_cases
+    valFraction: float = DEFAULTS.val_fraction
+    task: str = DEFAULTS.task
+    preset: str = DEFAULTS.preset
+    pretrained: str = DEFAULTS.pretrained
+    labelsCsv: str = DEFAULTS.labels_csv
+    maskPattern: str = DEFAULTS.mask
+    patchRatio: float = DEFAULTS.patch_ratio
+    positionRatio: float = DEFAULTS.position_ratio
+    pbtLevels: int = DEFAULTS.pbt_levels
+    pbtWeight: float = DEFAULTS.pbt_weight
+    cropSize: str = DEFAULTS.crop
+    batchSize: int = DEFAULTS.batch_size or 0  # 0 = the preset's default
+    learningRate: float = DEFAULTS.learning_rate or 0.0  # 0 = the preset's default
+    steps: int = DEFAULTS.steps
+    evalEvery: int = DEFAULTS.eval_every
+    checkpointEvery: int = DEFAULTS.checkpoint_every
+    device: str = DEFAULTS.device
+    gpus: int = DEFAULTS.gpus
+    runFolder: str = DEFAULTS.run
     exportFolder: str = ""
     reconstructionCase: str = ""
     dataTable: slicer.vtkMRMLTableNode
     collapseTable: slicer.vtkMRMLTableNode
 
 
-class EMIMTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+class EMIMTrainingWidget(PanelLifecycle, ScriptedLoadableModuleWidget, VTKObservationMixin):
+    """The panel; enter/exit, scene close and cleanup follow Slicer's lifecycle (EMIMCommonLib.lifecycle). A
+    running training goes on when the user leaves the module; closing Slicer stops it the graceful way (with a
+    checkpoint), so it can be resumed."""
+
     def __init__(self, parent=None) -> None:
         ScriptedLoadableModuleWidget.__init__(self, parent)
         VTKObservationMixin.__init__(self)
@@ -89,18 +95,9 @@ class EMIMTrainingWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui = slicer.util.childWidgetVariables(panel)
         panel.setMRMLScene(slicer.mrmlScene)
         self.logic = EMIMTrainingLogic()
-        self.parameterNode = self.logic.getParameterNode()
-        self.controller = WidgetController(self.ui, self.logic, self.parameterNode)
-        self.parameterNode.connectGui(self.ui)
-        self.addObserver(self.parameterNode.parameterNode, vtk.vtkCommand.ModifiedEvent,
-                         lambda *a: self.controller.updateState())
-        self.controller.updateState()
-
-    def cleanup(self) -> None:
-        """Closing Slicer stops a running training the graceful way, so it can be resumed later."""
-        self.removeObservers()
-        if self.controller is not None and self.controller.job is not None:
-            self.controller.job.stop(wait=True)
+        self.controller = WidgetController(self.ui, self.logic)
+        self.observeSceneClose(slicer.mrmlScene)
+        self.initializeParameterNode()
 
 
 class EMIMTrainingLogic(ScriptedLoadableModuleLogic, TrainingLogic):
@@ -128,8 +125,8 @@ class EMIMTrainingTest(ScriptedLoadableModuleTest):
         self.test_start_stop_resume()
 
     def test_start_stop_resume(self):
-        from EMIMSegmentationLib.install import ensure_dependencies
-        from EMIMSegmentationLib.sample_data import sample_case_folder
+        from EMIMCommonLib.install import ensure_dependencies
+        from EMIMCommonLib.sample_data import sample_case_folder
         from EMIMTrainingLib.settings import TrainingSettings
 
         self.assertTrue(ensure_dependencies(confirm=False), "the engine's Python packages could not be installed")

@@ -17,17 +17,18 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-for folder in (HERE, HERE.parent / "EMIMSegmentation"):  # source tree; installed, both modules share one folder
+for folder in (HERE, HERE.parent):  # the module's Lib; EMIMCommonLib (beside it once installed, a folder up here)
     if folder.is_dir() and str(folder) not in sys.path:
         sys.path.insert(0, str(folder))
 
 import slicer  # noqa: E402
 
-from EMIMSegmentationLib.errors import EMIMSegmentationError  # noqa: E402
-from EMIMSegmentationLib.headless import bootstrap, running_in_slicer  # noqa: E402
+from EMIMCommonLib.errors import EMIMError  # noqa: E402
+from EMIMCommonLib.headless import bootstrap, running_in_slicer  # noqa: E402
 from EMIMTrainingLib.errors import EMIMTrainingError  # noqa: E402
 from EMIMTrainingLib.logic import TrainingLogic  # noqa: E402
-from EMIMTrainingLib.settings import DEVICES, MASK_PATTERNS, PRESETS, TASKS, TrainingSettings  # noqa: E402
+from EMIMTrainingLib.settings import DEFAULTS, TrainingSettings  # noqa: E402
+from emim.contract import DEVICE_CHOICES, MASK_CHOICES, PRESET_NAMES, TRAINING_COMMANDS  # noqa: E402
 from EMIMTrainingLib.training_job import STOPPED  # noqa: E402
 
 
@@ -35,25 +36,33 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="EMIMTrainingBatch", description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run folder (new, or existing with --resume)")
     parser.add_argument("--data", help="folder of case folders or datalist JSON (not needed with --resume)")
-    parser.add_argument("--task", choices=TASKS, default="pretrain")
+    parser.add_argument("--task", choices=TRAINING_COMMANDS, default=DEFAULTS.task)
     parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    parser.add_argument("--preset", choices=PRESETS, default="tiny")
+    parser.add_argument("--preset", choices=PRESET_NAMES, default=DEFAULTS.preset)
     parser.add_argument("--modalities", default="", help="comma-separated modality names (default: all)")
-    parser.add_argument("--crop", default="", help="crop size, e.g. 96 or 128,128,96")
-    parser.add_argument("--batch-size", type=int, help="crops per step (default: the preset's)")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--lr", type=float, default=None)
-    parser.add_argument("--device", choices=DEVICES, default="auto")
-    parser.add_argument("--gpus", type=int, default=1, help="more than 1: one process per GPU through torchrun")
-    parser.add_argument("--mask", choices=MASK_PATTERNS, default="hybrid")
-    parser.add_argument("--pbt-levels", type=int, default=4)
-    parser.add_argument("--pbt-weight", type=float, default=0.1)
-    parser.add_argument("--pretrained", default="", help="fine-tuning: pretraining run, checkpoint or model folder")
-    parser.add_argument("--val-cases", type=int, default=1, help="segmentation fine-tuning: validation cases")
-    parser.add_argument("--labels", default="", help="classification fine-tuning: labels CSV")
-    parser.add_argument("--log-every", type=int, default=5)
-    parser.add_argument("--eval-every", type=int, default=50)
-    parser.add_argument("--checkpoint-every", type=int, default=50)
+    parser.add_argument("--crop", default=DEFAULTS.crop, help="crop size, e.g. 96 or 128,128,96")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
+                        help="crops per step (default: the preset's)")
+    parser.add_argument("--steps", type=int, default=DEFAULTS.steps)
+    parser.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
+    parser.add_argument("--device", choices=DEVICE_CHOICES, default=DEFAULTS.device)
+    parser.add_argument("--gpus", type=int, default=DEFAULTS.gpus,
+                        help="more than 1: one process per GPU through torchrun")
+    parser.add_argument("--mask", choices=MASK_CHOICES, default=DEFAULTS.mask)
+    parser.add_argument("--patch-ratio", type=float, default=DEFAULTS.patch_ratio)
+    parser.add_argument("--position-ratio", type=float, default=DEFAULTS.position_ratio)
+    parser.add_argument("--pbt-levels", type=int, default=DEFAULTS.pbt_levels)
+    parser.add_argument("--pbt-weight", type=float, default=DEFAULTS.pbt_weight)
+    parser.add_argument("--pretrained", default=DEFAULTS.pretrained,
+                        help="fine-tuning: pretraining run, checkpoint or model folder")
+    parser.add_argument("--val-cases", type=int, default=DEFAULTS.val_cases,
+                        help="segmentation fine-tuning: validation cases (default: a fifth of the cases, 1 to 4)")
+    parser.add_argument("--labels", default=DEFAULTS.labels_csv, help="classification fine-tuning: labels CSV")
+    parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
+                        help="classification fine-tuning: share of cases held out")
+    parser.add_argument("--log-every", type=int, default=DEFAULTS.log_every)
+    parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every)
+    parser.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
     parser.add_argument("--export", type=Path, help="write the model folder here when the run has finished")
     parser.add_argument("--charts", type=Path, help="write the charts as a PNG when the run ends")
     return parser.parse_args(argv)
@@ -65,8 +74,9 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
         modalities=tuple(m for m in args.modalities.split(",") if m), crop=args.crop, batch_size=args.batch_size,
         steps=args.steps, learning_rate=args.lr, device=args.device, gpus=args.gpus, log_every=args.log_every,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, mask=args.mask,
-        pbt_levels=args.pbt_levels, pbt_weight=args.pbt_weight, pretrained=args.pretrained,
-        val_cases=args.val_cases, labels_csv=args.labels)
+        patch_ratio=args.patch_ratio, position_ratio=args.position_ratio, pbt_levels=args.pbt_levels,
+        pbt_weight=args.pbt_weight, pretrained=args.pretrained, val_cases=args.val_cases, labels_csv=args.labels,
+        val_fraction=args.val_fraction)
 
 
 def follow(job) -> None:
@@ -119,7 +129,7 @@ def main(argv: list[str]) -> int:
     if args.export is not None:
         try:
             print(f"model: {logic.exportModel(args.run, args.export, logCallback=log)}")
-        except EMIMSegmentationError as error:  # the shared job runner's error, base of EMIMTrainingError
+        except EMIMError as error:
             print(f"error: export failed: {error}", file=sys.stderr)
             return 1
     return 0

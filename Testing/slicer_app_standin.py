@@ -91,8 +91,8 @@ def install() -> _App:
     """Publish the stand-ins beside slicer-core's real `slicer` package and a headless scene."""
     import slicer
 
-    sys.path[:0] = [str(REPO / name) for name in MODULES]
-    from EMIMSegmentationLib.headless import bootstrap
+    sys.path[:0] = [str(REPO / name) for name in MODULES] + [str(REPO)]  # + EMIMCommonLib's folder
+    from EMIMCommonLib.headless import bootstrap
 
     bootstrap()
 

@@ -2,7 +2,7 @@
 
 `slicer_app` (a pytest fixture) gives each test a fresh scene published as `slicer.mrmlScene` plus the
 `slicer.modules.<name>.logic()` shim, exactly what the EMIMSegmentation Logic uses inside Slicer.
-The bootstrap itself lives in EMIMSegmentationLib.headless because the batch script needs it too.
+The bootstrap itself lives in EMIMCommonLib.headless because the batch scripts need it too.
 """
 
 from __future__ import annotations
@@ -15,12 +15,13 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 MODULE_DIR = REPO / "EMIMSegmentation"
-if str(MODULE_DIR) not in sys.path:
-    sys.path.insert(0, str(MODULE_DIR))
+for folder in (MODULE_DIR, REPO):  # the module's Lib, and EMIMCommonLib (installed beside it, here one folder up)
+    if str(folder) not in sys.path:
+        sys.path.insert(0, str(folder))
 
 slicer = pytest.importorskip("slicer", reason="slicer-core is not installed (pip install -e .[slicer-test])")
 
-from EMIMSegmentationLib.headless import HeadlessSlicer, bootstrap  # noqa: E402
+from EMIMCommonLib.headless import HeadlessSlicer, bootstrap  # noqa: E402
 
 import emim.labels as emim_labels  # noqa: E402
 from emim.data.modalities import BRATS  # noqa: E402

@@ -15,6 +15,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 MODULES = sorted(p.parent for p in REPO.glob("*/CMakeLists.txt") if (p.parent / f"{p.parent.name}.py").is_file())
 HEAVY = {"torch", "monai", "emim", "SimpleITK", "nibabel", "safetensors"}
+LIGHT_ENGINE = {"emim", "emim.contract"}  # the engine modules a client may import: stdlib only
 
 
 def _module_files(module: Path) -> list[Path]:
@@ -58,12 +59,13 @@ def test_ui_well_formed_and_every_named_widget_exists(module):
 
 
 def _top_level_imports(path: Path) -> set[str]:
+    """Top-level packages imported at module level, except the engine's stdlib-only contract (emim.contract)."""
     tree = ast.parse(path.read_text())
     found = set()
     for node in tree.body:
         if isinstance(node, ast.Import):
-            found |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            found |= {alias.name.split(".")[0] for alias in node.names if alias.name not in LIGHT_ENGINE}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module not in LIGHT_ENGINE:
             found.add(node.module.split(".")[0])
     return found
 
@@ -76,27 +78,38 @@ def test_no_engine_or_torch_import_at_module_import_time(module):
 
 @pytest.mark.parametrize("module", MODULES, ids=lambda m: m.name)
 def test_importing_the_logic_loads_neither_torch_nor_the_engine(module):
-    # every module folder on the path, as in Slicer where all scripted modules share one folder
-    paths = [str(m) for m in MODULES]
+    # every module folder and the shared package on the path, as in Slicer where all share one folder
+    paths = [str(m) for m in MODULES] + [str(REPO)]
     code = (f"import sys; sys.path[:0] = {paths!r}; import {module.name}Lib.logic; "
-            "import EMIMSegmentationLib.headless; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in %r))" % (HEAVY,))
+            "import EMIMCommonLib.headless; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in %r and m not in %r))" % (HEAVY, LIGHT_ENGINE))
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"
 
 
-def test_training_module_reuses_the_segmentation_runner_instead_of_copying_it():
-    """EMIMTraining imports EMIMSegmentationLib's process/job/i18n/errors; Slicer must load that module first."""
-    lib = REPO / "EMIMTraining" / "EMIMTrainingLib"
-    imports = set()
-    for source in lib.glob("*.py"):
-        imports |= {n.module for n in ast.walk(ast.parse(source.read_text()))
-                    if isinstance(n, ast.ImportFrom) and n.module and n.module.startswith("EMIMSegmentationLib")}
-    assert {"EMIMSegmentationLib.process", "EMIMSegmentationLib.job", "EMIMSegmentationLib.i18n",
-            "EMIMSegmentationLib.errors"} <= imports
-    assert not any((lib / name).exists() for name in ("process.py", "job.py", "headless.py", "install.py"))
-    assert 'dependencies = ["EMIMSegmentation"]' in (REPO / "EMIMTraining" / "EMIMTraining.py").read_text()
+def _imported_modules(folder: Path) -> set[str]:
+    """Every module named by an import (top level or local) in the Python files under `folder`."""
+    names = set()
+    for source in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names |= {alias.name for alias in node.names}
+    return names
+
+
+def test_both_modules_use_the_shared_client_package_and_training_never_imports_segmentation_code():
+    segmentation, training = (_imported_modules(REPO / name) for name in ("EMIMSegmentation", "EMIMTraining"))
+    assert not [name for name in training if name.startswith("EMIMSegmentationLib")]
+    shared = {"EMIMCommonLib.process", "EMIMCommonLib.job", "EMIMCommonLib.headless", "EMIMCommonLib.install"}
+    assert shared <= segmentation | _imported_modules(REPO / "EMIMSegmentation" / "EMIMSegmentationLib")
+    assert {"EMIMCommonLib.process", "EMIMCommonLib.job", "EMIMCommonLib.headless"} <= training
+    for lib in ("EMIMSegmentation/EMIMSegmentationLib", "EMIMTraining/EMIMTrainingLib"):  # no second copy
+        assert not any((REPO / lib / f"{name}.py").exists() for name in ("process", "job", "headless", "install"))
+    top = (REPO / "CMakeLists.txt").read_text()  # installed beside the modules, with what it reads
+    assert "EMIMCommonLib/*.py" in top and "Resources/requirements.txt" in top and "Resources/SampleData/*" in top
 
 
 def test_json_resources_parse():
@@ -104,3 +117,154 @@ def test_json_resources_parse():
         json.loads(path.read_text())
     entry = json.loads((REPO / "Resources" / "ExtensionsIndex" / "EMIM.json").read_text())
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"].endswith(".git")
+
+
+# Packages a stock 3D Slicer 5.8 does not ship (Slicer's SuperBuild python-* projects give numpy, scipy, SimpleITK,
+# pydicom, pillow, requests, packaging, GitPython...): the installer adds them, so no module file may need them to load.
+NOT_IN_STOCK_SLICER = HEAVY | {"psutil", "einops", "highdicom", "pandas", "matplotlib", "yaml"}
+
+
+@pytest.mark.parametrize("module", MODULES, ids=lambda m: m.name)
+def test_a_module_file_loads_with_only_what_a_stock_slicer_ships(module):
+    """The module file is imported as Slicer does at start-up, with every package a stock Slicer lacks made
+    unimportable (psutil included), on the slicer-core stand-in for Slicer's Python layer."""
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    blocked = sorted(NOT_IN_STOCK_SLICER - {"emim"})  # the engine package ships with the extension
+    code = f"""
+import importlib.abc, sys
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in {blocked!r}:
+            raise ImportError(f"{{name}} is not in a stock Slicer")
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, {str(REPO / "Testing")!r})
+import slicer_app_standin
+slicer_app_standin.install()
+import {module.name}
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in {sorted(HEAVY)!r} and m not in {sorted(LIGHT_ENGINE)!r})
+print(heavy)
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def _python_sources() -> list[Path]:
+    folders = ["emim", "EMIMCommonLib", "EMIMSegmentation", "EMIMTraining"]
+    return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
+
+
+def _literal_definitions(choices: tuple[str, ...]) -> list[str]:
+    """Where a tuple, list or set literal made only of (two or more of) `choices` is written."""
+    found = []
+    for source in _python_sources():
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) >= 2 and all(
+                    isinstance(e, ast.Constant) and e.value in choices for e in node.elts):
+                found.append(f"{source.relative_to(REPO)}:{node.lineno}")
+    return found
+
+
+@pytest.mark.parametrize("name", ["DEVICE_CHOICES", "PRESET_NAMES", "MASK_PATTERNS", "MODEL_TASKS",
+                                  "TRAINING_COMMANDS", "PROGRESS_MODES"])
+def test_each_choice_list_is_written_once_in_the_contract(name):
+    import emim.contract as contract
+
+    choices = tuple(getattr(contract, name)) + ((contract.HYBRID,) if name == "MASK_PATTERNS" else ())
+    found = _literal_definitions(choices)
+    assert len(found) == 1 and found[0].startswith("emim/contract.py:"), found
+
+
+def _line_of(name: str) -> int:
+    text = (REPO / "emim" / "contract.py").read_text().splitlines()
+    return next(i for i, line in enumerate(text, 1) if line.startswith(f"{name} ="))
+
+
+@pytest.mark.parametrize("name", ["CONFIG_FILE", "METRICS_FILE", "LOG_FILE", "CASES_FILE", "WEIGHTS_FILE",
+                                  "METADATA_FILE"])
+def test_each_run_and_model_folder_file_name_is_written_once(name):
+    import emim.contract as contract
+
+    value = getattr(contract, name)
+    places = [f"{source.relative_to(REPO)}:{node.lineno}" for source in _python_sources()
+              for node in ast.walk(ast.parse(source.read_text()))
+              if isinstance(node, ast.Constant) and node.value == value]
+    assert places == [f"emim/contract.py:{_line_of(name)}"]
+
+
+def test_the_contract_needs_nothing_but_the_standard_library():
+    tree = ast.parse((REPO / "emim" / "contract.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+
+
+def _engine_import_graph() -> dict[str, set[str]]:
+    """{module: the emim modules it imports}, module-level and function-local imports alike."""
+    root = REPO / "emim"
+    names = {".".join(p.relative_to(REPO).with_suffix("").parts[:-1] if p.name == "__init__.py"
+                      else p.relative_to(REPO).with_suffix("").parts): p for p in root.rglob("*.py")}
+    graph: dict[str, set[str]] = {name: set() for name in names}
+    for name, path in names.items():
+        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
+                    if node.level else node.module or ""
+                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in names else base for alias in node.names]
+            for target in targets:
+                while target and target not in names:
+                    target = target.rpartition(".")[0]
+                if target and target != name:
+                    graph[name].add(target)
+    return graph
+
+
+def test_the_engine_modules_import_each_other_without_a_circle():
+    graph = _engine_import_graph()
+    assert "emim.finetune.segmentation" in graph["emim.commands.finetune"]  # the graph sees function-local imports
+    done: set[str] = set()
+
+    def visit(module: str, path: tuple[str, ...]) -> None:
+        if module in path:
+            raise AssertionError("import circle: " + " -> ".join(path[path.index(module):] + (module,)))
+        if module in done:
+            return
+        for target in sorted(graph[module]):
+            if not (target.startswith(module + ".") or module.startswith(target + ".")):  # package and its parts
+                visit(target, path + (module,))
+        done.add(module)
+
+    for module in sorted(graph):
+        visit(module, ())
+    assert not [m for m in graph if m.startswith("emim.inference") and any(
+        t.startswith("emim.finetune") for t in graph[m])], "inference reaches up into finetune"
+
+
+def test_each_training_knob_has_its_default_written_once():
+    """The settings dataclass holds the defaults; the module's parameter node and the batch script take theirs
+    from it, so a default changed there changes everywhere (and the node reads back as the same settings)."""
+    pytest.importorskip("slicer", reason="slicer-core is not installed")
+    code = f"""
+import sys
+sys.path.insert(0, {str(REPO / "Testing")!r})
+import slicer_app_standin
+slicer_app_standin.install()
+import EMIMTraining, EMIMTrainingBatch
+from EMIMTrainingLib.settings import DEFAULTS, settings_from_parameters
+node = EMIMTraining.EMIMTrainingParameterNode()
+assert settings_from_parameters(node) == DEFAULTS, (settings_from_parameters(node), DEFAULTS)
+import dataclasses
+batch = EMIMTrainingBatch.settings_from_args(EMIMTrainingBatch.parse_args(["--run", "r"]))
+assert dataclasses.replace(batch, run="") == DEFAULTS, (batch, DEFAULTS)
+print("same")
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    source = (REPO / "EMIMTraining" / "EMIMTraining.py").read_text()
+    node = next(n for n in ast.walk(ast.parse(source)) if isinstance(n, ast.ClassDef)
+                and n.name == "EMIMTrainingParameterNode")
+    literal = [f.target.id for f in node.body if isinstance(f, ast.AnnAssign) and isinstance(f.value, ast.Constant)
+               and f.target.id not in ("exportFolder", "reconstructionCase")]  # not knobs of a run
+    assert literal == [], "parameter node defaults written as literals instead of taken from DEFAULTS"

@@ -12,9 +12,10 @@ import torch
 from stopping import StopAfterFirstStep
 
 from emim.errors import EmimError
-from emim.finetune.segmentation import (SegmentationTask, default_config, load_pretrained_encoder, resume_finetuning,
+from emim.inference.pretrained import load_pretrained_encoder
+from emim.finetune.segmentation import (SegmentationTask, default_config, resume_finetuning,
                                         run_finetuning)
-from emim.finetune.unetr import EMIMUNETR
+from emim.model.unetr import EMIMUNETR
 from emim.progress import Progress
 from emim.train.checkpoint import load_checkpoint
 from emim.train.runfolder import read_metrics

@@ -88,7 +88,7 @@ def test_real_label_map_imported_as_named_coloured_segmentation_with_round_trip(
     storage = slicer.vtkMRMLSegmentationStorageNode()
     storage.SetFileName(str(path))
     assert storage.WriteData(segmentation)
-    from EMIMSegmentationLib.headless import bootstrap
+    from EMIMCommonLib.headless import bootstrap
 
     bootstrap()
     reloaded = slicer.modules.segmentations.logic().LoadSegmentationFromFile(str(path), False, "reloaded")
@@ -243,7 +243,7 @@ def test_a_case_at_another_spacing_comes_back_on_its_own_grid_and_native_spacing
         slicer_app, tiny_segmentation_model):
     """The shipped 2 mm sample with the 1 mm test model: the engine runs at 1 mm, the segments land on the 2 mm
     input grid; asking for the native spacing instead gives the spacing warning in the log."""
-    from EMIMSegmentationLib.sample_data import sample_case_folder
+    from EMIMCommonLib.sample_data import sample_case_folder
 
     logic = SegmentationLogic()
     inputs = logic.loadCase(sample_case_folder(), tiny_segmentation_model)

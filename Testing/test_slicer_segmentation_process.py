@@ -9,9 +9,9 @@ import psutil
 import pytest
 
 import slicer_scene  # noqa: F401  (puts the module folder on sys.path)
-from EMIMSegmentationLib.errors import EMIMSegmentationError
-from EMIMSegmentationLib.job import CANCELLED, FAILED, EngineJob
-from EMIMSegmentationLib.process import EngineProcess, engine_environment, parse_line
+from EMIMCommonLib.errors import EMIMError
+from EMIMCommonLib.job import CANCELLED, FAILED, EngineJob
+from EMIMCommonLib.process import EngineProcess, engine_environment, parse_line
 
 EMITTER = """
 import json, sys
@@ -53,11 +53,11 @@ def test_events_from_a_real_child_reach_the_callbacks(tmp_path):
 def test_failure_message_from_error_event_and_exit_code(tmp_path):
     script = 'import json; print(json.dumps({"event": "error", "message": "model folder broken"})); raise SystemExit(2)'
     job = EngineJob(EngineProcess([sys.executable, "-c", script]), tmp_path, finish=lambda o, d: None)
-    with pytest.raises(EMIMSegmentationError, match="model folder broken"):
+    with pytest.raises(EMIMError, match="model folder broken"):
         job.wait(interval_s=0.02)
     assert job.state == FAILED
     silent = EngineJob(EngineProcess([sys.executable, "-c", "raise SystemExit(3)"]), tmp_path, finish=lambda o, d: None)
-    with pytest.raises(EMIMSegmentationError, match="exit code 3"):
+    with pytest.raises(EMIMError, match="exit code 3"):
         silent.wait(interval_s=0.02)
 
 

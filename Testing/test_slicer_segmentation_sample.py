@@ -19,7 +19,7 @@ from slicer_app_standin import REPO, fetch_sample_source
 from slicer_scene import MODULE_DIR, slicer, slicer_app  # noqa: F401  (fixture)
 
 from EMIMSegmentationLib.logic import SegmentationLogic
-from EMIMSegmentationLib.sample_data import (CASE_ID, MODALITIES, SAMPLE_FOLDER, sample_case_folder,
+from EMIMCommonLib.sample_data import (CASE_ID, MODALITIES, SAMPLE_FOLDER, sample_case_folder,
                                              sample_data_source, sample_files)
 from EMIMSegmentationLib.self_test import make_test_model, segmentation_problems
 

@@ -20,7 +20,8 @@ from slicer_scene import REPO, slicer, slicer_app  # noqa: F401  (fixture)
 if str(REPO / "EMIMTraining") not in sys.path:
     sys.path.insert(0, str(REPO / "EMIMTraining"))
 
-from EMIMSegmentationLib.headless import bootstrap  # noqa: E402
+from EMIMCommonLib.headless import bootstrap  # noqa: E402
+from EMIMSegmentationLib.logic import SegmentationLogic  # noqa: E402
 from EMIMTrainingLib.errors import EMIMTrainingError  # noqa: E402
 from EMIMTrainingLib.logic import TrainingLogic  # noqa: E402
 from EMIMTrainingLib.settings import FINETUNE, PRETRAIN, TrainingSettings, training_command  # noqa: E402
@@ -276,7 +277,7 @@ def test_finetuning_from_the_checkpoint_gives_a_model_that_segmentation_uses(sli
     log = (tmp_path / "finetune" / "train.log").read_text().splitlines()
     loaded = [line for line in log if "encoder tensors" in line]
     assert loaded and "checkpoints/last.pt" in loaded[0]  # the encoder really came from the pretraining checkpoint
-    segmentation_logic = logic.handOff(model)
+    segmentation_logic = logic.handOff(model, SegmentationLogic())
     case = sorted(p for p in data.iterdir() if p.is_dir())[0]
     inputs = segmentation_logic.loadCase(case, model)
     result = segmentation_logic.segment(inputs, model, device="cpu", waitForCompletion=True)

@@ -235,7 +235,7 @@ def make_model_folder(preset_name: str, folder: Path, seed: int = 0) -> Path:
     from emim.data.modalities import BRATS
     from emim.export import INFERENCE_DEFAULTS
     from emim.finetune.segmentation import DEFAULT_FEATURE_SIZE
-    from emim.finetune.unetr import EMIMUNETR
+    from emim.model.unetr import EMIMUNETR
     from emim.labels import BRATS_LABELS, BRATS_REGIONS
     from emim.modelfile import METADATA_FILE, save_model
 

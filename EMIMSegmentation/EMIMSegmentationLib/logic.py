@@ -20,22 +20,21 @@ from pathlib import Path
 from typing import Callable
 
 import slicer
+from EMIMCommonLib.job import EngineJob
+from EMIMCommonLib.process import EngineProcess, engine_command
+from emim.contract import DEVICE_CHOICES, MASK_CHOICES
 
 from .classification import probabilities_table
 from .errors import EMIMSegmentationError
 from .geometry import check_untransformed, mismatch_report, resample_to_reference
 from .i18n import tr
-from .job import EngineJob
 from .metadata import ModelInfo, read_model_info
 from .modalities import assign_modalities, brats_modalities, input_problems
-from .process import EngineProcess, engine_command
 from .reconstruction_import import import_reconstruction_outputs
 from .segmentation_import import import_label_file
 from .volumes_io import load_case_folder, write_volume
 from .volumes_table import volumes_table
 
-DEVICES = ("auto", "cuda", "cpu")
-MASK_PATTERNS = ("hybrid", "modal", "position", "patch")
 # The panel's "faster" choice: 12 instead of 27 96^3 windows over a BraTS brain (base on 2 CPU cores: 22 s, not 50 s)
 FAST_OVERLAP = 0.25
 Log = Callable[[str], None]
@@ -43,7 +42,12 @@ Progress = Callable[[float], None]
 
 
 class SegmentationLogic:
-    """Everything the GUI does, as plain methods; `slicer.mrmlScene` is the scene they work on."""
+    """Everything the GUI does, as plain methods; `slicer.mrmlScene` is the scene they work on.
+
+    `engineCommand(subcommand, arguments)` gives the command line of an engine run; a test may replace it with
+    another program that speaks the same JSON events."""
+
+    engineCommand = staticmethod(engine_command)
 
     def readModel(self, model: str | Path | ModelInfo) -> ModelInfo:
         return model if isinstance(model, ModelInfo) else read_model_info(self.modelFolder(model))
@@ -150,8 +154,8 @@ class SegmentationLogic:
                     device: str = "auto", resample: bool = False, waitForCompletion: bool = True,
                     logCallback: Log | None = None, progressCallback: Progress | None = None, finishCallback=None):
         """Mask the inputs with a pretraining model and reconstruct them; returns the loaded volumes (dict)."""
-        if mask not in MASK_PATTERNS:
-            raise EMIMSegmentationError(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_PATTERNS)))
+        if mask not in MASK_CHOICES:
+            raise EMIMSegmentationError(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_CHOICES)))
         info = self._checked(model, "pretraining")
         ordered = self._prepared(inputs, info, resample)
         reference = ordered[info.modalities[0].name]
@@ -217,17 +221,17 @@ class SegmentationLogic:
 
     def _run(self, subcommand: str, arguments: list[str], workdir: Path, finish, waitForCompletion: bool,
              logCallback, progressCallback, finishCallback, keep_workdir: bool = False):
-        command = engine_command(subcommand, arguments)
+        command = self.engineCommand(subcommand, arguments)
         log = logCallback or (lambda text: None)
         log(tr("Running: {command}").format(command=" ".join(command)))
         job = EngineJob(EngineProcess(command), workdir, finish, log=log, progress=progressCallback,
-                        done=finishCallback, keep_workdir=keep_workdir)
+                        done=finishCallback, keep_workdir=keep_workdir, error_type=EMIMSegmentationError)
         return job.wait() if waitForCompletion else job
 
 
 def _device(device: str) -> str:
-    if device not in DEVICES:
-        raise EMIMSegmentationError(tr("Device must be one of {choices}.").format(choices=", ".join(DEVICES)))
+    if device not in DEVICE_CHOICES:
+        raise EMIMSegmentationError(tr("Device must be one of {choices}.").format(choices=", ".join(DEVICE_CHOICES)))
     return device
 
 

@@ -10,10 +10,11 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from emim.contract import METADATA_FILE, MODEL_TASKS
+
 from .errors import EMIMSegmentationError
 from .i18n import tr
 
-TASKS = ("segmentation", "classification", "pretraining")
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,15 @@ class ModelInfo:
 def read_model_info(folder: str | Path) -> ModelInfo:
     """Parse MODEL/metadata.json; raise a message that says which file is wrong and how."""
     folder = Path(folder)
-    path = folder / "metadata.json"
+    path = folder / METADATA_FILE
     if not path.is_file():
         raise EMIMSegmentationError(tr("No metadata.json in {folder}: choose a model folder exported by "
                                        "'emim export' (it holds model.safetensors and metadata.json).").format(folder=folder))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         task = data["task"]
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if task not in MODEL_TASKS:
+            raise ValueError(f"task must be one of {MODEL_TASKS}, got {task!r}")
         modalities = tuple(Modality(m["name"], m.get("title", m["name"]), tuple(m.get("patterns", [m["name"]])))
                            for m in data["modalities"])
         labels = tuple(Label(int(lb["value"]), lb["name"], tuple(int(c) for c in lb["color"][:3]), lb.get("terminology"))

@@ -15,8 +15,8 @@ import vtk
 
 from .errors import EMIMSegmentationError
 from .i18n import tr
-from .process import EngineProcess, engine_command
-from .sample_data import sample_case_folder
+from EMIMCommonLib.process import EngineProcess, engine_command
+from EMIMCommonLib.sample_data import sample_case_folder
 
 TEST_MODEL_VARIABLE = "EMIM_TEST_MODEL"
 

@@ -10,10 +10,12 @@ import slicer
 
 from .errors import EMIMSegmentationError
 from .i18n import tr
-from .job import SUCCEEDED
-from .logic import DEVICES, FAST_OVERLAP, MASK_PATTERNS
+from EMIMCommonLib.job import SUCCEEDED
+from emim.contract import DEVICE_CHOICES, MASK_CHOICES
+
+from .logic import FAST_OVERLAP
 from .metadata import ModelInfo
-from .sample_data import sample_case_folder
+from EMIMCommonLib.sample_data import sample_case_folder
 
 MAX_INPUTS = 4
 POLL_MS = 200
@@ -22,23 +24,38 @@ POLL_MS = 200
 class WidgetController:
     """Owns `ui` (from EMIMSegmentation.ui) and the running job."""
 
-    def __init__(self, ui, logic, parameterNode) -> None:
-        self.ui, self.logic, self.parameterNode = ui, logic, parameterNode
+    def __init__(self, ui, logic) -> None:
+        self.ui, self.logic = ui, logic
+        self.parameterNode = None  # set by the module widget's lifecycle (setParameterNode)
         self.model: ModelInfo | None = None
         self.job = None
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.onPoll)
-        self.ui.deviceComboBox.addItems(list(DEVICES))
-        self.ui.maskComboBox.addItems(list(MASK_PATTERNS))
+        self.ui.deviceComboBox.addItems(list(DEVICE_CHOICES))
+        self.ui.maskComboBox.addItems(list(MASK_CHOICES))
         self.ui.loadCaseButton.clicked.connect(self.onLoadCase)
         self.ui.loadSampleButton.clicked.connect(self.onLoadSample)
         self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelChanged)
         self.ui.applyButton.clicked.connect(self.onApply)
         for index in range(MAX_INPUTS):
             self.selector(index).currentNodeChanged.connect(self.updateApplyState)
-        self.offerBundledModels()
-        self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
+
+    def setParameterNode(self, node) -> None:
+        """The panel now shows `node` (None while the module is left or the scene closes)."""
+        self.parameterNode = node
+        if node is not None:
+            self.offerBundledModels()
+            self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
+
+    def onParameterNodeModified(self) -> None:
+        self.updateApplyState()
+
+    def shutdown(self) -> None:
+        """The application is closing: cancel a running job."""
+        self.timer.stop()
+        if self.job is not None:
+            self.job.cancel()
 
     def offerBundledModels(self) -> None:
         """Put the shipped models at the top of the model history; choose the starter model when no model is set
@@ -112,7 +129,7 @@ class WidgetController:
             self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
 
     def updateApplyState(self, *unused) -> None:
-        if self.job is not None:
+        if self.job is not None or self.parameterNode is None:
             return
         if self.model is None:
             problems = [tr("Choose an exported model folder.")]
@@ -127,7 +144,7 @@ class WidgetController:
         if self.job is not None:
             self.job.cancel()
             return
-        from .install import ensure_dependencies
+        from EMIMCommonLib.install import ensure_dependencies
 
         with slicer.util.tryWithErrorDisplay(tr("Failed to start the engine."), waitCursor=True):
             if not ensure_dependencies():

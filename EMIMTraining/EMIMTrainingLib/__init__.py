@@ -1,6 +1,11 @@
 """Qt-free building blocks of the EMIMTraining module: they work on MRML and engine subprocesses only, so they run
-(and are tested) in plain Python on slicer-core as well as inside 3D Slicer. Only `widget.py` touches Qt.
+(and are tested) in plain Python on slicer-core as well as inside 3D Slicer. Only `widget.py` touches Qt. The
+engine runner, job, errors, installer and sample case come from EMIMCommonLib."""
 
-The engine runner, job tracking, translation and dependency installer come from EMIMSegmentationLib: both modules
-are installed in the same scripted-modules folder, so that package is importable here.
-"""
+import sys
+from pathlib import Path
+
+# EMIMCommonLib is installed beside this package; in the source tree it is one folder further up.
+_ROOT = Path(__file__).resolve().parents[2]
+if (_ROOT / "EMIMCommonLib").is_dir() and str(_ROOT) not in sys.path:
+    sys.path.append(str(_ROOT))

@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from emim.contract import LOG_FILE, RUN_WARNING
+
 from .i18n import tr
 
-LINE = re.compile(r"WARNING step (\d+): (.*)$")
+LINE = re.compile(re.escape(RUN_WARNING).replace(r"\{step\}", r"(\d+)").replace(r"\{message\}", "(.*)") + "$")
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ def explain(step: int, message: str) -> RunWarning:
 
 def read_warnings(run_dir: str | Path) -> list[RunWarning]:
     """Every warning in RUN/train.log, oldest first; [] when there is no log yet."""
-    log = Path(run_dir) / "train.log"
+    log = Path(run_dir) / LOG_FILE
     if not log.is_file():
         return []
     found = []

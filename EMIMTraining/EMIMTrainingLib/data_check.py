@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 import slicer
 import vtk
 
-from EMIMSegmentationLib.process import EngineProcess, python_executable
+from EMIMCommonLib.process import EngineProcess, python_executable
 
 from .errors import EMIMTrainingError
 from .i18n import tr

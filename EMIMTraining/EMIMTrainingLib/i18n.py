@@ -1,8 +1,8 @@
-"""Translation helper with this module's context; the mechanism is EMIMSegmentationLib's (identity on slicer-core)."""
+"""Translation helper with this module's context (the mechanism is EMIMCommonLib's; identity on slicer-core)."""
 
 from __future__ import annotations
 
-from EMIMSegmentationLib.i18n import translate
+from EMIMCommonLib.i18n import translate
 
 CONTEXT = "EMIMTraining"
 

@@ -26,9 +26,10 @@ import json
 from pathlib import Path
 from typing import Callable, Sequence
 
-from EMIMSegmentationLib.headless import running_in_slicer
-from EMIMSegmentationLib.job import EngineJob
-from EMIMSegmentationLib.process import EngineProcess, engine_command
+from EMIMCommonLib.headless import running_in_slicer
+from EMIMCommonLib.job import EngineJob
+from EMIMCommonLib.process import EngineProcess, engine_command
+from emim.contract import CONFIG_FILE, DEVICE_CHOICES, LAST_CHECKPOINT, METADATA_FILE
 
 from .chart_render import render_charts_png
 from .collapse_warnings import RunWarning, read_warnings
@@ -36,7 +37,7 @@ from .data_check import DataReport, check_data, collapse_report, collapse_table,
 from .errors import EMIMTrainingError
 from .i18n import tr
 from .metrics_tables import MetricsFollower
-from .settings import DEVICES, TrainingSettings, training_command
+from .settings import TrainingSettings, training_command
 from .training_job import TrainingJob
 
 Log = Callable[[str], None]
@@ -83,10 +84,10 @@ class TrainingLogic:
                logCallback: Log | None = None, progressCallback: Progress | None = None,
                finishCallback: Callable[[TrainingJob], None] | None = None) -> TrainingJob:
         """Continue a stopped or crashed run from its last checkpoint with the settings it was started with."""
-        if device not in DEVICES:
-            raise EMIMTrainingError(tr("Device must be one of {choices}.").format(choices=", ".join(DEVICES)))
+        if device not in DEVICE_CHOICES:
+            raise EMIMTrainingError(tr("Device must be one of {choices}.").format(choices=", ".join(DEVICE_CHOICES)))
         config = self.runConfig(run)
-        if not (Path(run) / "checkpoints" / "last.pt").is_file():
+        if not (Path(run) / LAST_CHECKPOINT).is_file():
             raise EMIMTrainingError(tr("The run {run} has no checkpoint yet, so there is nothing to resume; start it "
                                        "again as a new run.").format(run=run))
         command = training_command(config["command"], ["--run", str(run), "--resume", "--device", device], gpus)
@@ -104,7 +105,7 @@ class TrainingLogic:
 
     def runConfig(self, run: str | Path) -> dict:
         """The run's config.json (what it was started with; `command` says which engine command made it)."""
-        path = Path(run) / "config.json"
+        path = Path(run) / CONFIG_FILE
         if not path.is_file():
             raise EMIMTrainingError(tr("{run} is not a training run folder (it has no config.json); choose the "
                                        "folder given as the run's output.").format(run=run))
@@ -128,7 +129,7 @@ class TrainingLogic:
         def finish(outputs: list[dict], done: dict) -> Path:
             models = [o for o in outputs if o.get("kind") == "model"]
             folder = Path(models[-1]["path"]) if models else output
-            if not (folder / "metadata.json").is_file():
+            if not (folder / METADATA_FILE).is_file():
                 raise EMIMTrainingError(tr("The export finished but {folder} holds no metadata.json; see the log.")
                                         .format(folder=folder))
             return folder
@@ -137,28 +138,32 @@ class TrainingLogic:
         log = logCallback or (lambda text: None)
         log(tr("Running: {command}").format(command=" ".join(command)))
         job = EngineJob(EngineProcess(command), output, finish, log=log, progress=progressCallback,
-                        done=finishCallback, keep_workdir=True)
+                        done=finishCallback, keep_workdir=True, error_type=EMIMTrainingError)
         return job.wait() if waitForCompletion else job
 
-    def handOff(self, model: str | Path):
-        """Make EMIMSegmentation use `model`; returns its Logic (in Slicer, its panel shows the model)."""
-        if running_in_slicer():
-            import slicer
+    def handOff(self, model: str | Path, segmentationLogic=None):
+        """Make EMIMSegmentation use `model`; returns its Logic (in Slicer, its panel shows the model).
 
-            logic = slicer.util.getModuleLogic("EMIMSegmentation")
-            logic.getParameterNode().modelPath = str(model)
-            return logic
-        from EMIMSegmentationLib.logic import SegmentationLogic
+        Outside Slicer (slicer-core, batch) pass the EMIMSegmentation Logic to use: this module does not import
+        the other module's code, Slicer's module registry connects them."""
+        if segmentationLogic is not None:
+            return segmentationLogic
+        if not running_in_slicer():
+            raise EMIMTrainingError(tr("Outside 3D Slicer give handOff the EMIMSegmentation Logic to use "
+                                       "(segmentationLogic=SegmentationLogic())."))
+        import slicer
 
-        return SegmentationLogic()
+        logic = slicer.util.getModuleLogic("EMIMSegmentation")
+        logic.getParameterNode().modelPath = str(model)
+        return logic
 
     def reconstructCase(self, model: str | Path, case: str | Path, mask: str = "hybrid", seed: int = 0,
-                        device: str = "auto", logCallback: Log | None = None) -> dict:
+                        device: str = "auto", logCallback: Log | None = None, segmentationLogic=None) -> dict:
         """For a pretraining model: load a case into the scene and show what the model rebuilds from a masked copy.
 
         Returns {"inputs": {modality: node}, "masked": {...}, "reconstruction": {...}, "mask": node}.
         """
-        segmentation = self.handOff(model)
+        segmentation = self.handOff(model, segmentationLogic)
         inputs = segmentation.loadCase(case, model)
         result = segmentation.reconstruct(inputs, model, mask=mask, seed=seed, device=device,
                                           waitForCompletion=True, logCallback=logCallback)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import slicer
 import vtk
+from emim.contract import METRICS_FILE
 
 from .i18n import tr
 
@@ -90,7 +91,7 @@ class MetricsFollower:
 
     @property
     def path(self) -> Path:
-        return self.run_dir / "metrics.jsonl"
+        return self.run_dir / METRICS_FILE
 
     def poll(self) -> int:
         if not self.path.is_file():

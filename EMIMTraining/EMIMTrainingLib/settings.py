@@ -10,18 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from EMIMSegmentationLib.process import python_executable
+from EMIMCommonLib.process import python_executable
+
+from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, HYBRID, LAST_CHECKPOINT, MASK_CHOICES,
+                           PRESET_NAMES, PRETRAIN, TRAINING_COMMANDS)
 
 from .errors import EMIMTrainingError
 from .i18n import tr
 
-PRETRAIN, FINETUNE, CLASSIFY = "pretrain", "finetune", "finetune-classifier"
-TASKS = (PRETRAIN, FINETUNE, CLASSIFY)
 TASK_TITLES = {PRETRAIN: "E-MIM pretraining", FINETUNE: "Segmentation fine-tuning",
-               CLASSIFY: "Classification fine-tuning"}
-PRESETS = ("tiny", "small", "base")
-MASK_PATTERNS = ("hybrid", "patch", "position", "modal")
-DEVICES = ("auto", "cuda", "cpu")
+               FINETUNE_CLASSIFIER: "Classification fine-tuning"}
 
 
 @dataclass
@@ -31,26 +29,27 @@ class TrainingSettings:
     task: str
     data: str
     run: str
-    preset: str = "tiny"
+    preset: str = PRESET_NAMES[0]
     modalities: Sequence[str] = ()
     crop: str = ""
     batch_size: int | None = None  # None = the preset's default
     steps: int = 1000
     learning_rate: float | None = None
-    device: str = "auto"
+    device: str = DEVICE_CHOICES[0]
     gpus: int = 1
     log_every: int = 5
     eval_every: int = 50
     checkpoint_every: int = 50
     # pretraining
-    mask: str = "hybrid"
+    mask: str = HYBRID
     patch_ratio: float = 0.5
     position_ratio: float = 0.4
     pbt_levels: int = 4
     pbt_weight: float = 0.1
     # fine-tuning
     pretrained: str = ""  # pretraining run folder, checkpoint or model folder; empty = from scratch
-    val_cases: int = 1  # segmentation: whole cases held out for validation Dice
+    val_cases: int | None = None  # segmentation: whole cases held out for validation Dice; None = the engine's
+    # choice (a fifth of the cases, 1 to 4)
     labels_csv: str = ""  # classification: `case_id,label` lines
     val_fraction: float = 0.2  # classification
     extra: Sequence[str] = field(default_factory=tuple)  # further engine options, passed as they are
@@ -58,23 +57,23 @@ class TrainingSettings:
     def problems(self) -> list[str]:
         """Why the run cannot start as set (said in words); empty when it can."""
         found = []
-        if self.task not in TASKS:
-            found.append(tr("Choose a task: {choices}.").format(choices=", ".join(TASKS)))
+        if self.task not in TRAINING_COMMANDS:
+            found.append(tr("Choose a task: {choices}.").format(choices=", ".join(TRAINING_COMMANDS)))
         if not self.data:
             found.append(tr("Choose the data set (a folder of cases or a datalist JSON)."))
         if not self.run:
             found.append(tr("Choose an output run folder."))
-        if self.preset not in PRESETS:
-            found.append(tr("Preset must be one of {choices}.").format(choices=", ".join(PRESETS)))
-        if self.task == PRETRAIN and self.mask not in MASK_PATTERNS:
-            found.append(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_PATTERNS)))
-        if self.task == CLASSIFY and not self.labels_csv:
+        if self.preset not in PRESET_NAMES:
+            found.append(tr("Preset must be one of {choices}.").format(choices=", ".join(PRESET_NAMES)))
+        if self.task == PRETRAIN and self.mask not in MASK_CHOICES:
+            found.append(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_CHOICES)))
+        if self.task == FINETUNE_CLASSIFIER and not self.labels_csv:
             found.append(tr("Classification fine-tuning needs a labels CSV (one `case_id,label` line per case)."))
         if self.gpus < 1:
             found.append(tr("The number of GPUs must be at least 1."))
         if self.gpus > 1 and self.device == "cpu":
             found.append(tr("Several GPUs were asked for with device CPU; choose device auto or cuda."))
-        if self.run and (Path(self.run) / "checkpoints" / "last.pt").exists():
+        if self.run and (Path(self.run) / LAST_CHECKPOINT).exists():
             found.append(tr("The run folder {run} already holds a run: resume it or choose a new folder.")
                          .format(run=self.run))
         return found
@@ -102,7 +101,7 @@ class TrainingSettings:
         else:
             if self.pretrained:
                 args += ["--pretrained", str(self.pretrained)]
-            if self.task == FINETUNE:
+            if self.task == FINETUNE and self.val_cases is not None:
                 args += ["--val-cases", str(self.val_cases)]
             else:
                 args += ["--labels", str(self.labels_csv), "--val-fraction", str(self.val_fraction)]
@@ -121,3 +120,21 @@ def training_command(subcommand: str, arguments: Sequence[str], gpus: int = 1) -
         return [python_executable(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
                 "-m", "emim", "--", *engine]
     return [python_executable(), "-m", "emim", *engine]
+
+
+DEFAULTS = TrainingSettings(task=PRETRAIN, data="", run="")  # the one place a knob's default is written
+AUTO_VAL_CASES = -1  # the parameter node's valCases for "the engine's choice" (0 is a real choice: no validation)
+
+
+def settings_from_parameters(p) -> TrainingSettings:
+    """The module's parameter node (EMIMTraining.py; its defaults are DEFAULTS') as the Logic's settings."""
+    return TrainingSettings(
+        task=p.task, data=p.dataPath, run=p.runFolder, preset=p.preset,
+        modalities=tuple(m.strip() for m in p.modalities.split(",") if m.strip()), crop=p.cropSize,
+        batch_size=p.batchSize or None, steps=p.steps, learning_rate=p.learningRate or None, device=p.device,
+        gpus=p.gpus,
+        eval_every=p.evalEvery, checkpoint_every=p.checkpointEvery, log_every=max(1, min(DEFAULTS.log_every,
+                                                                                        p.evalEvery)),
+        mask=p.maskPattern, patch_ratio=p.patchRatio, position_ratio=p.positionRatio, pbt_levels=p.pbtLevels,
+        pbt_weight=p.pbtWeight, pretrained=p.pretrained if p.task != PRETRAIN else "",
+        val_cases=None if p.valCases == AUTO_VAL_CASES else p.valCases, labels_csv=p.labelsCsv, val_fraction=p.valFraction)

@@ -13,11 +13,10 @@ import time
 from pathlib import Path
 from typing import Callable
 
-import psutil
+from EMIMCommonLib.job import CANCELLED, FAILED, SUCCEEDED, EngineJob
+from EMIMCommonLib.process import EngineProcess
 
-from EMIMSegmentationLib.job import CANCELLED, FAILED, SUCCEEDED, EngineJob
-from EMIMSegmentationLib.process import EngineProcess
-
+from .errors import EMIMTrainingError
 from .i18n import tr
 
 STOPPED = "stopped"
@@ -30,7 +29,7 @@ class TrainingJob(EngineJob):
                  progress: Callable[[float], None] | None = None, done: Callable[["TrainingJob"], None] | None = None,
                  finish: Callable[[list[dict], dict], object] | None = None) -> None:
         super().__init__(process, Path(run_dir), finish or (lambda outputs, done_event: Path(run_dir)), log=log,
-                         progress=progress, done=done, keep_workdir=True)
+                         progress=progress, done=done, keep_workdir=True, error_type=EMIMTrainingError)
         self.run_dir = Path(run_dir)
         self.metrics = metrics  # a MetricsFollower, or None
         self.step: int | None = None
@@ -59,10 +58,7 @@ class TrainingJob(EngineJob):
             return
         self.stop_requested = True
         self._log(tr("Stopping: the engine saves a checkpoint at the current step, then exits."))
-        try:
-            psutil.Process(self.process.pid).terminate()
-        except psutil.NoSuchProcess:
-            pass
+        self.process.terminate()
         self._kill_at = time.monotonic() + grace_s
         while wait and not self.poll():
             time.sleep(interval_s)
@@ -90,8 +86,6 @@ class TrainingJob(EngineJob):
         elif kind == "checkpoint":
             self.checkpoint_step = event.get("step")
             self._log(tr("Checkpoint saved at step {step}.").format(step=self.checkpoint_step))
-        elif kind == "log" and event.get("stream") == "stderr" and ": error: " in str(event.get("message", "")):
-            self.error = str(event["message"]).split(": error: ", 1)[1]  # the engine's own EmimError message
         elif kind == "start":
             if event.get("command") == "resume":
                 self.resumed_step = event.get("step")

@@ -12,40 +12,32 @@ import slicer
 from .data_check import DataReport
 from .errors import EMIMTrainingError
 from .i18n import tr
-from .settings import CLASSIFY, DEVICES, FINETUNE, MASK_PATTERNS, PRESETS, PRETRAIN, TASKS, TrainingSettings
+from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, MASK_CHOICES, PRESET_NAMES, PRETRAIN,
+                           TRAINING_COMMANDS)
+
+from .settings import settings_from_parameters
 from .training_job import STOPPED
 
 POLL_MS = 500
-
-
-def settings_from_parameters(p) -> TrainingSettings:
-    """The parameter node (saved with the scene) as the Logic's settings."""
-    return TrainingSettings(
-        task=p.task, data=p.dataPath, run=p.runFolder, preset=p.preset,
-        modalities=tuple(m.strip() for m in p.modalities.split(",") if m.strip()), crop=p.cropSize,
-        batch_size=p.batchSize or None, steps=p.steps, learning_rate=p.learningRate or None, device=p.device,
-        gpus=p.gpus,
-        eval_every=p.evalEvery, checkpoint_every=p.checkpointEvery, log_every=max(1, min(5, p.evalEvery)),
-        mask=p.maskPattern, patch_ratio=p.patchRatio, position_ratio=p.positionRatio, pbt_levels=p.pbtLevels,
-        pbt_weight=p.pbtWeight, pretrained=p.pretrained if p.task != PRETRAIN else "", val_cases=p.valCases,
-        labels_csv=p.labelsCsv, val_fraction=p.valFraction)
+SHUTDOWN_GRACE_S = 30.0  # how long closing Slicer waits for a training's checkpoint before killing it
 
 
 class WidgetController:
     """Owns `ui` (from EMIMTraining.ui), the data check report, the running job and the followed run."""
 
-    def __init__(self, ui, logic, parameterNode) -> None:
-        self.ui, self.logic, self.parameterNode = ui, logic, parameterNode
+    def __init__(self, ui, logic) -> None:
+        self.ui, self.logic = ui, logic
+        self.parameterNode = None  # set by the module widget's lifecycle (setParameterNode)
         self.report: DataReport | None = None
         self.job = None
         self.follower = None
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.onPoll)
-        self.ui.taskComboBox.addItems(list(TASKS))
-        self.ui.presetComboBox.addItems(list(PRESETS))
-        self.ui.maskComboBox.addItems(list(MASK_PATTERNS))
-        self.ui.deviceComboBox.addItems(list(DEVICES))
+        self.ui.taskComboBox.addItems(list(TRAINING_COMMANDS))
+        self.ui.presetComboBox.addItems(list(PRESET_NAMES))
+        self.ui.maskComboBox.addItems(list(MASK_CHOICES))
+        self.ui.deviceComboBox.addItems(list(DEVICE_CHOICES))
         self.ui.checkDataButton.clicked.connect(self.onCheckData)
         self.ui.startButton.clicked.connect(self.onStart)
         self.ui.stopButton.clicked.connect(self.onStop)
@@ -56,6 +48,19 @@ class WidgetController:
         self.ui.dataPathLineEdit.currentPathChanged.connect(self.onDataChanged)
         self.ui.runFolderPathLineEdit.currentPathChanged.connect(self.onRunFolderChanged)
         self.ui.taskComboBox.currentTextChanged.connect(self.updateState)
+
+    def setParameterNode(self, node) -> None:
+        """The panel now shows `node` (None while the module is left or the scene closes)."""
+        self.parameterNode = node
+
+    def onParameterNodeModified(self) -> None:
+        self.updateState()
+
+    def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """The application is closing: a running training saves a checkpoint and stops (killed after `grace_s`)."""
+        self.timer.stop()
+        if self.job is not None:
+            self.job.stop(grace_s=grace_s, wait=True)
 
     def log(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
@@ -88,7 +93,7 @@ class WidgetController:
     # -- run control ---------------------------------------------------------------------------------------------
 
     def onStart(self) -> None:
-        from EMIMSegmentationLib.install import ensure_dependencies
+        from EMIMCommonLib.install import ensure_dependencies
 
         with slicer.util.tryWithErrorDisplay(tr("The run could not start."), waitCursor=True):
             if not ensure_dependencies():
@@ -127,6 +132,7 @@ class WidgetController:
         if not over:
             return
         job, self.job = self.job, None
+        self.timer.stop()  # the run is over: nothing more to follow
         self.ui.progressLabel.text = {"succeeded": tr("Finished."), STOPPED: tr("Stopped; Resume continues it."),
                                       "cancelled": tr("Cancelled.")}.get(job.state, tr("Failed."))
         if job.state == "failed":
@@ -193,13 +199,15 @@ class WidgetController:
 
     def updateState(self, *unused) -> None:
         p = self.parameterNode
+        if p is None:  # the module is not shown, or the scene is closing
+            return
         running = self.job is not None
-        pretraining, classifying = p.task == PRETRAIN, p.task == CLASSIFY
+        pretraining, classifying = p.task == PRETRAIN, p.task == FINETUNE_CLASSIFIER
         for widget in (self.ui.maskLabel, self.ui.maskComboBox, self.ui.patchRatioLabel, self.ui.patchRatioSpinBox,
                        self.ui.positionRatioLabel, self.ui.positionRatioSpinBox, self.ui.pbtLevelsLabel,
                        self.ui.pbtLevelsSpinBox, self.ui.pbtWeightLabel, self.ui.pbtWeightSpinBox):
             widget.visible = pretraining
-        self.ui.pretrainedLabel.visible = self.ui.pretrainedPathLineEdit.visible = p.task in (FINETUNE, CLASSIFY)
+        self.ui.pretrainedLabel.visible = self.ui.pretrainedPathLineEdit.visible = p.task in (FINETUNE, FINETUNE_CLASSIFIER)
         self.ui.labelsCsvLabel.visible = self.ui.labelsCsvPathLineEdit.visible = classifying
         self.ui.valCasesLabel.visible = self.ui.valCasesSpinBox.visible = p.task == FINETUNE
         self.ui.valFractionLabel.visible = self.ui.valFractionSpinBox.visible = classifying
