@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from .errors import EMIMError
 from .i18n import tr
@@ -22,18 +22,19 @@ class EngineJob:
     """Tracks one EngineProcess; `result` holds what `finish(outputs, done_event)` returned (`finish` may raise an
     EMIMError to fail the job with its message)."""
 
-    def __init__(self, process: EngineProcess, workdir: Path, finish: Callable[[list[dict], dict], Any],
+    def __init__(self, process: EngineProcess, workdir: Path | None, finish: Callable[[list[dict], dict], Any],
                  log: Callable[[str], None] | None = None, progress: Callable[[float], None] | None = None,
                  done: Callable[["EngineJob"], None] | None = None, keep_workdir: bool = False,
-                 error_type: type[EMIMError] = EMIMError) -> None:
+                 error_type: type[EMIMError] = EMIMError, ok_exit_codes: tuple[int, ...] = (0,)) -> None:
         self.process = process
-        self.workdir = Path(workdir)
+        self.workdir = None if workdir is None else Path(workdir)  # removed at the end unless keep_workdir
         self._finish = finish
         self._log = log or (lambda text: None)
         self._progress = progress or (lambda percent: None)
         self._done = done
         self.keep_workdir = keep_workdir
         self.error_type = error_type  # what `wait()` raises: the calling module's own error class
+        self.ok_exit_codes = ok_exit_codes  # check-data exits 1 after a complete report on broken cases
         self.state = RUNNING
         self.error: str | None = None
         self.warnings: list[str] = []
@@ -95,7 +96,7 @@ class EngineJob:
         code = self.process.returncode
         if self.process.cancelled:
             self.state = CANCELLED
-        elif code != 0 or self.error:
+        elif code not in self.ok_exit_codes or self.error:
             self.state = FAILED
             self.error = self.error or tr("The engine stopped with exit code {code}; see the log above.").format(code=code)
         else:
@@ -106,7 +107,19 @@ class EngineJob:
             except EMIMError as error:
                 self.state, self.error = FAILED, str(error)
                 self._log(tr("Error: {message}").format(message=self.error))
-        if not self.keep_workdir:
+        if self.workdir is not None and not self.keep_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if self._done is not None:
             self._done(self)
+
+
+def run_engine(command: Sequence[str], make_job: Callable[[EngineProcess], EngineJob], wait: bool,
+               log: Callable[[str], None] | None = None) -> EngineJob:
+    """Every engine run of the modules goes through here: the command is logged, started, and tracked as a job
+    whose failure is the engine's own `error` event; with `wait`, block until it ends and raise the job's error
+    class with that message."""
+    (log or (lambda text: None))(tr("Running: {command}").format(command=" ".join(command)))
+    job = make_job(EngineProcess(command))
+    if wait:
+        job.wait()
+    return job

@@ -58,9 +58,14 @@ def parse_line(line: str) -> Event:
     return {"event": "log", "message": text}
 
 
-def engine_command(subcommand: str, arguments: Sequence[str]) -> list[str]:
-    """`python -m emim SUBCOMMAND ... --progress json` with the interpreter that can import the engine."""
-    return [python_executable(), "-m", "emim", subcommand, *arguments, "--progress", "json"]
+JSON_PROGRESS = ("--progress", "json")
+
+
+def engine_command(subcommand: str, arguments: Sequence[str], machine_output: Sequence[str] = JSON_PROGRESS
+                   ) -> list[str]:
+    """`python -m emim SUBCOMMAND ... --progress json` with the interpreter that can import the engine
+    (`machine_output` is the option that makes the command speak JSON events: `--json` for check-data)."""
+    return [python_executable(), "-m", "emim", subcommand, *arguments, *machine_output]
 
 
 class EngineProcess:

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Callable
 
 import slicer
-from EMIMCommonLib.job import EngineJob
-from EMIMCommonLib.process import EngineProcess, engine_command
+from EMIMCommonLib.job import EngineJob, run_engine
+from EMIMCommonLib.process import engine_command
 from emim.contract import DEVICE_CHOICES, MASK_CHOICES
 
 from .classification import probabilities_table
@@ -221,12 +221,10 @@ class SegmentationLogic:
 
     def _run(self, subcommand: str, arguments: list[str], workdir: Path, finish, waitForCompletion: bool,
              logCallback, progressCallback, finishCallback, keep_workdir: bool = False):
-        command = self.engineCommand(subcommand, arguments)
-        log = logCallback or (lambda text: None)
-        log(tr("Running: {command}").format(command=" ".join(command)))
-        job = EngineJob(EngineProcess(command), workdir, finish, log=log, progress=progressCallback,
-                        done=finishCallback, keep_workdir=keep_workdir, error_type=EMIMSegmentationError)
-        return job.wait() if waitForCompletion else job
+        job = run_engine(self.engineCommand(subcommand, arguments), lambda process: EngineJob(
+            process, workdir, finish, log=logCallback, progress=progressCallback, done=finishCallback,
+            keep_workdir=keep_workdir, error_type=EMIMSegmentationError), waitForCompletion, logCallback)
+        return job.result if waitForCompletion else job
 
 
 def _device(device: str) -> str:

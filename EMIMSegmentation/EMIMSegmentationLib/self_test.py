@@ -14,20 +14,17 @@ import slicer
 import vtk
 
 from .errors import EMIMSegmentationError
-from .i18n import tr
-from EMIMCommonLib.process import EngineProcess, engine_command
+from EMIMCommonLib.job import EngineJob, run_engine
+from EMIMCommonLib.process import engine_command
 from EMIMCommonLib.sample_data import sample_case_folder
 
 TEST_MODEL_VARIABLE = "EMIM_TEST_MODEL"
 
 
-def run_engine(subcommand: str, arguments: list[str]) -> None:
-    """Run one engine command to completion; its error events become the exception's message."""
-    process = EngineProcess(engine_command(subcommand, arguments))
-    errors = [event.get("message", "") for event in process.wait() if event.get("event") == "error"]
-    if process.returncode != 0:
-        raise EMIMSegmentationError(tr("'emim {command}' failed: {reason}").format(
-            command=subcommand, reason="; ".join(errors) or f"exit code {process.returncode}"))
+def run_engine_command(subcommand: str, arguments: list[str]) -> None:
+    """Run one engine command to completion; a failure raises with the engine's own message."""
+    run_engine(engine_command(subcommand, arguments), lambda process: EngineJob(
+        process, None, lambda outputs, done: None, error_type=EMIMSegmentationError), wait=True)
 
 
 def make_test_model(workdir: Path) -> Path:
@@ -36,11 +33,11 @@ def make_test_model(workdir: Path) -> Path:
     Its weights are untrained: the self-test checks the whole path and the geometry, not accuracy.
     """
     run = workdir / "run"
-    run_engine("finetune", [str(sample_case_folder().parent), "--run-dir", str(run), "--preset", "tiny",
+    run_engine_command("finetune", [str(sample_case_folder().parent), "--run-dir", str(run), "--preset", "tiny",
                             "--feature-size", "4", "--steps", "2", "--batch-size", "1", "--val-cases", "0",
                             "--eval-every", "100", "--checkpoint-every", "2", "--device", "cpu"])
     model = workdir / "model"
-    run_engine("export", [str(run), "--out", str(model)])
+    run_engine_command("export", [str(run), "--out", str(model)])
     return model
 
 

@@ -13,7 +13,8 @@ from typing import Callable, Sequence
 import slicer
 import vtk
 
-from EMIMCommonLib.process import EngineProcess, python_executable
+from EMIMCommonLib.job import EngineJob, run_engine
+from EMIMCommonLib.process import engine_command
 
 from .errors import EMIMTrainingError
 from .i18n import tr
@@ -76,11 +77,8 @@ class DataReport:
 def check_data(path: str | Path, modalities: Sequence[str] = (), resample: bool = False,
                log: Callable[[str], None] | None = None) -> DataReport:
     """Run the engine's check (about 0.2 s per case plus 1-2 s start-up) and return its report."""
-    command = [python_executable(), "-m", "emim", "check-data", str(path), "--json"]
-    if modalities:
-        command += ["--modalities", ",".join(modalities)]
-    if resample:
-        command.append("--resample")
+    options = (["--modalities", ",".join(modalities)] if modalities else []) + (["--resample"] if resample else [])
+    command = engine_command("check-data", [str(path), *options], machine_output=("--json",))
     # check-data exits 1 with a report when cases are broken; without one the set is unreadable
     return DataReport(_done_event(command, path, log))
 
@@ -89,29 +87,22 @@ def collapse_report(path: str | Path, modalities: Sequence[str] = (), preset: st
                     log: Callable[[str], None] | None = None) -> list[dict]:
     """`emim collapse-report`: per mask pattern the collapsed loss of the data and a verdict (a few seconds per
     case: every case is read once)."""
-    command = [python_executable(), "-m", "emim", "collapse-report", str(path), "--preset", preset,
-               "--progress", "json"]
-    if modalities:
-        command += ["--modalities", ",".join(modalities)]
+    command = engine_command("collapse-report", [str(path), "--preset", preset]
+                             + (["--modalities", ",".join(modalities)] if modalities else []))
     return list(_done_event(command, path, log).get("patterns", []))
 
 
 def _done_event(command: list[str], path: str | Path, log: Callable[[str], None] | None) -> dict:
-    """Run an engine command and return its `done` event (without the `event` key), or raise with its errors."""
-    process = EngineProcess(command)
-    done, errors = None, []
-    for event in process.wait():
-        kind = event.get("event")
-        if kind == "done":
-            done = event
-        elif kind == "error":
-            errors.append(str(event.get("message", "")))
-        elif kind == "log" and log is not None:
-            log(str(event.get("message", "")))
-    if done is None:
-        raise EMIMTrainingError(" ".join(errors) or tr("Checking {path} failed (exit code {code}); see the log.")
-                                .format(path=path, code=process.returncode))
-    return {k: v for k, v in done.items() if k != "event"}
+    """Run an engine command and return its `done` event (without the `event` key), or raise with its errors.
+    Exit status 1 with a `done` event is a complete report on broken cases, not a failure."""
+    def finish(outputs: list[dict], done: dict) -> dict:
+        if not done:
+            raise EMIMTrainingError(tr("Checking {path} gave no report; see the log.").format(path=path))
+        return {k: v for k, v in done.items() if k != "event"}
+
+    return run_engine(command, lambda process: EngineJob(process, None, finish, log=log,
+                                                         error_type=EMIMTrainingError, ok_exit_codes=(0, 1)),
+                      wait=True, log=log).result
 
 
 COLLAPSE_COLUMNS = ("Mask pattern", "Share of masks", "Collapsed loss", "Per-patch collapsed loss",

@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from EMIMCommonLib.headless import running_in_slicer
-from EMIMCommonLib.job import EngineJob
-from EMIMCommonLib.process import EngineProcess, engine_command
+from EMIMCommonLib.job import EngineJob, run_engine
+from EMIMCommonLib.process import engine_command
 from emim.contract import CONFIG_FILE, DEVICE_CHOICES, LAST_CHECKPOINT, METADATA_FILE
 
 from .chart_render import render_charts_png
@@ -134,12 +134,10 @@ class TrainingLogic:
                                         .format(folder=folder))
             return folder
 
-        command = engine_command("export", [str(run), "--out", str(output)])
-        log = logCallback or (lambda text: None)
-        log(tr("Running: {command}").format(command=" ".join(command)))
-        job = EngineJob(EngineProcess(command), output, finish, log=log, progress=progressCallback,
-                        done=finishCallback, keep_workdir=True, error_type=EMIMTrainingError)
-        return job.wait() if waitForCompletion else job
+        job = run_engine(engine_command("export", [str(run), "--out", str(output)]), lambda process: EngineJob(
+            process, output, finish, log=logCallback, progress=progressCallback, done=finishCallback,
+            keep_workdir=True, error_type=EMIMTrainingError), waitForCompletion, logCallback)
+        return job.result if waitForCompletion else job
 
     def handOff(self, model: str | Path, segmentationLogic=None):
         """Make EMIMSegmentation use `model`; returns its Logic (in Slicer, its panel shows the model).
@@ -171,10 +169,6 @@ class TrainingLogic:
 
     def _launch(self, command: list[str], run: Path, waitForCompletion: bool, logCallback, progressCallback,
                 finishCallback) -> TrainingJob:
-        log = logCallback or (lambda text: None)
-        log(tr("Running: {command}").format(command=" ".join(command)))
-        job = TrainingJob(EngineProcess(command), run, metrics=MetricsFollower(run), log=log,
-                          progress=progressCallback, done=finishCallback)
-        if waitForCompletion:
-            job.wait()
-        return job
+        return run_engine(command, lambda process: TrainingJob(
+            process, run, metrics=MetricsFollower(run), log=logCallback, progress=progressCallback,
+            done=finishCallback), waitForCompletion, logCallback)

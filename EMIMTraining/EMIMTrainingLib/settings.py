@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from EMIMCommonLib.process import python_executable
+from EMIMCommonLib.process import engine_command
 
 from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, HYBRID, LAST_CHECKPOINT, MASK_CHOICES,
                            PRESET_NAMES, PRETRAIN, TRAINING_COMMANDS)
@@ -115,11 +115,11 @@ def training_command(subcommand: str, arguments: Sequence[str], gpus: int = 1) -
     own options: without it torchrun's parser reads the engine's `--run` as an ambiguous abbreviation of its
     `--run-path` and refuses to start (pytorch/pytorch#120601); torchrun drops the `--` before calling the engine.
     """
-    engine = [subcommand, *arguments, "--progress", "json"]
-    if gpus > 1:
-        return [python_executable(), "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
-                "-m", "emim", "--", *engine]
-    return [python_executable(), "-m", "emim", *engine]
+    command = engine_command(subcommand, arguments)
+    if gpus > 1:  # [python, -m, emim, ...] -> [python, -m, torch.distributed.run, ..., -m, emim, --, ...]
+        return [command[0], "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(gpus),
+                "-m", "emim", "--", *command[3:]]
+    return command
 
 
 DEFAULTS = TrainingSettings(task=PRETRAIN, data="", run="")  # the one place a knob's default is written
