@@ -43,3 +43,21 @@ def tiny_segmentation_model(brats_mini, tmp_path_factory) -> Path:
                      train=TrainSettings(steps=2, lr=1e-3, warmup_steps=1, eval_every=100, checkpoint_every=2))
     run_finetuning(config, root / "run", progress=Progress("none"))
     return export_model(root / "run", root / "model")
+
+
+@pytest.fixture(scope="session")
+def dropout_model(brats_mini, tmp_path_factory) -> Path:
+    """A tiny UNETR fine-tuned 2 CPU steps with modality dropout 1 (every batch misses some sequences)."""
+    from dataclasses import replace
+
+    from emim.export import export_model
+    from emim.finetune.segmentation import default_config, run_finetuning
+    from emim.progress import Progress
+    from emim.train.trainer import TrainSettings
+
+    root = tmp_path_factory.mktemp("dropout-model")
+    config = replace(default_config(str(brats_mini), "tiny"), feature_size=4, batch_size=1, val_cases=0,
+                     device="cpu", modality_dropout=1.0,
+                     train=TrainSettings(steps=2, lr=1e-3, warmup_steps=1, eval_every=100, checkpoint_every=2))
+    run_finetuning(config, root / "run", progress=Progress("none"))
+    return export_model(root / "run", root / "model")

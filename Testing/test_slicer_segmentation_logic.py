@@ -256,3 +256,26 @@ def test_a_case_at_another_spacing_comes_back_on_its_own_grid_and_native_spacing
         assert geometry == slicer.vtkSegmentationConverter.SerializeImageGeometry(_oriented(reference))
         warned = [line for line in logs if line.startswith("Warning:") and "--native-spacing" in line]
         assert bool(warned) == native, logs
+
+
+def test_a_dropout_model_segments_with_one_input_left_empty_and_others_refuse(slicer_app, brats_mini,
+                                                                              dropout_model, tiny_segmentation_model):
+    """The panel's Logic on real MRML: the FLAIR selector left empty; the segments land on the first given input's
+    grid. A model fine-tuned without modality dropout keeps asking for the volume."""
+    case = "BraTS-GLI-01404-000"
+    inputs = SegmentationLogic().loadCase(brats_mini / case)
+    inputs["t2f"] = None
+    logic = SegmentationLogic()
+    assert logic.inputProblems(inputs, dropout_model) == []
+    assert any("FLAIR" in p for p in logic.inputProblems(inputs, tiny_segmentation_model))
+    logged: list[str] = []
+    segmentation = logic.segment(inputs, dropout_model, device="cpu", overlap=0.0, waitForCompletion=True,
+                                 logCallback=logged.append)
+    assert any("--missing t2f" in line for line in logged) and any("no t2f" in line for line in logged)
+    labelmap = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode")
+    assert slicer.modules.segmentations.logic().ExportAllSegmentsToLabelmapNode(
+        segmentation, labelmap, slicer.vtkSegmentation.EXTENT_REFERENCE_GEOMETRY)
+    assert slicer.util.arrayFromVolume(labelmap).shape == slicer.util.arrayFromVolume(inputs["t1n"]).shape
+    assert np.allclose(ijk_to_ras(labelmap), ijk_to_ras(inputs["t1n"]), atol=1e-4)
+    with pytest.raises(EMIMSegmentationError, match="FLAIR"):
+        logic.segment(inputs, tiny_segmentation_model, device="cpu", waitForCompletion=True)

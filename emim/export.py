@@ -21,6 +21,13 @@ from emim.train.runfolder import RunFolder
 
 INFERENCE_DEFAULTS = {"overlap": 0.5, "blend": "gaussian", "sw_batch_size": 2,
                       "postprocess": DEFAULT_POSTPROCESS.to_metadata()}
+def missing_modalities(dropout: float) -> dict[str, Any]:
+    """What a segmentation model does with a case that lacks sequences: trained with modality dropout it takes
+    any non-empty subset; otherwise it needs them all."""
+    return {"supported": dropout > 0, "modality_dropout": dropout,
+            "trained_subsets": "any non-empty proper subset, per batch" if dropout > 0 else "all modalities"}
+
+
 def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict]:
     metadata = {
         "task": "segmentation",
@@ -31,7 +38,8 @@ def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any])
                     "out_channels": len(config["regions"]), "activation": "sigmoid"},
         "preprocessing": {"normalization": config["normalization"], "orientation": "RAS",
                           "spacing": training_spacing(run)},
-        "inference": json.loads(json.dumps(INFERENCE_DEFAULTS)),  # a deep copy
+        "inference": {**json.loads(json.dumps(INFERENCE_DEFAULTS)),  # a deep copy
+                      "missing_modalities": missing_modalities(config.get("modality_dropout", 0.0))},
         "labels": config["labels"],
         "regions": config["regions"],
         "provenance": {**run_provenance(run, config, int(state["step"])), "pretrained": config.get("pretrained"),

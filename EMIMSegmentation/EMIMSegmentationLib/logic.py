@@ -86,7 +86,8 @@ class SegmentationLogic:
 
     def inputProblems(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
         """Why Apply must stay disabled (missing or duplicated inputs); empty when all is well."""
-        return input_problems(inputs, self.readModel(model).modalities)
+        info = self.readModel(model)
+        return input_problems(inputs, info.modalities, info.takesMissing and info.task == "segmentation")
 
     def geometryMismatches(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
         """Sentences describing every input whose grid differs from the reference (the first modality)."""
@@ -120,11 +121,12 @@ class SegmentationLogic:
         unless `resample` is True (physical-space resampling onto the reference, new nodes, inputs untouched).
         `outputSegmentation` is replaced in place; by default a new node is created in the input's study.
         A case far from the model's training spacing runs at that spacing and comes back onto the input's grid,
-        unless `nativeSpacing`.
+        unless `nativeSpacing`. A model fine-tuned with modality dropout (`ModelInfo.takesMissing`) takes inputs
+        with some modalities left out or None; the engine is told which are missing.
         """
         info = self._checked(model, "segmentation")
         ordered = self._prepared(inputs, info, resample)
-        reference = ordered[info.modalities[0].name]
+        reference = next(iter(ordered.values()))  # the first modality given (a model with dropout takes a subset)
         workdir = Path(tempfile.mkdtemp(prefix="emim-segment-"))
         arguments = ["--model", str(info.folder), "--output", str(workdir / "segmentation.nii.gz"),
                      "--device", _device(device)]
@@ -134,6 +136,9 @@ class SegmentationLogic:
             arguments.append("--native-spacing")
         for modality, node in ordered.items():
             arguments += ["--image", f"{modality}={write_volume(node, workdir / f'{modality}.nii.gz')}"]
+        for modality in info.modalities:
+            if modality.name not in ordered:
+                arguments += ["--missing", modality.name]
 
         def finish(outputs: list[dict], done: dict):
             labels = [o for o in outputs if o.get("kind") == "label"]
@@ -196,10 +201,10 @@ class SegmentationLogic:
         return info
 
     def _ordered(self, inputs: dict, info: ModelInfo) -> dict:
-        problems = input_problems(inputs, info.modalities)
+        problems = input_problems(inputs, info.modalities, info.takesMissing and info.task == "segmentation")
         if problems:
             raise EMIMSegmentationError(" ".join(problems))
-        return {m.name: inputs[m.name] for m in info.modalities}
+        return {m.name: inputs[m.name] for m in info.modalities if inputs.get(m.name) is not None}
 
     def _prepared(self, inputs: dict, info: ModelInfo, resample: bool) -> dict:
         """Inputs in model order, checked for transforms and grids; resampled copies when asked."""

@@ -42,6 +42,7 @@ class ModelInfo:
     labels: tuple[Label, ...] = ()
     classes: tuple[str, ...] = ()
     provenance: dict = field(default_factory=dict)
+    takesMissing: bool = False  # fine-tuned with modality dropout: an input may be left empty
 
     def summary(self) -> str:
         """A few lines for the model box in the GUI and for the batch log."""
@@ -80,4 +81,6 @@ def read_model_info(folder: str | Path) -> ModelInfo:
         raise EMIMSegmentationError(tr("{path} lists no input modalities; re-export the model.").format(path=path))
     return ModelInfo(folder=folder, task=task, name=data.get("name", folder.name),
                      description=data.get("description", ""), modalities=modalities, labels=labels,
-                     classes=classes, provenance=data.get("provenance", {}) or {})
+                     classes=classes, provenance=data.get("provenance", {}) or {},
+                     takesMissing=bool(((data.get("inference") or {}).get("missing_modalities") or {})
+                                       .get("supported")))

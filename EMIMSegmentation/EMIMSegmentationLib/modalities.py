@@ -44,12 +44,15 @@ def assign_modalities(names: Sequence[str], modalities: Sequence[Modality]) -> A
     return Assignment(chosen=chosen, ambiguous=ambiguous)
 
 
-def input_problems(selected: dict[str, object | None], modalities: Sequence[Modality]) -> list[str]:
-    """Plain-language reasons why Apply must stay disabled: missing inputs and one volume used twice."""
+def input_problems(selected: dict[str, object | None], modalities: Sequence[Modality],
+                   takes_missing: bool = False) -> list[str]:
+    """Plain-language reasons why Apply must stay disabled: missing inputs (unless the model takes a subset, then
+    only none at all) and one volume used twice."""
     problems = []
     titles = {m.name: m.title for m in modalities}
-    for modality in modalities:
-        if selected.get(modality.name) is None:
+    empty = [m for m in modalities if selected.get(m.name) is None]
+    if not takes_missing or len(empty) == len(modalities):
+        for modality in empty:
             problems.append(tr("Select the {title} volume.").format(title=modality.title))
     seen: dict[int, str] = {}
     for name, node in selected.items():

@@ -139,6 +139,14 @@ class WidgetController:
         self.ui.geometryLabel.text = "\n".join(geometry) if geometry else tr("All inputs share one grid.")
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else tr("Run the model on the inputs.")
+        empty = [m.title for m in (self.model.modalities if self.model else ()) if self.inputs().get(m.name) is None]
+        if not problems and empty:  # a model fine-tuned with modality dropout, one or more inputs left empty
+            self.ui.geometryLabel.text += "\n" + tr(
+                "Missing: {missing}. The model (fine-tuned with modality dropout) segments without it. Measured on "
+                "3 real cases: without FLAIR the whole-tumour Dice fell by 0.28, without T1 contrast-enhanced the "
+                "core and enhancing Dice by 0.34-0.38, without T1 or T2 by at most 0.11 "
+                "(docs/missing-modalities.md).").format(
+                missing=", ".join(empty))
 
     def onApply(self) -> None:
         if self.job is not None:

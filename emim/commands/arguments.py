@@ -146,8 +146,10 @@ def check_case_inputs(args: argparse.Namespace) -> None:
         raise EmimError("the same modality is given twice with --image; give each modality once")
 
 
-def case_inputs(args: argparse.Namespace, spec):
+def case_inputs(args: argparse.Namespace, spec, allow_missing: bool = False):
     """The cases the inference command works on, with files assigned by the model's modality spec."""
     from emim.inference.segment import case_from_images, resolve_cases
 
-    return [case_from_images(dict(args.image), spec)] if args.image else resolve_cases(args.inputs, spec)
+    if args.image:
+        return [case_from_images(dict(args.image), spec, allow_missing)]
+    return resolve_cases(args.inputs, spec)

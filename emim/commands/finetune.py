@@ -25,11 +25,18 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="last K cases held out for validation Dice (default: a fifth of the cases, 1 to 4)")
     parser.add_argument("--val-overlap", type=float, default=0.5, help="sliding-window overlap in validation")
     parser.add_argument("--sw-batch-size", type=int, default=2, help="windows per forward pass in validation")
+    parser.add_argument("--modality-dropout", type=float, default=0.0, metavar="P",
+                        help="per batch, the probability of hiding a random subset of the modalities (never all), "
+                             "so the model can segment a case that misses a sequence (default 0: off)")
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
 
 
 def config_from_args(args: argparse.Namespace):
+    from emim.errors import EmimError
     from emim.finetune.segmentation import default_config
+
+    if not 0 <= args.modality_dropout <= 1:
+        raise EmimError(f"--modality-dropout is a probability between 0 and 1, got {args.modality_dropout}")
 
     modalities = args.modalities.split(",") if args.modalities else None
     base = default_config(args.data, args.preset, modalities, crop_size=args.crop)
@@ -37,7 +44,8 @@ def config_from_args(args: argparse.Namespace):
         base,
         train=train_settings(args),
         feature_size=args.feature_size or base.feature_size, batch_size=args.batch_size, pretrained=args.pretrained,
-        freeze_encoder_steps=args.freeze_encoder_steps, val_cases=args.val_cases, overlap=args.val_overlap,
+        freeze_encoder_steps=args.freeze_encoder_steps, modality_dropout=args.modality_dropout,
+        val_cases=args.val_cases, overlap=args.val_overlap,
         sw_batch_size=args.sw_batch_size, normalization=args.normalization, resample=args.resample,
         workers=args.workers, device=args.device, cache=args.cache)
 

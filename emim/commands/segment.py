@@ -42,6 +42,10 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keep-largest", action="append", metavar="REGION",
                         help="keep only the largest lesion of this region, e.g. WT (repeatable; default: the "
                              "model's setting)")
+    parser.add_argument("--missing", action="append", default=[], metavar="MODALITY",
+                        help="segment without this sequence even if its file is there (repeatable); a model "
+                             "fine-tuned with --modality-dropout also segments a case that has no file for one, "
+                             "other models refuse both")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
@@ -52,7 +56,7 @@ def run(args: argparse.Namespace) -> int:
     check_case_inputs(args)
     progress = Progress(args.progress)
     model = load_segmentation_model(args.model, args.device, lambda m: progress.event("warning", message=m))
-    cases = case_inputs(args, model.spec)
+    cases = case_inputs(args, model.spec, model.takes_missing)
     settings = postprocess_settings(args, model.postprocess)
     settings.check_regions(model.regions)
     output = Path(args.output)
@@ -70,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
             outputs.append(str(segment_case(model, case, output, args.overlap, args.sw_batch_size,
                                             args.probabilities, args.resample, progress=progress,
                                             single=len(cases) == 1, on_windows=on_windows,
-                                            native_spacing=args.native_spacing, postprocess=settings)))
+                                            native_spacing=args.native_spacing, postprocess=settings,
+                                            missing=args.missing)))
             volume_files.append(output_paths(output, case.case_id, [], len(cases) == 1)[1]["volumes"])
         except EmimError as error:
             failed.append({"case": case.case_id, "message": str(error)})

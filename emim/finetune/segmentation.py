@@ -47,6 +47,7 @@ class FinetuneConfig:
     batch_size: int = 2
     pretrained: str | None = None
     freeze_encoder_steps: int = 0
+    modality_dropout: float = 0.0  # per batch, the probability of dropping some modalities (see modality_dropout)
     val_cases: int | None = None  # None: `auto_val_cases`
     overlap: float = 0.5  # validation sliding window
     sw_batch_size: int = 2
@@ -61,7 +62,8 @@ class FinetuneConfig:
                 "model": self.model.to_dict(), "modalities": list(self.modalities), "labels": list(self.labels),
                 "regions": list(self.regions), "train": self.train.to_dict(), "feature_size": self.feature_size,
                 "batch_size": self.batch_size, "pretrained": self.pretrained,
-                "freeze_encoder_steps": self.freeze_encoder_steps, "val_cases": self.val_cases,
+                "freeze_encoder_steps": self.freeze_encoder_steps, "modality_dropout": self.modality_dropout,
+                "val_cases": self.val_cases,
                 "overlap": self.overlap, "sw_batch_size": self.sw_batch_size, "normalization": self.normalization,
                 "resample": self.resample, "workers": self.workers, "device": self.device,
                 "cache": self.cache}
@@ -114,7 +116,8 @@ class SegmentationTask:
     """Soft Dice + BCE on sigmoid region channels; per-region Dice on whole held-out cases at each evaluation."""
 
     def __init__(self, model: EMIMUNETR, regions: Sequence[dict], validation: Sequence, freeze_encoder_steps: int,
-                 overlap: float, sw_batch_size: int) -> None:
+                 overlap: float, sw_batch_size: int, modality_dropout: float = 0.0, seed: int = 0,
+                 rank: int = 0) -> None:
         from monai.losses import DiceLoss
 
         self.model = model
@@ -123,12 +126,17 @@ class SegmentationTask:
         self.freeze_encoder_steps = freeze_encoder_steps
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
+        self.modality_dropout, self.seed, self.rank = modality_dropout, seed, rank
         self.dice_loss = DiceLoss(sigmoid=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)
         self.bce = nn.BCEWithLogitsLoss()
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor], step: int) -> tuple[torch.Tensor, dict]:
+        from emim.finetune.modality_dropout import draw_present, zero_absent
+
         target = region_targets(batch["label"], self.regions)
-        logits = model(batch["image"], freeze_encoder=step < self.freeze_encoder_steps).float()
+        present = draw_present(batch["image"].shape[1], self.modality_dropout, self.seed, self.rank, step)
+        logits = model(zero_absent(batch["image"], present), freeze_encoder=step < self.freeze_encoder_steps,
+                       present=present).float()
         dice, bce = self.dice_loss(logits, target), self.bce(logits, target)
         return dice + bce, {"dice_loss": float(dice.detach()), "bce_loss": float(bce.detach())}
 
@@ -248,7 +256,7 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     run.log(f"fine-tuning on {split} cases ({len(shard)} on this rank), validating on "
             f"{[c.case_id for c in cases[split:]]}, cache {folder}, device {device}")
     task = SegmentationTask(model, config.regions, validation, config.freeze_encoder_steps, config.overlap,
-                            config.sw_batch_size)
+                            config.sw_batch_size, config.modality_dropout, config.train.seed, dist.rank)
 
     def batches(start_step: int):
         return crop_batches(shard, config.model.crop_size, config.batch_size, with_label=True,

@@ -67,6 +67,11 @@ class SegmentationModel:
         return (self.metadata.get("inference") or {}).get(key, fallback)
 
     @property
+    def takes_missing(self) -> bool:
+        """Fine-tuned with modality dropout: segments a case that lacks some of its modalities."""
+        return bool((self.inference_default("missing_modalities", None) or {}).get("supported"))
+
+    @property
     def postprocess(self) -> PostProcess:
         return PostProcess.from_metadata(self.inference_default("postprocess", None))
 
@@ -102,10 +107,12 @@ def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> i
 
 def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequence[int], overlap: float,
                           sw_batch_size: int, device: torch.device,
-                          on_windows: Callable[[int, int], None] | None = None) -> np.ndarray:
+                          on_windows: Callable[[int, int], None] | None = None,
+                          present: Sequence[int] | None = None) -> np.ndarray:
     """(M, X, Y, Z) normalised canonical image -> (C, X, Y, Z) float32 region probabilities.
 
-    `on_windows(done, total)` is called after each window batch (progress reporting).
+    `on_windows(done, total)` is called after each window batch (progress reporting). `present`: the modalities
+    the case has, when it misses some (their channels are zeros; see EMIMUNETR.forward).
     """
     from monai.inferers import sliding_window_inference
 
@@ -119,7 +126,7 @@ def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequ
     def predictor(windows: torch.Tensor) -> torch.Tensor:
         nonlocal done
         with autocast(device):
-            logits = network(windows)
+            logits = network(windows) if present is None else network(windows, present=list(present))
         done += windows.shape[0]
         if on_windows is not None:
             on_windows(min(done, total), total)
@@ -138,19 +145,21 @@ def _mm(spacing: Sequence[float]) -> str:
     return " x ".join(f"{v:g}" for v in spacing) + " mm"
 
 
-def case_from_images(images: dict[str, str | Path], spec: ModalitySpec) -> Case:
-    """A case from explicit files per modality (`--image t1n=PATH ...`), checked against the model's modalities."""
+def case_from_images(images: dict[str, str | Path], spec: ModalitySpec, allow_missing: bool = False) -> Case:
+    """A case from explicit files per modality (`--image t1n=PATH ...`), checked against the model's modalities
+    (`allow_missing`: a model fine-tuned with modality dropout takes a subset)."""
     unknown = [m for m in images if m not in spec.names]
     if unknown:
         raise EmimError(f"the model has no modality {', '.join(unknown)}; it takes exactly {len(spec.names)} "
                         f"images: {', '.join(spec.names)}. Name each --image after one of them.")
     missing = [m for m in spec.names if m not in images]
-    if missing:
+    if missing and (not allow_missing or not images):
         raise EmimError(f"got {len(images)} image(s) ({', '.join(images) or 'none'}) but the model needs "
                         f"{len(spec.names)}: {', '.join(spec.names)}; missing {', '.join(missing)}. Add "
                         f"--image {missing[0]}=PATH for each missing one.")
-    paths = {m: Path(images[m]) for m in spec.names}
-    return Case(without_suffix(strip_extension(paths[spec.names[0]].name), spec.names[0]), paths)
+    paths = {m: Path(images[m]) for m in spec.names if m in images}
+    first = next(iter(paths))
+    return Case(without_suffix(strip_extension(paths[first].name), first), paths)
 
 
 def resolve_cases(inputs: Sequence[str | Path], spec: ModalitySpec) -> list[Case]:
@@ -170,7 +179,27 @@ def resolve_cases(inputs: Sequence[str | Path], spec: ModalitySpec) -> list[Case
     return cases
 
 
-def check_modalities(case: Case, spec: ModalitySpec) -> None:
+def absent_modalities(case: Case, spec: ModalitySpec, declared: Sequence[str], supported: bool) -> list[str]:
+    """The model's modalities this case is to be segmented without: those declared missing (`--missing`) and
+    those it has no file for. Refused, naming them and what to do, unless the model was trained for it."""
+    unknown = [m for m in declared if m not in spec.names]
+    if unknown:
+        raise EmimError(f"--missing {', '.join(unknown)}: the model has no such modality; its modalities are "
+                        f"{', '.join(spec.names)}.")
+    absent = [m for m in spec.names if m in declared or (m not in case.images and m not in case.ambiguous)]
+    if absent and not supported:
+        why = (" This model was fine-tuned with every sequence present, so it cannot segment without one: use a "
+               "model fine-tuned with --modality-dropout (it takes any subset).")
+        check_modalities(case, spec, hint=why)  # no file for it: name the file to add
+        raise EmimError(f"case {case.case_id}: --missing {', '.join(absent)}, but the model cannot segment without "
+                        f"{', '.join(absent)}.{why} Or leave out --missing.")
+    if len(absent) == len(spec.names):
+        raise EmimError(f"case {case.case_id}: every modality of the model ({', '.join(spec.names)}) is missing; "
+                        "at least one sequence is needed.")
+    return absent
+
+
+def check_modalities(case: Case, spec: ModalitySpec, hint: str = "") -> None:
     """Refuse a case whose files do not cover the model's modalities, naming what it has and what is missing."""
     missing = [m for m in spec.names if m not in case.images and m not in case.ambiguous]
     if missing:
@@ -178,7 +207,7 @@ def check_modalities(case: Case, spec: ModalitySpec) -> None:
         where = f" in {case.folder}" if case.folder else ""
         raise EmimError(f"case {case.case_id}: the model needs the modalities {', '.join(spec.names)} but the "
                         f"files{where} give {found}; missing {', '.join(missing)}. Add a file named like "
-                        f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have.")
+                        f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have." + hint)
 
 
 def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool) -> tuple[Path, dict[str, Path]]:
@@ -229,7 +258,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                  probabilities: bool = False, resample: bool = False, device: str = "auto",
                  progress: Progress | None = None, single: bool = True,
                  on_windows: Callable[[int, int], None] | None = None, native_spacing: bool = False,
-                 postprocess: PostProcess | None = None) -> Path:
+                 postprocess: PostProcess | None = None, missing: Sequence[str] = ()) -> Path:
     """Segment one case and return the label map's path (see `output_paths` for where files go).
 
     `model` is a model folder or a `SegmentationModel` (load it once for a batch); `case` a `Case`, a case
@@ -237,26 +266,36 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     modality's exact grid; with `probabilities` each region's probability map is written too (float32).
     A case far from the model's training spacing runs at the model's spacing and comes back (see `spacing`),
     unless `native_spacing`. Labels and probabilities are zero outside the case's brain; the label map is cleaned
-    with `postprocess` (default: the model's settings; `postprocess.NONE` keeps every lesion).
+    with `postprocess` (default: the model's settings; `postprocess.NONE` keeps every lesion). A model fine-tuned
+    with modality dropout segments a case without the modalities in `missing` or without a file (said in a
+    warning, the output event and the report); any other model refuses such a case.
     """
     progress = progress or Progress("none")
     if not isinstance(model, SegmentationModel):
         model = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
     spec = model.spec
     if isinstance(case, dict):
-        case = case_from_images(case, spec)
+        case = case_from_images(case, spec, model.takes_missing)
     elif not isinstance(case, Case):
         found = resolve_cases([case], spec)
         if len(found) != 1:
             raise EmimError(f"{case} holds {len(found)} cases; segment_case takes one case folder.")
         case = found[0]
-    check_modalities(case, spec)
+    absent = absent_modalities(case, spec, missing, model.takes_missing)
+    present = [m for m in spec.names if m not in absent]
     names = [r["name"] for r in model.regions]
     folder, paths = output_paths(Path(output), case.case_id, names, single)
     check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
     report = RunReport("segment", model.metadata, model.folder, str(model.device))
     with report.stage("load"):
-        loaded = load_case(case, spec.names, model.normalization, resample, with_label=False)
+        loaded = load_case(case, present, model.normalization, resample, with_label=False)
+    if absent:
+        full = np.zeros((len(spec.names), *loaded.image.shape[1:]), dtype=np.float32)
+        full[[spec.names.index(m) for m in present]] = loaded.image
+        loaded.image = full
+        report.warnings.append(f"case {case.case_id}: no {', '.join(absent)}; the model (fine-tuned with modality "
+                               f"dropout) segments it from {', '.join(present)}.")
+        progress.event("warning", case=case.case_id, missing=absent, message=report.warnings[-1])
     trained = (model.metadata.get("preprocessing") or {}).get("spacing")
     rescaled = needs_resampling(loaded.spacing, trained)
     if rescaled and native_spacing:
@@ -274,7 +313,8 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         image = rescale(loaded.image, loaded.spacing, trained) if rescaled else loaded.image
         try:
             probs = predict_probabilities(model.network, image, model.crop_size, overlap, sw_batch_size,
-                                          model.device, on_windows)
+                                          model.device, on_windows,
+                                          [spec.names.index(m) for m in present] if absent else None)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --sw-batch-size "
@@ -291,13 +331,14 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     files: dict[Path, Any] = {paths["label"]: (loaded, labels, np.uint8), paths["volumes"]: volumes_csv(volumes)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
-    files[paths["report"]] = report.text(case.case_id, {m: case.images[m] for m in spec.names}, {
+    files[paths["report"]] = report.text(case.case_id, {m: case.images[m] for m in present}, {
+        "missing_modalities": absent,
         "overlap": overlap, "sw_batch_size": sw_batch_size, "postprocess": settings.to_metadata(),
         "case_spacing_mm": list(loaded.spacing), "ran_at_mm": list(trained) if rescaled else list(loaded.spacing),
         "normalization": model.normalization, "resample": resample}, list(files))
     write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id,
-                   postprocess=settings.to_metadata(),
+                   postprocess=settings.to_metadata(), missing=absent,
                    **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
     progress.event("output", path=str(paths["volumes"]), kind="volumes", case=case.case_id,
                    volumes_ml=region_volumes(volumes))

@@ -9,6 +9,8 @@ stem on the raw image supplies the finest skip. Four 2x stages mean the patch si
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -46,23 +48,32 @@ class EMIMUNETR(nn.Module):
         self.head = UnetOutBlock(spatial_dims=3, in_channels=f, out_channels=out_channels)
         self.to(memory_format=torch.channels_last_3d)
 
-    def _grid_features(self, x: torch.Tensor, freeze_encoder: bool) -> list[torch.Tensor]:
-        """The four pyramid levels as (B, D, gx, gy, gz) maps; no encoder gradients while it is frozen."""
+    def _grid_features(self, x: torch.Tensor, freeze_encoder: bool,
+                       present: Sequence[int] | None) -> list[torch.Tensor]:
+        """The four pyramid levels as (B, D, gx, gy, gz) maps; no encoder gradients while it is frozen. With
+        `present`, the encoder sees only those modalities' tokens (the others are not zero-filled: absent)."""
         grid = tuple(s // self.config.patch_size for s in x.shape[2:])
+        if present is not None:
+            x = x[:, list(present)]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not freeze_encoder):
-            levels = self.encoder(x)
+            levels = self.encoder(x, modality_ids=present)
         m = x.shape[1]
         return [fuse_modalities(level, m).transpose(1, 2).reshape(x.shape[0], -1, *grid)
                 .contiguous(memory_format=torch.channels_last_3d) for level in levels]
 
-    def forward(self, x: torch.Tensor, freeze_encoder: bool = False) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, freeze_encoder: bool = False,
+                present: Sequence[int] | None = None) -> torch.Tensor:
         """(B, M, X, Y, Z) normalised images -> (B, out_channels, X, Y, Z) logits.
+
+        `present`: the indices of the modalities the case has (None: all). The encoder takes only those; the
+        convolutional stem, which reads the voxels, sees an absent modality's channel as zeros (the brain mean
+        after z-scoring), so the caller zeroes it.
 
         The convolutional decoder runs channels-last (weights and activations): on CPUs, oneDNN's 3D convolution
         backward is ~15x faster in that layout (2.19 s -> 0.14 s for an 8-channel 3^3 conv on 2x8x64^3 here; a
         whole tiny training step 10.0 s -> 6.7 s), and cuDNN prefers it as well.
         """
-        level1, level2, level3, level4 = self._grid_features(x, freeze_encoder)
+        level1, level2, level3, level4 = self._grid_features(x, freeze_encoder, present)
         x = x.contiguous(memory_format=torch.channels_last_3d)
         out = self.up4(level4, self.skip4(level3))
         out = self.up3(out, self.skip3(level2))
