@@ -16,9 +16,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from EMIMCommonLib.lifecycle import PanelLifecycle
+from EMIMSegmentationLib.logic import SegmentationLogic  # first: its package finds EMIMCommonLib in a checkout
+
+from EMIMCommonLib.lifecycle import PanelLifecycle  # noqa: I100
 from emim.contract import DEVICE_CHOICES, HYBRID
-from EMIMSegmentationLib.logic import SegmentationLogic
 
 
 def _(text: str) -> str:

@@ -19,9 +19,10 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from EMIMCommonLib.lifecycle import PanelLifecycle
-from EMIMTrainingLib.logic import TrainingLogic
+from EMIMTrainingLib.logic import TrainingLogic  # first: its package finds EMIMCommonLib in a checkout
 from EMIMTrainingLib.settings import AUTO_VAL_CASES, DEFAULTS
+
+from EMIMCommonLib.lifecycle import PanelLifecycle  # noqa: I100
 
 
 def _(text: str) -> str:

@@ -91,7 +91,8 @@ def install() -> _App:
     """Publish the stand-ins beside slicer-core's real `slicer` package and a headless scene."""
     import slicer
 
-    sys.path[:0] = [str(REPO / name) for name in MODULES] + [str(REPO)]  # + EMIMCommonLib's folder
+    sys.path[:0] = [str(REPO / name) for name in MODULES]  # as Slicer does for a source checkout
+    import EMIMSegmentationLib  # noqa: F401  (its package puts EMIMCommonLib's folder on the path)
     from EMIMCommonLib.headless import bootstrap
 
     bootstrap()

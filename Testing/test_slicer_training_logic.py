@@ -24,7 +24,8 @@ from EMIMCommonLib.headless import bootstrap  # noqa: E402
 from EMIMSegmentationLib.logic import SegmentationLogic  # noqa: E402
 from EMIMTrainingLib.errors import EMIMTrainingError  # noqa: E402
 from EMIMTrainingLib.logic import TrainingLogic  # noqa: E402
-from EMIMTrainingLib.settings import FINETUNE, PRETRAIN, TrainingSettings, training_command  # noqa: E402
+from EMIMTrainingLib.settings import TrainingSettings, training_command  # noqa: E402
+from emim.contract import FINETUNE, FINETUNE_CLASSIFIER, PRETRAIN  # noqa: E402
 from EMIMTrainingLib.training_job import STOPPED  # noqa: E402
 
 STEPS = 200  # long enough that the test can stop it part-way, even on a quiet machine (~30 ms a step)
@@ -297,3 +298,17 @@ def test_batch_script_follows_a_resumed_run_and_draws_its_charts(pretraining, tm
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"resumed at step {STEPS} of {STEPS}" in result.stdout
     assert charts.is_file() and charts.stat().st_size > 10_000
+
+
+@pytest.mark.parametrize("task", [PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER])
+def test_each_task_with_default_settings_gives_a_command_line_the_engine_accepts(task, tmp_path):
+    """The panel's defaults (validation cases left to the engine) must parse as the engine's own command line for
+    every task: a fine-tuning once got the classifier's --labels and was refused."""
+    from emim.cli import build_parser
+
+    labels = tmp_path / "labels.csv" if task == FINETUNE_CLASSIFIER else ""  # the classifier's one required knob
+    settings = TrainingSettings(task=task, data=str(tmp_path), run=str(tmp_path / "run"), labels_csv=str(labels))
+    command = training_command(task, settings.arguments())
+    parsed = build_parser(task).parse_args(command[3:])
+    assert parsed.run == str(tmp_path / "run")
+    assert (task == FINETUNE) == hasattr(parsed, "val_cases") and getattr(parsed, "val_cases", None) is None

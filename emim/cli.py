@@ -43,7 +43,7 @@ class UsageError(EmimError):
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
-        raise UsageError(f"{message} (see emim {self.prog.split(' ', 1)[-1]} --help)")
+        raise UsageError(f"{message} (see {self.prog} --help)")  # prog: "emim" or "emim COMMAND"
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -108,6 +108,6 @@ def _progress_mode(argv: list[str]) -> str | None:
 
 def report_error(args: argparse.Namespace, message: str) -> None:
     """The error on stderr, and as an `error` event on stdout for a program following JSON progress."""
-    print(f"emim {args.command}: error: {message}", file=sys.stderr)
+    print(f"{' '.join(filter(None, ('emim', args.command)))}: error: {message}", file=sys.stderr)
     if getattr(args, "progress", None) == "json" or getattr(args, "json", False):
         print(json.dumps({"event": "error", "message": message}), flush=True)

@@ -90,7 +90,7 @@ class SegmentationLogic:
         return input_problems(inputs, info.modalities, info.takesMissing and info.task == "segmentation")
 
     def geometryMismatches(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
-        """Sentences describing every input whose grid differs from the reference (the first modality)."""
+        """Sentences describing every input whose grid differs from the reference (the first modality given)."""
         info = self.readModel(model)
         ordered = self._ordered(inputs, info)
         return mismatch_report(ordered, {m.name: m.title for m in info.modalities})
@@ -117,7 +117,7 @@ class SegmentationLogic:
         The tumour volumes (mL and lesions per region and label) come as a table node in the same study, referenced
         from the segmentation as `volumes_table.VOLUMES_REFERENCE`.
 
-        The reference geometry is the first modality's volume. Mismatched grids are refused with a description,
+        The reference geometry is the first given modality's volume. Mismatched grids are refused with a description,
         unless `resample` is True (physical-space resampling onto the reference, new nodes, inputs untouched).
         `outputSegmentation` is replaced in place; by default a new node is created in the input's study.
         A case far from the model's training spacing runs at that spacing and comes back onto the input's grid,

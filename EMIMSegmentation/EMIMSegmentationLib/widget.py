@@ -142,10 +142,8 @@ class WidgetController:
         empty = [m.title for m in (self.model.modalities if self.model else ()) if self.inputs().get(m.name) is None]
         if not problems and empty:  # a model fine-tuned with modality dropout, one or more inputs left empty
             self.ui.geometryLabel.text += "\n" + tr(
-                "Missing: {missing}. The model (fine-tuned with modality dropout) segments without it. Measured on "
-                "3 real cases: without FLAIR the whole-tumour Dice fell by 0.28, without T1 contrast-enhanced the "
-                "core and enhancing Dice by 0.34-0.38, without T1 or T2 by at most 0.11 "
-                "(docs/missing-modalities.md).").format(
+                "Missing: {missing}. The model (fine-tuned with modality dropout) segments without it, at a cost in "
+                "Dice that depends on the sequence: see docs/missing-modalities.md of the E-MIM extension.").format(
                 missing=", ".join(empty))
 
     def onApply(self) -> None:
@@ -195,7 +193,8 @@ class WidgetController:
         """Put the result where the user looks: overlay, reconstructions beside inputs, or the table."""
         if self.model.task == "segmentation":
             self.ui.outputSegmentationSelector.setCurrentNode(result)
-            slicer.util.setSliceViewerLayers(background=self.selector(0).currentNode())
+            given = [node for node in self.inputs().values() if node is not None]  # a dropout model takes a subset
+            slicer.util.setSliceViewerLayers(background=given[0] if given else None)
         elif self.model.task == "pretraining":
             modality = self.model.modalities[0].name
             slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutThreeOverThreeView)

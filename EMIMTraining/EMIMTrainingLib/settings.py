@@ -101,8 +101,9 @@ class TrainingSettings:
         else:
             if self.pretrained:
                 args += ["--pretrained", str(self.pretrained)]
-            if self.task == FINETUNE and self.val_cases is not None:
-                args += ["--val-cases", str(self.val_cases)]
+            if self.task == FINETUNE:
+                if self.val_cases is not None:  # None: the engine's choice
+                    args += ["--val-cases", str(self.val_cases)]
             else:
                 args += ["--labels", str(self.labels_csv), "--val-fraction", str(self.val_fraction)]
         return args + [str(a) for a in self.extra]

@@ -168,6 +168,8 @@ class WidgetController:
             slicer.modules.plots.logic().ShowChartInLayout(chart)
 
     def showWarnings(self) -> None:
+        if self.parameterNode is None:  # the module is not shown; the job is still polled
+            return
         run = self.parameterNode.runFolder
         warnings = self.logic.runWarnings(run) if run else []
         self.ui.warningsLabel.text = warnings[-1].text() if warnings else tr("No warnings.")

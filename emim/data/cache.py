@@ -5,8 +5,9 @@ Each entry is a folder of uncompressed `.npy` files (the image in float16 when i
 label as uint8; the flat indices of tumour and brain voxels that labelled crops are centred on, int32) and a
 `meta.json`. Entry names are hashes, never case ids:
 `<hash of the case's files and the preprocessing settings>-<hash of their sizes and modification times>`, so a
-changed setting makes a separate entry, a changed (touched) file rebuilds only its case, and the entry it replaces
-is removed. An entry is written into a temporary folder and renamed into place, so two processes building the
+changed setting makes a separate entry, and a changed (touched) file rebuilds only its case. The entry it replaces is
+kept: a run started before may still be reading it (crops reopen their files), so outdated entries are left for
+the user to delete with the cache folder when no run uses it. An entry is written into a temporary folder and renamed into place, so two processes building the
 same cache at once both end with one complete entry, and a failed build (a full disk) leaves nothing half made.
 
 MONAI's PersistentDataset would store the whole transformed case as one pickle that is read in full for every
@@ -147,8 +148,9 @@ def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) ->
         try:
             os.rename(temporary, folder / name)
         except OSError:
-            if _read_entry(folder / name) is None:  # not a finished entry of another process: a real failure
-                raise
+            if _read_entry(folder / name) is None:  # not another process's finished entry: a damaged one
+                shutil.rmtree(folder / name, ignore_errors=True)
+                os.rename(temporary, folder / name)
     except OSError as error:
         if error.errno in DISK_FULL:
             raise _disk_full(folder, needed) from error
@@ -156,13 +158,6 @@ def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) ->
     finally:
         shutil.rmtree(temporary, ignore_errors=True)
     return _read_entry(folder / name)  # type: ignore[return-value]
-
-
-def _remove_leftovers(folder: Path, identity: str, keep: str) -> None:
-    """Entries of the same case and settings made from older files (readers that still map them keep their data)."""
-    for other in folder.glob(f"{identity}-*"):
-        if other.name != keep:
-            shutil.rmtree(other, ignore_errors=True)
 
 
 def _remove_stale_temporaries(folder: Path) -> None:
@@ -187,11 +182,10 @@ def cached_cases(cases: Sequence[Case], settings: CacheSettings, folder: str | P
     _remove_stale_temporaries(folder)
     entries, built, started = [], 0, time.monotonic()
     for index, case in enumerate(cases):
-        identity, name = entry_name(case, settings)
+        name = entry_name(case, settings)[1]
         entry = _read_entry(folder / name)
         if entry is None:
             entry = build_entry(case, settings, folder, name)
-            _remove_leftovers(folder, identity, name)
             built += 1
         entries.append(entry)
         if progress is not None:

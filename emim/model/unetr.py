@@ -67,7 +67,7 @@ class EMIMUNETR(nn.Module):
 
         `present`: the indices of the modalities the case has (None: all). The encoder takes only those; the
         convolutional stem, which reads the voxels, sees an absent modality's channel as zeros (the brain mean
-        after z-scoring), so the caller zeroes it.
+        under the default zscore-nonzero normalisation), so the caller zeroes it.
 
         The convolutional decoder runs channels-last (weights and activations): on CPUs, oneDNN's 3D convolution
         backward is ~15x faster in that layout (2.19 s -> 0.14 s for an 8-channel 3^3 conv on 2x8x64^3 here; a

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import replace
 from typing import Any
 
@@ -15,14 +14,10 @@ from emim.pretrain.diagnostics import (COLLAPSE_QUIET_SHARE, RANK_DROP_RATIO, co
                                        is_completely_collapsed, singular_spectrum)
 from emim.pretrain.masks import PATTERNS, MaskConfig, available_patterns, pattern_weights, sample_batch
 from emim.pretrain.model import EMIMPretrainer
+from emim.train.trainer import stream_seed
 
 HELDOUT_MASK_SEED = 20240715  # fixed masks on the held-out crops make diagnostics comparable over steps
 EVAL_BATCH = 4  # held-out crops per forward pass: bounds the memory of an evaluation
-
-
-def mask_seed(seed: int, rank: int, step: int) -> int:
-    """A distinct 63-bit seed per (run seed, rank, step)."""
-    return int.from_bytes(hashlib.sha256(f"masks {seed} {rank} {step}".encode()).digest()[:8], "little") >> 1
 
 
 class PretrainTask:
@@ -46,7 +41,7 @@ class PretrainTask:
         a resumed run draws exactly the masks the uninterrupted run would have, with no state to save. Micro-batches
         of one step (--accumulate) continue the step's stream."""
         if step != self.generator_step:
-            self.generator.manual_seed(mask_seed(self.seed, self.rank, step))
+            self.generator.manual_seed(stream_seed("masks", self.seed, self.rank, step))
             self.generator_step = step
         return self.generator
 

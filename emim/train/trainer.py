@@ -10,6 +10,7 @@ writes a checkpoint (the Slicer module's Stop).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import random
 import signal
 import time
@@ -87,6 +88,12 @@ class _StopRequest:
     def __exit__(self, *exc: Any) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+
+def stream_seed(stream: str, seed: int, rank: int, step: int) -> int:
+    """A 63-bit seed of one named random stream (pretraining masks, modality dropout) at (run seed, rank, step):
+    distinct per stream, rank and step, so ranks differ and a resumed run draws what the uninterrupted one did."""
+    return int.from_bytes(hashlib.sha256(f"{stream} {seed} {rank} {step}".encode()).digest()[:8], "little") >> 1
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
