@@ -4,9 +4,13 @@ refusal of mismatched checkpoints, encoder freezing, stop + resume, validation D
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 from stopping import StopAfterFirstStep
@@ -185,3 +189,26 @@ def test_torchrun_two_processes_fine_tune_validate_and_checkpoint_once(brats_min
     evaluations = [r for r in records if r["kind"] == "eval"]
     assert [r["step"] for r in evaluations] == [0, 3]  # before training and at --eval-every, once each
     assert all({"val_dice_TC", "val_dice_WT", "val_dice_ET"} <= set(r) for r in evaluations)
+
+
+@pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
+def test_a_bad_case_on_one_rank_stops_both_ranks_at_once_with_its_message(tmp_path):
+    """Each rank checks only its own shard: the rank that finds a label no region covers stops with the message,
+    and the other stops too, saying why (without it, torchrun's agent killed it mid-way)."""
+    import nibabel as nib
+
+    from test_cache import write_cases
+
+    data = write_cases(tmp_path / "data", 3)
+    bad = data / "case001" / "case001-seg.nii.gz"  # rank 1's case of three: every second one from case000
+    label = np.asarray(nib.load(bad).dataobj).copy()
+    label[label == 2] = 7
+    nib.save(nib.Nifti1Image(label, np.eye(4)), str(bad))
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29551",
+               "-m", "emim", "finetune", str(data), "--run-dir", str(tmp_path / "run"), "--modalities", "t1n,t2w",
+               "--steps", "2", "--val-cases", "0", "--device", "cpu", "--progress", "none"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode != 0
+    assert "case case001" in result.stderr and "values [7]" in result.stderr
+    assert "another torchrun rank found a problem" in result.stderr

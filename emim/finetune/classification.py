@@ -168,8 +168,9 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
     settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=False)
     folder = cache_folder(config.cache, run.path)
     shard_ids = session.shard(train_ids)
-    shard = cached_cases([by_id[i] for i in shard_ids], settings, folder, progress)
-    validation = cached_cases([by_id[i] for i in val_ids], settings, folder) if dist.is_main else []
+    shard, validation = session.prepare(lambda: (
+        cached_cases([by_id[i] for i in shard_ids], settings, folder, progress),
+        cached_cases([by_id[i] for i in val_ids], settings, folder) if dist.is_main else []))
     if dist.is_main:  # the median spacing of the main rank's training cases (under torchrun: its shard)
         write_cases_file(run, train_ids, val_ids, [entry.spacing for entry in shard])
     run.log(f"classes {list(labels.names)}; training on {len(train_ids)} cases ({len(shard)} on this rank), "

@@ -248,8 +248,9 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     split = len(cases) - config.val_cases
     _require_labels(cases)
     folder = cache_folder(config.cache, run.path)
-    shard = _cached_training(session.shard(cases[:split]), config, folder, progress)
-    validation = _load_validation(cases[split:], config) if dist.is_main else []
+    shard, validation = session.prepare(lambda: (
+        _cached_training(session.shard(cases[:split]), config, folder, progress),
+        _load_validation(cases[split:], config) if dist.is_main else []))
     if dist.is_main:  # the median spacing of the main rank's training cases (under torchrun: its shard)
         write_cases_file(run, [c.case_id for c in cases[:split]], [c.case_id for c in cases[split:]],
                          [entry.spacing for entry in shard])

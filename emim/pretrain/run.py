@@ -125,12 +125,15 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
     train_cases = cases[: len(cases) - heldout_count]
     settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=False)
     folder = cache_folder(config.cache, run.path)
-    shard = cached_cases(session.shard(train_cases), settings, folder, progress)
-    heldout = torch.empty(0)
-    if dist.is_main:  # only the main rank evaluates: it reads the first cases of the held-out pool too
-        pool = cases[len(train_cases):] or train_cases
+    def prepare() -> tuple[list, torch.Tensor]:
+        shard = cached_cases(session.shard(train_cases), settings, folder, progress)
+        if not dist.is_main:
+            return shard, torch.empty(0)
+        pool = cases[len(train_cases):] or train_cases  # only the main rank evaluates: the held-out pool's first
         boxes = [entry.array("image") for entry in cached_cases(pool[: config.heldout_crops], settings, folder)]
-        heldout = heldout_crops(boxes, config.model.crop_size, config.heldout_crops)
+        return shard, heldout_crops(boxes, config.model.crop_size, config.heldout_crops)
+
+    shard, heldout = session.prepare(prepare)
     run.log(f"pretraining on {len(train_cases)} cases ({len(shard)} on this rank), diagnostics on {len(heldout)} "
             f"fixed crops, cache {folder}, device {device}")
     model = EMIMPretrainer(config.model, config.pbt_levels, config.pbt_weight, config.pbt_off_diagonal)

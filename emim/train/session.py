@@ -38,6 +38,21 @@ class RunSession:
         world = self.dist.world_size
         return list(items[self.dist.rank::world]) if len(items) >= world else list(items)
 
+    def prepare(self, work: Callable[[], T]) -> T:
+        """This rank's data preparation (its shard of the cache, validation cases). Under torchrun a problem found
+        by one rank stops every rank together, the finder with its message and the others saying why, instead of
+        the others being killed mid-step by torchrun's agent (or, without an agent that tears the group down,
+        waiting in the next collective until its timeout)."""
+        problem: EmimError | None = None
+        try:
+            result = work()
+        except EmimError as error:
+            problem = error
+        if distributed.any_rank(problem is not None, self.dist, self.device):
+            raise problem or EmimError("another torchrun rank found a problem with its cases and stopped; its "
+                                       "message is in the output above")
+        return result
+
 
 def open_run(run_dir: str | Path, device: str, seed: int, resume: bool, progress: Progress | None) -> RunSession:
     """Join torchrun if launched by it, lock the run folder (main rank), pick the device, seed every rank."""
@@ -57,6 +72,9 @@ def train_run(session: RunSession, task: Task, batches: Callable[[int], Iterator
     try:
         step = train(task, batches, settings, session.run, session.progress, session.dist, session.device,
                      resume=resume)
+        # the main rank ends later (last evaluation and checkpoint): the others wait for it here, since a gloo
+        # group torn down by one rank while another still uses it has aborted a run at exit (SIGABRT, seen once)
+        distributed.barrier(session.dist)
         session.progress.event("done", run_dir=str(session.run.path), step=step,
                                checkpoint=str(session.run.last_checkpoint))
     finally:
