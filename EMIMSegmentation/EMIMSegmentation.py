@@ -47,9 +47,11 @@ class EMIMSegmentation(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class EMIMSegmentationParameterNode:
-    """Saved with the scene: model folder, device, inputs in model order, output nodes, look-inside settings."""
+    """Saved with the scene: model folder, device, inputs in model order, output nodes, look-inside settings, and the
+    pretraining that fills missing inputs."""
 
     modelPath: str = ""
+    fillMissingPath: str = ""  # a pretraining that synthesises inputs left empty (optional)
     device: str = DEVICE_CHOICES[0]
     resample: bool = False
     show3D: bool = False

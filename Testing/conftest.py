@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+SMALLEST_CASE = "BraTS-GLI-01404-000"  # the smallest real mini case (70 slices)
 BRATS_MINI = Path(os.environ.get("EMIM_BRATS_MINI", REPO.parent / "shared" / "data" / "brats-gli-mini"))
 
 
@@ -24,6 +25,23 @@ def _torch_threads() -> None:
     import torch
 
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def tiny_pretraining(brats_mini, tmp_path_factory) -> Path:
+    """A tiny E-MIM pretraining run of 2 CPU steps on the smallest real mini case (encoder and MIM decoder for the
+    reconstruction, fine-tuning and fill-missing tests; untrained weights: plumbing, not quality)."""
+    from dataclasses import replace
+
+    from emim.pretrain.run import default_config, run_pretraining
+    from emim.progress import Progress
+    from emim.train.trainer import TrainSettings
+
+    run = tmp_path_factory.mktemp("pretrain") / "run"
+    config = replace(default_config(str(brats_mini / SMALLEST_CASE), "tiny"), batch_size=1, device="cpu",
+                     train=TrainSettings(steps=2, warmup_steps=1, log_every=1, eval_every=100, checkpoint_every=2))
+    run_pretraining(config, run, progress=Progress("none"))
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -32,17 +32,6 @@ def _events(stream: io.StringIO) -> list[dict]:
     return [json.loads(line) for line in stream.getvalue().splitlines()]
 
 
-@pytest.fixture(scope="module")
-def pretrain_run(brats_mini, tmp_path_factory):
-    from emim.pretrain.run import default_config as pretrain_config, run_pretraining
-
-    config = replace(pretrain_config(str(brats_mini), "tiny"), batch_size=1, device="cpu",
-                     train=TrainSettings(steps=1, lr=1e-3, warmup_steps=1, eval_every=100, checkpoint_every=1))
-    run_dir = tmp_path_factory.mktemp("pretrain") / "run"
-    run_pretraining(config, run_dir, progress=Progress("none"))
-    return run_dir
-
-
 def _finetune_config(data, **changes):
     config = default_config(str(data), "tiny")
     settings = TrainSettings(steps=STEPS, lr=1e-3, warmup_steps=1, log_every=1, eval_every=100, checkpoint_every=1)
@@ -51,10 +40,10 @@ def _finetune_config(data, **changes):
 
 
 @pytest.fixture(scope="module")
-def finetune_run(brats_mini, pretrain_run, tmp_path_factory):
+def finetune_run(brats_mini, tiny_pretraining, tmp_path_factory):
     """Fine-tune from the pretraining run, stopped by SIGTERM after step 1 and resumed to the end."""
     run_dir = tmp_path_factory.mktemp("finetune") / "run"
-    config = _finetune_config(brats_mini, pretrained=str(pretrain_run), freeze_encoder_steps=1)
+    config = _finetune_config(brats_mini, pretrained=str(tiny_pretraining), freeze_encoder_steps=1)
     first, second = io.StringIO(), io.StringIO()
     run_finetuning(config, run_dir, progress=StopAfterFirstStep("json", stream=first))
     config_text = (run_dir / "config.json").read_text()
@@ -64,8 +53,8 @@ def finetune_run(brats_mini, pretrain_run, tmp_path_factory):
             "stopped_at": stopped_at}
 
 
-def test_pretrained_encoder_tensors_are_loaded_not_random(pretrain_run, finetune_run, brats_mini):
-    checkpoint = load_checkpoint(pretrain_run / "checkpoints" / "last.pt")["model"]
+def test_pretrained_encoder_tensors_are_loaded_not_random(tiny_pretraining, finetune_run, brats_mini):
+    checkpoint = load_checkpoint(tiny_pretraining / "checkpoints" / "last.pt")["model"]
     expected = {k[len("encoder."):]: v for k, v in checkpoint.items() if k.startswith("encoder.")}
     model = EMIMUNETR(_finetune_config(brats_mini).model, 3, 4)
     fresh = {k: v.clone() for k, v in model.encoder.state_dict().items()}
@@ -73,9 +62,9 @@ def test_pretrained_encoder_tensors_are_loaded_not_random(pretrain_run, finetune
     assert not torch.equal(fresh["patch_embed.weight"], expected["patch_embed.weight"])
     assert not torch.equal(fresh["blocks.0.attn.qkv.weight"], expected["blocks.0.attn.qkv.weight"])
 
-    count, source = load_pretrained_encoder(model.encoder, model.config, pretrain_run)
+    count, source = load_pretrained_encoder(model.encoder, model.config, tiny_pretraining)
     loaded = model.encoder.state_dict()
-    assert count == len(expected) > 0 and "step 1" in source
+    assert count == len(expected) > 0 and "step 2" in source
     assert all(torch.equal(loaded[k], expected[k]) for k in expected)
     # the run itself says how many tensors it took, in its start event and its log
     start = next(e for e in finetune_run["first"] if e["event"] == "start")
@@ -83,13 +72,13 @@ def test_pretrained_encoder_tensors_are_loaded_not_random(pretrain_run, finetune
     assert f"loaded {len(expected)} encoder tensors" in (finetune_run["dir"] / "train.log").read_text()
 
 
-def test_checkpoint_with_other_modalities_or_width_is_refused(pretrain_run, brats_mini, tmp_path):
+def test_checkpoint_with_other_modalities_or_width_is_refused(tiny_pretraining, brats_mini, tmp_path):
     three = _finetune_config(brats_mini)
     three = replace(three, model=replace(three.model, modalities=("t1n", "t1c", "t2w")))
     with pytest.raises(EmimError, match=r"modalities \['t1n', 't1c', 't2w', 't2f'\].*\['t1n', 't1c', 't2w'\]"):
-        load_pretrained_encoder(EMIMUNETR(three.model, 3, 4).encoder, three.model, pretrain_run)
+        load_pretrained_encoder(EMIMUNETR(three.model, 3, 4).encoder, three.model, tiny_pretraining)
     narrow = _finetune_config(brats_mini)
-    narrow = replace(narrow, model=replace(narrow.model, embed_dim=48), pretrained=str(pretrain_run))
+    narrow = replace(narrow, model=replace(narrow.model, embed_dim=48), pretrained=str(tiny_pretraining))
     with pytest.raises(EmimError, match="embed_dim 96 .* but 48"):
         run_finetuning(narrow, tmp_path / "run", progress=Progress("none"))
     assert not (tmp_path / "run" / "checkpoints" / "last.pt").exists()
@@ -130,7 +119,7 @@ def test_stopped_run_resumes_and_validates_each_region(finetune_run):
     assert len(cases["train"]) == 2 and len(cases["validation"]) == 1
 
 
-def test_export_of_both_runs_loads_as_model_folders(finetune_run, pretrain_run, tmp_path):
+def test_export_of_both_runs_loads_as_model_folders(finetune_run, tiny_pretraining, tmp_path):
     from emim.export import export_model
     from emim.inference.segment import load_segmentation_model
     from emim.modelfile import load_model
@@ -151,7 +140,7 @@ def test_export_of_both_runs_loads_as_model_folders(finetune_run, pretrain_run, 
     with pytest.raises(EmimError, match="--force"):
         export_model(finetune_run["dir"], folder)
 
-    state, metadata = load_model(export_model(pretrain_run, tmp_path / "pre"))
+    state, metadata = load_model(export_model(tiny_pretraining, tmp_path / "pre"))
     assert metadata["task"] == "pretraining"
     assert any(k.startswith("decoder.") for k in state) and not any(k.startswith("pbt.") for k in state)
 

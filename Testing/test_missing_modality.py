@@ -15,7 +15,9 @@ from emim.finetune.modality_dropout import draw_present, zero_absent
 from emim.inference.segment import load_segmentation_model, segment_case
 from emim.progress import Progress
 
-CASE = "BraTS-GLI-01404-000"  # the smallest real mini case (70 slices)
+from conftest import SMALLEST_CASE
+
+CASE = SMALLEST_CASE
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 
 
@@ -87,3 +89,51 @@ def test_a_model_without_dropout_refuses_a_missing_sequence_and_says_what_to_do(
     with pytest.raises(EmimError, match="no such modality"):
         segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path, device="cpu", missing=["dwi"])
     assert not list(tmp_path.glob("*.nii.gz"))
+
+
+def test_fill_missing_synthesises_the_sequence_on_the_input_grid_for_a_model_without_dropout(
+        tiny_segmentation_model, tiny_pretraining, brats_mini, tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(tiny_segmentation_model),
+                             "--fill-missing", str(tiny_pretraining), "--missing", "t2f", "--overlap", "0",
+                             "--device", "cpu", "--progress", "json", "--output", str(tmp_path / "out"),
+                             str(brats_mini / CASE)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    synthetic = next(e for e in events if e["event"] == "output" and e["kind"] == "synthetic")
+    assert synthetic["modality"] == "t2f" and synthetic["units"] == "zscore-nonzero"
+    path = tmp_path / "out" / f"{CASE}_synthetic_t2f.nii.gz"
+    assert Path(synthetic["path"]) == path
+    reference = nib.load(brats_mini / CASE / f"{CASE}-t1n.nii.gz")
+    image, label = nib.load(path), nib.load(tmp_path / "out" / f"{CASE}.nii.gz")
+    for output in (image, label):
+        assert output.shape == reference.shape and np.allclose(output.affine, reference.affine)
+    values = np.asarray(image.dataobj)
+    inside = np.stack([np.asarray(nib.load(brats_mini / CASE / f"{CASE}-{m}.nii.gz").dataobj) != 0
+                       for m in ("t1n", "t1c", "t2w")]).any(axis=0)
+    assert np.isfinite(values).all() and not values[~inside].any() and values[inside].std() > 0
+    report = json.loads((tmp_path / "out" / f"{CASE}.report.json").read_text())
+    assert report["settings"]["missing_modalities"] == ["t2f"]
+    assert report["settings"]["filled_by"]["task"] == "pretraining" and len(report["settings"]["filled_by"]["sha256"]) == 64
+    assert str(path) in report["outputs"] and "synthesis" in report["seconds"]
+    assert any(e["event"] == "warning" and "synthesised" in e["message"] for e in events)
+
+
+def test_fill_missing_fills_two_sequences_and_refuses_a_pretraining_in_other_units(
+        tiny_segmentation_model, tiny_pretraining, brats_mini, tmp_path):
+    from dataclasses import replace
+
+    from emim.inference.reconstruct import load_reconstructor
+
+    filler = load_reconstructor(tiny_pretraining, "cpu")
+    segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path, overlap=0.0, device="cpu", single=False,
+                 missing=["t1c", "t2w"], fill=filler)
+    assert sorted(p.name for p in tmp_path.glob("*_synthetic_*")) == [f"{CASE}_synthetic_t1c.nii.gz",
+                                                                      f"{CASE}_synthetic_t2w.nii.gz"]
+    other_units = replace(filler, weights=replace(filler.weights, normalization="max"))
+    with pytest.raises(EmimError, match="normalises intensities with max"):
+        segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path / "x", device="cpu", single=False,
+                     missing=["t2f"], fill=other_units)
+    assert not (tmp_path / "x").exists()

@@ -16,29 +16,14 @@ from emim.data.cases import find_cases
 from emim.data.loading import load_case
 from emim.pretrain.masks import MaskConfig
 
-SMALLEST = "BraTS-GLI-01404-000"  # 70 slices: the fewest crops
+from conftest import SMALLEST_CASE
+
 NAMES = ("t1n", "t1c", "t2w", "t2f")
 
 
 @pytest.fixture(scope="module")
-def pretraining(brats_mini: Path, tmp_path_factory) -> Path:
-    from dataclasses import replace
-
-    from emim.progress import Progress
-    from emim.pretrain.run import default_config, run_pretraining
-    from emim.train.trainer import TrainSettings
-
-    run = tmp_path_factory.mktemp("pretrain") / "run"
-    config = default_config(str(brats_mini / SMALLEST), "tiny")
-    config = replace(config, batch_size=1, device="cpu",
-                     train=TrainSettings(steps=2, warmup_steps=1, log_every=1, eval_every=100, checkpoint_every=2))
-    run_pretraining(config, run, progress=Progress("none"))
-    return run
-
-
-@pytest.fixture(scope="module")
 def case(brats_mini: Path):
-    return find_cases(brats_mini / SMALLEST)[0]
+    return find_cases(brats_mini / SMALLEST_CASE)[0]
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +37,9 @@ def _read(folder: Path, modality: str, kind: str) -> nib.Nifti1Image:
     return nib.load(str(folder / f"{modality}_{kind}.nii.gz"))
 
 
-def test_modal_mask_cli_writes_outputs_on_the_input_grid(pretraining, case, normalised, tmp_path):
+def test_modal_mask_cli_writes_outputs_on_the_input_grid(tiny_pretraining, case, normalised, tmp_path):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "emim", "reconstruct", "--model", str(pretraining), "--mask",
+    result = subprocess.run([sys.executable, "-m", "emim", "reconstruct", "--model", str(tiny_pretraining), "--mask",
                              "modal", "--seed", "3", "--output", str(out), "--device", "cpu", "--progress", "json",
                              str(case.folder)], capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -94,10 +79,10 @@ def test_modal_mask_cli_writes_outputs_on_the_input_grid(pretraining, case, norm
     assert np.isfinite(prediction).all() and not np.array_equal(prediction, normalised[hidden_modality])
 
 
-def test_position_mask_is_reproducible_and_shared_by_modalities(pretraining, case, tmp_path):
+def test_position_mask_is_reproducible_and_shared_by_modalities(tiny_pretraining, case, tmp_path):
     from emim.inference.reconstruct import load_reconstructor, reconstruct_case
 
-    model = load_reconstructor(pretraining, "cpu")
+    model = load_reconstructor(tiny_pretraining, "cpu")
     for folder in ("a", "b"):
         reconstruct_case(model, case, tmp_path / folder, "position", seed=5, batch_size=4)
     mask = np.stack([np.asarray(_read(tmp_path / "a", m, "mask").dataobj) for m in NAMES])
@@ -116,7 +101,7 @@ def test_window_masks_follow_the_pattern():
     patch = window_masks(6, 4, 64, MaskConfig("patch", patch_ratio=0.75), seed=1)
     assert patch.shape == (6, 4, 64) and (patch.sum(dim=2) == 48).all()
     assert not all(bool((patch[0] == patch[i]).all()) for i in range(1, 6))  # drawn per window
-    modal = window_masks(6, 4, 64, MaskConfig("modal"), seed=1, hide=2)
+    modal = window_masks(6, 4, 64, MaskConfig("modal"), seed=1, hide=[2])
     assert modal[:, 2].all() and not modal[:, [0, 1, 3]].any()
     hybrid = MaskConfig("hybrid")
     assert (window_masks(6, 4, 64, hybrid, seed=9) == window_masks(6, 4, 64, hybrid, seed=9)).all()
@@ -124,28 +109,31 @@ def test_window_masks_follow_the_pattern():
     assert not (window_masks(6, 4, 64, position, seed=5) == window_masks(6, 4, 64, position, seed=6)).all()
 
 
-def test_refuses_a_checkpoint_without_a_decoder_and_a_bad_hide(pretraining, case, tmp_path):
+def test_refuses_a_checkpoint_without_a_decoder_and_a_bad_hide(tiny_pretraining, case, tmp_path):
     from emim.errors import EmimError
     from emim.inference.reconstruct import load_reconstructor, reconstruct_case
     from emim.train.checkpoint import load_checkpoint, save_checkpoint
 
-    state = load_checkpoint(pretraining / "checkpoints" / "last.pt")
+    state = load_checkpoint(tiny_pretraining / "checkpoints" / "last.pt")
     state["model"] = {k: v for k, v in state["model"].items() if k.startswith("encoder.")}
-    encoder_only = save_checkpoint(pretraining / "checkpoints" / "encoder-only.pt", state)
+    run = tmp_path / "run"  # a copy of the shared run: its checkpoint loses the decoder
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "config.json").write_text((tiny_pretraining / "config.json").read_text())
+    encoder_only = save_checkpoint(run / "checkpoints" / "encoder-only.pt", state)
     with pytest.raises(EmimError, match="decoder"):
         load_reconstructor(encoder_only, "cpu")
-    model = load_reconstructor(pretraining, "cpu")
+    model = load_reconstructor(tiny_pretraining, "cpu")
     with pytest.raises(EmimError, match="t9"):
         reconstruct_case(model, case, tmp_path / "x", "modal", 0, hide="t9")
     assert not (tmp_path / "x").exists()
 
 
-def test_exported_pretraining_model_reconstructs_like_its_run(pretraining, tmp_path):
+def test_exported_pretraining_model_reconstructs_like_its_run(tiny_pretraining, tmp_path):
     from emim.export import export_model
     from emim.inference.reconstruct import load_reconstructor, reconstruct_volume
 
-    folder = export_model(pretraining, tmp_path / "model")
-    from_run, from_model = load_reconstructor(pretraining, "cpu"), load_reconstructor(folder, "cpu")
+    folder = export_model(tiny_pretraining, tmp_path / "model")
+    from_run, from_model = load_reconstructor(tiny_pretraining, "cpu"), load_reconstructor(folder, "cpu")
     assert from_model.weights.spec.names == NAMES and from_model.weights.normalization == "zscore-nonzero"
     image = np.random.default_rng(0).normal(size=(4, 128, 64, 64)).astype(np.float32)  # two whole crops
     config = MaskConfig("patch")

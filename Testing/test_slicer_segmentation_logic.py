@@ -17,6 +17,8 @@ from EMIMSegmentationLib.reconstruction_import import import_reconstruction_outp
 from EMIMSegmentationLib.classification import probabilities_table
 from EMIMSegmentationLib.segmentation_import import import_label_file
 
+from conftest import SMALLEST_CASE
+
 CASE = "BraTS-GLI-00360-000"
 
 
@@ -262,8 +264,7 @@ def test_a_dropout_model_segments_with_one_input_left_empty_and_others_refuse(sl
                                                                               dropout_model, tiny_segmentation_model):
     """The panel's Logic on real MRML: the FLAIR selector left empty; the segments land on the first given input's
     grid. A model fine-tuned without modality dropout keeps asking for the volume."""
-    case = "BraTS-GLI-01404-000"
-    inputs = SegmentationLogic().loadCase(brats_mini / case)
+    inputs = SegmentationLogic().loadCase(brats_mini / SMALLEST_CASE)
     inputs["t2f"] = None
     logic = SegmentationLogic()
     assert logic.inputProblems(inputs, dropout_model) == []
@@ -279,3 +280,48 @@ def test_a_dropout_model_segments_with_one_input_left_empty_and_others_refuse(sl
     assert np.allclose(ijk_to_ras(labelmap), ijk_to_ras(inputs["t1n"]), atol=1e-4)
     with pytest.raises(EMIMSegmentationError, match="FLAIR"):
         logic.segment(inputs, tiny_segmentation_model, device="cpu", waitForCompletion=True)
+
+
+def test_a_model_without_dropout_segments_with_a_synthesised_flair_which_comes_into_the_scene(
+        slicer_app, brats_mini, tiny_segmentation_model, tiny_pretraining):
+    """--fill-missing from the Logic: the FLAIR selector left empty, a pretraining fills it; the stand-in is a
+    volume on the reference's grid in its study, named as synthetic and referenced from the segmentation."""
+    from EMIMSegmentationLib.synthetic_import import SYNTHETIC_ATTRIBUTE, SYNTHETIC_REFERENCE
+
+    inputs = SegmentationLogic().loadCase(brats_mini / SMALLEST_CASE)
+    inputs["t2f"] = None
+    logic = SegmentationLogic()
+    assert logic.inputProblems(inputs, tiny_segmentation_model, fillMissing=True) == []
+    segmentation = logic.segment(inputs, tiny_segmentation_model, device="cpu", overlap=0.0,
+                                 fillMissing=tiny_pretraining)
+    assert segmentation.GetNumberOfNodeReferences(SYNTHETIC_REFERENCE) == 1
+    synthetic = segmentation.GetNthNodeReference(SYNTHETIC_REFERENCE, 0)
+    assert "t2f (synthetic, E-MIM)" in synthetic.GetName()
+    assert synthetic.GetAttribute(SYNTHETIC_ATTRIBUTE) == str(tiny_pretraining)
+    reference = inputs["t1n"]
+    assert slicer.util.arrayFromVolume(synthetic).shape == slicer.util.arrayFromVolume(reference).shape
+    assert np.allclose(ijk_to_ras(synthetic), ijk_to_ras(reference), atol=1e-4)
+    assert slicer.util.arrayFromVolume(synthetic).std() > 0
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    assert sh.GetItemParent(sh.GetItemByDataNode(synthetic)) == sh.GetItemParent(sh.GetItemByDataNode(reference))
+
+
+def test_the_panel_text_for_a_missing_input_names_it_says_what_happens_and_gives_the_measured_cost(
+        slicer_app, tmp_path):
+    from emim.contract import MISSING_DICE
+
+    measured = {"cases": "the 3 real BraTS mini cases", "all": {"WT": 0.80, "TC": 0.60, "ET": 0.50},
+                "drop": {"t2f": {"WT": 0.50, "TC": 0.62, "ET": 0.51}},
+                "fill": {"t2f": {"WT": 0.70, "TC": 0.55, "ET": 0.45}}}
+    model = write_model_metadata(tmp_path / "model", inference={"missing_modalities": {"supported": True}},
+                                 provenance={MISSING_DICE: measured})
+    logic = SegmentationLogic()
+    inputs = {"t1n": object(), "t1c": object(), "t2w": object(), "t2f": None}
+    dropped = logic.missingSummary(inputs, model)
+    assert "Missing: T2 FLAIR" in dropped and "without it" in dropped
+    assert "WT -0.30, TC +0.02, ET +0.01" in dropped and "the 3 real BraTS mini cases" in dropped
+    filled = logic.missingSummary(inputs, model, fillMissing=str(tmp_path / "pretrain"))
+    assert "synthesised by the pretraining pretrain" in filled and "WT -0.10, TC -0.05, ET -0.05" in filled
+    unmeasured = logic.missingSummary({**inputs, "t1c": None}, model)
+    assert "T1 contrast-enhanced, T2 FLAIR" in unmeasured and "not measured" in unmeasured
+    assert logic.missingSummary({**inputs, "t2f": object()}, model) == ""

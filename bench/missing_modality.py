@@ -1,12 +1,18 @@
-"""What a missing sequence costs: Dice WT/TC/ET on the real BraTS mini cases with all four sequences and with each one
-missing, for the shipped starter model (fine-tuned without modality dropout: it refuses a missing sequence) and for
-the same recipe fine-tuned with `--modality-dropout` from the same pretraining.
+"""What a missing sequence costs, and which answer to it is better: dropping it (a model fine-tuned with modality
+dropout segments without it) or filling it (`--fill-missing`: the E-MIM pretraining's modal-mask decoder
+synthesises a stand-in, and the model segments with four inputs).
 
-    python bench/missing_modality.py            (after `make starter-model`, whose pretraining run it reuses)
+    python bench/missing_modality.py [--ship]      (reuses bench/results/starter-work from `make starter-model`,
+                                                    and makes its data and pretraining when they are absent)
 
-The dropout model is fine-tuned exactly as the starter model (bench/starter_model.py RECIPE, seed 0, its generated
-cases and pretraining run) with modality dropout P added, so the rows differ only by it. Scores use the models'
-default post-processing and `emim.evaluate.score_labels` (global Dice).
+Rows: Dice WT/TC/ET with all four sequences and with each single one missing, for the shipped starter model
+(fine-tuned without dropout: it refuses to drop, it can fill) and for the same recipe fine-tuned with
+`--modality-dropout` from the same pretraining (bench/starter_model.py RECIPE, seed 0), so the two differ only by
+dropout. The filler is that pretraining. Two data sets: the three real BraTS mini cases (never trained on) and
+held-out generated cases (another seed than the training cases). Scores use the models' default post-processing and
+`emim.evaluate.score_labels` (global Dice). The real-case Dice is written into both models' metadata
+(`provenance.missing_sequence_dice`), which the Slicer panel shows; `--ship` also exports the dropout model to
+Resources/Models/EMIM-starter-tiny-dropout.
 """
 
 from __future__ import annotations
@@ -19,49 +25,93 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
-from bench.starter_model import RECIPE  # noqa: E402
+from bench.starter_model import RECIPE, prepare_pretraining, recipe_settings  # noqa: E402
 
+STARTER = common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny"
 STARTER_WORK = common.RESULTS / "starter-work"
+SHIPPED_DROPOUT = common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny-dropout"
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+GENERATED_CASES = 3
+GENERATED_SEED = 1000  # far from the training cases' seed 0
 
 
 def finetune_with_dropout(work: Path, probability: float, seed: int) -> Path:
     from emim.export import export_model
     from emim.finetune.segmentation import default_config, run_finetuning
     from emim.progress import Progress
-    from emim.train.trainer import TrainSettings
 
     run = work / "finetune"
     config = replace(default_config(str(STARTER_WORK / "data"), "tiny"), device="cpu",
                      batch_size=RECIPE["finetune_batch"], pretrained=str(STARTER_WORK / "pretrain"),
                      modality_dropout=probability,
-                     train=TrainSettings(steps=RECIPE["finetune_steps"], lr=RECIPE["finetune_lr"],
-                                         warmup_steps=RECIPE["warmup_steps"], eval_every=RECIPE["eval_every"],
-                                         checkpoint_every=RECIPE["eval_every"], seed=seed))
+                     train=recipe_settings(RECIPE, RECIPE["finetune_steps"], RECIPE["finetune_lr"], seed))
     run_finetuning(config, run, resume=(run / "checkpoints" / "last.pt").is_file(), progress=Progress("none"))
-    return export_model(run, work / "model", force=True)
+    return export_model(run, work / "model", force=True, name=f"E-MIM starter with modality dropout {probability:g} "
+                        "(tiny, generated data only)", description=(
+                            f"The starter model's recipe with --modality-dropout {probability:g}: segments a case "
+                            "with any sequences missing. Pretrained and fine-tuned on generated cases only; a "
+                            "starting point, not a clinical tool."))
 
 
-def scores(model: Path, work: Path, missing: str | None) -> dict[str, float]:
-    """Mean global Dice per region over the real cases, segmenting without `missing`."""
+def scores(model: Any, data: Path, out: Path, missing: str | None, filler: Any = None) -> dict[str, float]:
+    """Mean global Dice per region over the cases in `data`, segmenting without `missing` (filled by `filler`)."""
     import nibabel as nib
     import numpy as np
 
     from emim.data.cases import find_cases
     from emim.evaluate import mean_row, score_labels
-    from emim.inference.segment import load_segmentation_model, segment_case
+    from emim.inference.segment import segment_case
 
-    loaded = load_segmentation_model(model, "cpu")
     rows = []
-    for case in find_cases(common.MINI_DATA, loaded.spec):
-        label = segment_case(loaded, case, work / (missing or "all"), single=False,
-                             missing=[missing] if missing else [])
+    for case in find_cases(data, model.spec):
+        label = segment_case(model, case, out, single=False, missing=[missing] if missing else [], fill=filler)
         truth = nib.load(case.label)
         spacing = tuple(float(z) for z in truth.header.get_zooms()[:3])
         rows.append(score_labels(np.asarray(nib.load(label).dataobj), np.asarray(truth.dataobj).astype(np.uint8),
-                                 spacing, loaded.regions))
-    mean = mean_row(rows, loaded.regions)
-    return {f"dice_{r['name']}": round(float(mean[f"dice_{r['name']}"]), 3) for r in loaded.regions}
+                                 spacing, model.regions))
+    mean = mean_row(rows, model.regions)
+    return {r["name"]: round(float(mean[f"dice_{r['name']}"]), 3) for r in model.regions}
+
+
+def measure(name: str, model: Any, filler: Any, data: Path, out: Path, drops: bool) -> dict[str, Any]:
+    """{"all": Dice, "drop": {m: Dice}, "fill": {m: Dice}} of one model on one data set (no "drop" if it refuses)."""
+    result: dict[str, Any] = {"all": scores(model, data, out / "all", None)}
+    print(name, data.name, "all", result["all"], flush=True)
+    for strategy in ("drop", "fill") if drops else ("fill",):
+        result[strategy] = {}
+        for missing in MODALITIES:
+            result[strategy][missing] = scores(model, data, out / f"{strategy}-{missing}", missing,
+                                               filler if strategy == "fill" else None)
+            print(name, data.name, strategy, missing, result[strategy][missing], flush=True)
+    return result
+
+
+def table_rows(name: str, data: str, measured: dict[str, Any]) -> list[dict[str, Any]]:
+    def dice(values: dict[str, float]) -> dict[str, float]:
+        return {f"dice_{region}": value for region, value in values.items()}
+
+    rows = [{"data": data, "model": name, "missing": "none", "answer": "-", **dice(measured["all"])}]
+    for missing in MODALITIES:
+        if "drop" not in measured:
+            rows.append({"data": data, "model": name, "missing": missing, "answer": "drop", "note": "refused"})
+        for strategy in ("drop", "fill"):
+            if strategy in measured:
+                rows.append({"data": data, "model": name, "missing": missing, "answer": strategy,
+                             **dice(measured[strategy][missing])})
+    return rows
+
+
+def record(model_folder: Path, measured: dict[str, Any], filler: Any) -> None:
+    """Write the real-case Dice into the model's metadata (weights and checksum unchanged)."""
+    from emim.contract import MISSING_DICE
+    from emim.modelfile import load_model, save_model
+
+    weights, metadata = load_model(model_folder)
+    metadata["provenance"][MISSING_DICE] = {
+        "cases": f"the {len(list(common.MINI_DATA.iterdir()))} real BraTS mini cases", **measured,
+        "fill_pretraining": f"{filler.description()['name']} (bench/starter_model.py pretraining)",
+        "command": "python bench/missing_modality.py"}
+    save_model(model_folder, weights, metadata)
 
 
 def main() -> int:
@@ -69,22 +119,43 @@ def main() -> int:
     parser.add_argument("--dropout", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=common.RESULTS / "missing-work")
+    parser.add_argument("--ship", action="store_true", help=f"export the dropout model to {SHIPPED_DROPOUT}")
     args = parser.parse_args()
-    if not common.MINI_DATA.is_dir() or not (STARTER_WORK / "pretrain").is_dir():
-        raise SystemExit(f"needs {common.MINI_DATA} and the starter model's work folder {STARTER_WORK}")
+    if not common.MINI_DATA.is_dir():
+        raise SystemExit(f"needs the real mini cases in {common.MINI_DATA}")
+    common.ensure_malloc_env()
+    from emim.inference.reconstruct import load_reconstructor
+    from emim.inference.segment import load_segmentation_model
+    from emim.modelfile import load_model, save_model
+    from emim.sample import make_sample_cases
+
     info = common.header("cpu")
-    model = finetune_with_dropout(args.work, args.dropout, args.seed)
-    starter = common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny"
-    rows: list[dict[str, Any]] = [{"model": "starter (no dropout)", "missing": "none",
-                                   **scores(starter, args.work / "starter", None)}]
-    rows += [{"model": "starter (no dropout)", "missing": m, "note": "refused"} for m in MODALITIES]
-    for missing in (None, *MODALITIES):
-        rows.append({"model": f"dropout {args.dropout:g}", "missing": missing or "none",
-                     **scores(model, args.work / "dropout", missing)})
-        print(rows[-1], flush=True)
-    columns = ["model", "missing", "dice_WT", "dice_TC", "dice_ET", "note"]
-    common.write_results("missing_modality_cpu", info, {"rows": rows, "dropout": args.dropout, "recipe": RECIPE},
-                         common.markdown_table(rows, columns))
+    prepare_pretraining(STARTER_WORK, dict(RECIPE), args.seed, "cpu")
+    dropout_folder = finetune_with_dropout(args.work, args.dropout, args.seed)
+    generated = args.work / "generated"
+    if len([p for p in generated.glob("BraTS-SYN-*") if p.is_dir()]) != GENERATED_CASES:
+        make_sample_cases(generated, GENERATED_CASES, GENERATED_SEED, size=RECIPE["size"], randomise=True)
+    filler = load_reconstructor(STARTER_WORK / "pretrain", "cpu")
+    models = {"starter (no dropout)": (STARTER, False), f"dropout {args.dropout:g}": (dropout_folder, True)}
+    rows: list[dict[str, Any]] = []
+    results: dict[str, Any] = {}
+    for name, (folder, drops) in models.items():
+        model = load_segmentation_model(folder, "cpu")
+        for label, data in (("real", common.MINI_DATA), ("generated", generated)):
+            results[f"{name} / {label}"] = measured = measure(name, model, filler, data,
+                                                              args.work / "out" / folder.name / label, drops)
+            rows += table_rows(name, label, measured)
+            if label == "real":
+                record(folder, measured, filler)
+    if args.ship:
+        weights, metadata = load_model(dropout_folder)
+        metadata["provenance"].update(data="generated only: emim make-sample --randomise", run=None, seed=args.seed,
+                                      recipe={**RECIPE, "modality_dropout": args.dropout},
+                                      command=f"python bench/missing_modality.py --ship --seed {args.seed}")
+        save_model(SHIPPED_DROPOUT, weights, metadata)
+    columns = ["data", "model", "missing", "answer", "dice_WT", "dice_TC", "dice_ET", "note"]
+    common.write_results("missing_modality_cpu", info, {"results": results, "dropout": args.dropout,
+                                                        "recipe": RECIPE}, common.markdown_table(rows, columns))
     return 0
 
 

@@ -19,6 +19,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
@@ -46,39 +47,18 @@ def main() -> int:
     from emim.export import export_model
     from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
     from emim.modelfile import load_model, save_model
-    from emim.pretrain.run import default_config as pretrain_config, run_pretraining
     from emim.progress import Progress
-    from emim.sample import make_sample_cases
-    from emim.train.trainer import TrainSettings
 
     if args.evaluate_only:
         record_real_cases(args.out, args.work)
         return 0
-    times: dict[str, float] = {}
     data = args.work / "data"
+    times = prepare_pretraining(args.work, recipe, args.seed, args.device)
     progress = Progress("none")
-
-    def settings(steps: int, lr: float) -> TrainSettings:
-        return TrainSettings(steps=steps, lr=lr, warmup_steps=recipe["warmup_steps"], eval_every=recipe["eval_every"],
-                             checkpoint_every=recipe["eval_every"], seed=args.seed)
-
-    start = time.monotonic()
-    if len([p for p in data.glob("BraTS-SYN-*") if p.is_dir()]) != recipe["cases"]:  # none yet, or a cut-off run
-        make_sample_cases(data, recipe["cases"], args.seed, size=recipe["size"], randomise=True)
-        times["generate"] = round(time.monotonic() - start, 1)
-        print(f"generated {recipe['cases']} cases in {times['generate']:.0f} s", flush=True)
-
-    start = time.monotonic()
-    config = pretrain_config(str(data), "tiny")
-    config = replace(config, device=args.device, train=settings(recipe["pretrain_steps"], config.train.lr))
-    run_pretraining(config, args.work / "pretrain", resume=(args.work / "pretrain" / "config.json").is_file(),
-                    progress=progress)
-    print(f"pretrained in {time.monotonic() - start:.0f} s", flush=True)
-
     start = time.monotonic()
     config = replace(finetune_config(str(data), "tiny"), device=args.device, batch_size=recipe["finetune_batch"],
                      pretrained=str(args.work / "pretrain"),
-                     train=settings(recipe["finetune_steps"], recipe["finetune_lr"]))
+                     train=recipe_settings(recipe, recipe["finetune_steps"], recipe["finetune_lr"], args.seed))
     run_finetuning(config, args.work / "finetune", resume=(args.work / "finetune" / "config.json").is_file(),
                    progress=progress)
     print(f"fine-tuned in {time.monotonic() - start:.0f} s", flush=True)
@@ -97,6 +77,38 @@ def main() -> int:
     record_real_cases(model, args.work)
     print(f"wrote {model}", flush=True)
     return 0
+
+
+def recipe_settings(recipe: dict[str, Any], steps: int, lr: float, seed: int) -> Any:
+    """The recipe's training settings for one stage."""
+    from emim.train.trainer import TrainSettings
+
+    return TrainSettings(steps=steps, lr=lr, warmup_steps=recipe["warmup_steps"], eval_every=recipe["eval_every"],
+                         checkpoint_every=recipe["eval_every"], seed=seed)
+
+
+def prepare_pretraining(work: Path, recipe: dict[str, Any], seed: int, device: str) -> dict[str, float]:
+    """Steps 1 and 2 into `work` (data/, pretrain/), resuming what an earlier call left; seconds per stage. Also
+    what bench/missing_modality.py needs (the pretraining its dropout model starts from and that fills a gap)."""
+    from emim.pretrain.run import default_config as pretrain_config, run_pretraining
+    from emim.progress import Progress
+    from emim.sample import make_sample_cases
+
+    times: dict[str, float] = {}
+    data = work / "data"
+    start = time.monotonic()
+    if len([p for p in data.glob("BraTS-SYN-*") if p.is_dir()]) != recipe["cases"]:  # none yet, or a cut-off run
+        make_sample_cases(data, recipe["cases"], seed, size=recipe["size"], randomise=True)
+        times["generate"] = round(time.monotonic() - start, 1)
+        print(f"generated {recipe['cases']} cases in {times['generate']:.0f} s", flush=True)
+    start = time.monotonic()
+    config = pretrain_config(str(data), "tiny")
+    config = replace(config, device=device, train=recipe_settings(recipe, recipe["pretrain_steps"], config.train.lr,
+                                                                  seed))
+    run_pretraining(config, work / "pretrain", resume=(work / "pretrain" / "config.json").is_file(),
+                    progress=Progress("none"))
+    print(f"pretrained in {time.monotonic() - start:.0f} s", flush=True)
+    return times
 
 
 def training_seconds(work: Path) -> dict[str, float]:

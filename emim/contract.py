@@ -27,6 +27,9 @@ RUN_WARNING = "WARNING step {step}: {message}"  # how a training warning is writ
 # A model folder
 WEIGHTS_FILE = "model.safetensors"
 METADATA_FILE = "metadata.json"
+# metadata provenance key: the Dice measured without each sequence (bench/missing_modality.py), shown by the panel:
+# {"cases": str, "all": {region: Dice}, "drop" and/or "fill": {modality: {region: Dice}}, "fill_pretraining": str}
+MISSING_DICE = "missing_sequence_dice"
 
 # Progress events (`--progress json`): one JSON object per line with "event" set to one of these
 EVENTS = ("start", "progress", "metrics", "warning", "checkpoint", "cache", "output", "done", "error")

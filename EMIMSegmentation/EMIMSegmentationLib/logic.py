@@ -22,16 +22,17 @@ from typing import Callable
 import slicer
 from EMIMCommonLib.job import EngineJob, run_engine
 from EMIMCommonLib.process import engine_command
-from emim.contract import DEVICE_CHOICES, MASK_CHOICES
+from emim.contract import DEVICE_CHOICES, MASK_CHOICES, METADATA_FILE
 
 from .classification import probabilities_table
 from .errors import EMIMSegmentationError
 from .geometry import check_untransformed, mismatch_report, resample_to_reference
 from .i18n import tr
-from .metadata import ModelInfo, read_model_info
+from .metadata import ModelInfo, missing_cost, read_model_info
 from .modalities import assign_modalities, brats_modalities, input_problems
 from .reconstruction_import import import_reconstruction_outputs
 from .segmentation_import import import_label_file
+from .synthetic_import import import_synthetic_volumes
 from .volumes_io import load_case_folder, write_volume
 from .volumes_table import volumes_table
 
@@ -84,10 +85,28 @@ class SegmentationLogic:
         assignment = assign_modalities(list(by_name), info.modalities)
         return {modality: by_name.get(name) if name else None for modality, name in assignment.chosen.items()}
 
-    def inputProblems(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
-        """Why Apply must stay disabled (missing or duplicated inputs); empty when all is well."""
+    def inputProblems(self, inputs: dict, model: str | Path | ModelInfo, fillMissing: bool = False) -> list[str]:
+        """Why Apply must stay disabled (missing or duplicated inputs); empty when all is well. `fillMissing`: a
+        pretraining will synthesise missing sequences, so a segmentation model takes inputs left empty."""
         info = self.readModel(model)
-        return input_problems(inputs, info.modalities, info.takesMissing and info.task == "segmentation")
+        return input_problems(inputs, info.modalities, _takes_missing(info, fillMissing))
+
+    def missingSummary(self, inputs: dict, model: str | Path | ModelInfo, fillMissing: str | None = None) -> str:
+        """What the panel says when inputs are left empty: which, what the model will do, and the Dice cost
+        measured for this model (`missing_cost`), or where to read about it."""
+        info = self.readModel(model)
+        empty = [m for m in info.modalities if inputs.get(m.name) is None]
+        if not empty:
+            return ""
+        titles = ", ".join(m.title for m in empty)
+        if fillMissing:
+            action = tr("Missing: {missing}. A stand-in is synthesised by the pretraining {source} and shown as a "
+                        "volume named (synthetic, E-MIM); the model segments with it.").format(
+                missing=titles, source=Path(fillMissing).name)
+        else:
+            action = tr("Missing: {missing}. The model (fine-tuned with modality dropout) segments without it.").format(
+                missing=titles)
+        return action + " " + missing_cost(info, [m.name for m in empty], "fill" if fillMissing else "drop")
 
     def geometryMismatches(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
         """Sentences describing every input whose grid differs from the reference (the first modality given)."""
@@ -110,8 +129,8 @@ class SegmentationLogic:
 
     def segment(self, inputs: dict, model: str | Path | ModelInfo, outputSegmentation=None, device: str = "auto",
                 resample: bool = False, overlap: float | None = None, show3D: bool = False,
-                nativeSpacing: bool = False, waitForCompletion: bool = True, logCallback: Log | None = None,
-                progressCallback: Progress | None = None, finishCallback=None):
+                nativeSpacing: bool = False, fillMissing: str | Path | None = None, waitForCompletion: bool = True,
+                logCallback: Log | None = None, progressCallback: Progress | None = None, finishCallback=None):
         """Segment `inputs` ({modality: volume node}); returns the segmentation node, or an EngineJob.
 
         The tumour volumes (mL and lesions per region and label) come as a table node in the same study, referenced
@@ -122,10 +141,15 @@ class SegmentationLogic:
         `outputSegmentation` is replaced in place; by default a new node is created in the input's study.
         A case far from the model's training spacing runs at that spacing and comes back onto the input's grid,
         unless `nativeSpacing`. A model fine-tuned with modality dropout (`ModelInfo.takesMissing`) takes inputs
-        with some modalities left out or None; the engine is told which are missing.
+        with some modalities left out or None; the engine is told which are missing. With `fillMissing` (a pretraining
+        model or run folder) any segmentation model takes such inputs: the engine synthesises each missing sequence,
+        and the stand-ins come into the scene as volumes named "(synthetic, E-MIM)", referenced from the segmentation
+        as `synthetic_import.SYNTHETIC_REFERENCE`.
         """
         info = self._checked(model, "segmentation")
-        ordered = self._prepared(inputs, info, resample)
+        if fillMissing is not None and (Path(fillMissing) / METADATA_FILE).is_file():
+            self._checked(fillMissing, "pretraining")
+        ordered = self._prepared(inputs, info, resample, allowMissing=fillMissing is not None)
         reference = next(iter(ordered.values()))  # the first modality given (a model with dropout takes a subset)
         workdir = Path(tempfile.mkdtemp(prefix="emim-segment-"))
         arguments = ["--model", str(info.folder), "--output", str(workdir / "segmentation.nii.gz"),
@@ -139,6 +163,8 @@ class SegmentationLogic:
         for modality in info.modalities:
             if modality.name not in ordered:
                 arguments += ["--missing", modality.name]
+        if fillMissing is not None:
+            arguments += ["--fill-missing", str(fillMissing)]
 
         def finish(outputs: list[dict], done: dict):
             labels = [o for o in outputs if o.get("kind") == "label"]
@@ -150,6 +176,7 @@ class SegmentationLogic:
             volumes = [o for o in outputs if o.get("kind") == "volumes"]
             if volumes and Path(volumes[-1]["path"]).is_file():
                 volumes_table(Path(volumes[-1]["path"]), segmentation, slicer.mrmlScene)
+            import_synthetic_volumes(outputs, reference, segmentation, str(fillMissing))
             return segmentation
 
         return self._run("segment", arguments, workdir, finish, waitForCompletion, logCallback, progressCallback,
@@ -200,15 +227,16 @@ class SegmentationLogic:
                                         .format(name=info.name, task=info.task, wanted=task))
         return info
 
-    def _ordered(self, inputs: dict, info: ModelInfo) -> dict:
-        problems = input_problems(inputs, info.modalities, info.takesMissing and info.task == "segmentation")
+    def _ordered(self, inputs: dict, info: ModelInfo, allowMissing: bool = False) -> dict:
+        """Inputs in model order, some left out where `_takes_missing`."""
+        problems = input_problems(inputs, info.modalities, _takes_missing(info, allowMissing))
         if problems:
             raise EMIMSegmentationError(" ".join(problems))
         return {m.name: inputs[m.name] for m in info.modalities if inputs.get(m.name) is not None}
 
-    def _prepared(self, inputs: dict, info: ModelInfo, resample: bool) -> dict:
+    def _prepared(self, inputs: dict, info: ModelInfo, resample: bool, allowMissing: bool = False) -> dict:
         """Inputs in model order, checked for transforms and grids; resampled copies when asked."""
-        ordered = self._ordered(inputs, info)
+        ordered = self._ordered(inputs, info, allowMissing)
         for node in ordered.values():
             check_untransformed(node)
         report = mismatch_report(ordered, {m.name: m.title for m in info.modalities})
@@ -230,6 +258,11 @@ class SegmentationLogic:
             process, workdir, finish, log=logCallback, progress=progressCallback, done=finishCallback,
             keep_workdir=keep_workdir, error_type=EMIMSegmentationError), waitForCompletion, logCallback)
         return job.result if waitForCompletion else job
+
+
+def _takes_missing(info: ModelInfo, filled: bool) -> bool:
+    """A segmentation model fine-tuned with modality dropout, or any one whose missing inputs are synthesised."""
+    return (info.takesMissing or filled) and info.task == "segmentation"
 
 
 def _device(device: str) -> str:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emim.contract import METADATA_FILE, MODEL_TASKS
+from emim.contract import METADATA_FILE, MISSING_DICE, MODEL_TASKS
 
 from .errors import EMIMSegmentationError
 from .i18n import tr
@@ -84,3 +84,17 @@ def read_model_info(folder: str | Path) -> ModelInfo:
                      classes=classes, provenance=data.get("provenance", {}) or {},
                      takesMissing=bool(((data.get("inference") or {}).get("missing_modalities") or {})
                                        .get("supported")))
+
+
+def missing_cost(info: ModelInfo, missing: list[str], strategy: str) -> str:
+    """The Dice cost of segmenting without `missing` as measured for this model (`provenance.missing_sequence_dice`,
+    written by bench/missing_modality.py), or a pointer to the measurements when it was not measured."""
+    measured = info.provenance.get(MISSING_DICE) or {}
+    rows = measured.get(strategy) or {}
+    if len(missing) != 1 or missing[0] not in rows or "all" not in measured:
+        return tr("Its Dice cost was not measured for this model and case; docs/missing-modalities.md of the E-MIM "
+                  "extension gives the costs measured for the bench models.")
+    costs = ", ".join(f"{region} {rows[missing[0]][region] - value:+.2f}" for region, value in measured["all"].items())
+    return tr("Measured Dice change on {cases}: {costs} (from {all} with every sequence).").format(
+        cases=measured.get("cases", "the bench cases"), costs=costs,
+        all=", ".join(f"{region} {value:.2f}" for region, value in measured["all"].items()))

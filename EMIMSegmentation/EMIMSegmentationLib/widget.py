@@ -37,6 +37,7 @@ class WidgetController:
         self.ui.loadCaseButton.clicked.connect(self.onLoadCase)
         self.ui.loadSampleButton.clicked.connect(self.onLoadSample)
         self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelChanged)
+        self.ui.fillMissingPathLineEdit.currentPathChanged.connect(self.updateApplyState)
         self.ui.applyButton.clicked.connect(self.onApply)
         for index in range(MAX_INPUTS):
             self.selector(index).currentNodeChanged.connect(self.updateApplyState)
@@ -81,6 +82,12 @@ class WidgetController:
             return {}
         return {m.name: self.selector(i).currentNode() for i, m in enumerate(self.model.modalities)}
 
+    def fillMissing(self) -> str | None:
+        """The pretraining chosen to synthesise missing inputs, if any (segmentation models only)."""
+        if self.model is None or self.model.task != "segmentation":
+            return None
+        return self.ui.fillMissingPathLineEdit.currentPath or None
+
     def log(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
         slicer.app.processEvents()
@@ -111,6 +118,8 @@ class WidgetController:
                 if node is not None and self.selector(index).currentNode() is None:
                     self.selector(index).setCurrentNode(node)
         self.ui.lookInsideCollapsibleButton.visible = bool(self.model and self.model.task == "pretraining")
+        segmentation = bool(self.model and self.model.task == "segmentation")
+        self.ui.fillMissingLabel.visible = self.ui.fillMissingPathLineEdit.visible = segmentation
         self.updateApplyState()
 
     def onLoadCase(self) -> None:
@@ -134,17 +143,15 @@ class WidgetController:
         if self.model is None:
             problems = [tr("Choose an exported model folder.")]
         else:
-            problems = self.logic.inputProblems(self.inputs(), self.model)
+            problems = self.logic.inputProblems(self.inputs(), self.model, self.fillMissing() is not None)
         geometry = [] if problems else self.logic.geometryMismatches(self.inputs(), self.model)
         self.ui.geometryLabel.text = "\n".join(geometry) if geometry else tr("All inputs share one grid.")
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else tr("Run the model on the inputs.")
         empty = [m.title for m in (self.model.modalities if self.model else ()) if self.inputs().get(m.name) is None]
-        if not problems and empty:  # a model fine-tuned with modality dropout, one or more inputs left empty
-            self.ui.geometryLabel.text += "\n" + tr(
-                "Missing: {missing}. The model (fine-tuned with modality dropout) segments without it, at a cost in "
-                "Dice that depends on the sequence: see docs/missing-modalities.md of the E-MIM extension.").format(
-                missing=", ".join(empty))
+        if not problems and empty:  # inputs left empty: a model fine-tuned with modality dropout, or filling
+            self.ui.geometryLabel.text += "\n" + self.logic.missingSummary(self.inputs(), self.model,
+                                                                           self.fillMissing())
 
     def onApply(self) -> None:
         if self.job is not None:
@@ -161,7 +168,7 @@ class WidgetController:
                 self.job = self.logic.segment(self.inputs(), self.model, self.ui.outputSegmentationSelector.currentNode(),
                                               show3D=self.ui.show3DCheckBox.checked,
                                               overlap=FAST_OVERLAP if self.ui.fastCheckBox.checked else None,
-                                              **common)
+                                              fillMissing=self.fillMissing(), **common)
             elif self.model.task == "pretraining":
                 self.job = self.logic.reconstruct(self.inputs(), self.model, self.ui.maskComboBox.currentText,
                                                   self.ui.seedSpinBox.value, **common)

@@ -5,7 +5,9 @@ patterns); or give every modality explicitly with `--image t1n=PATH --image t1c=
 and OUT ending in .nii.gz writes that file; otherwise OUT is a folder of <case>.nii.gz (and
 <case>_prob_<region>.nii.gz with --probabilities). Beside every label map, <case>.volumes.csv holds the mL and
 lesion count of each region and label (`emim.volumes`); a folder OUT also gets volumes.csv for the whole batch, and
-the `done` event carries each case's region volumes. In a batch a failing case is reported and the others still
+the `done` event carries each case's region volumes. A case without a sequence is segmented by a model fine-tuned
+with modality dropout (`--missing`, or no file), or by any model with `--fill-missing PRETRAINING`, which
+synthesises the sequence first (see `emim.inference.fill_missing`). In a batch a failing case is reported and the others still
 run; the exit status is 1 when any case failed.
 """
 
@@ -46,17 +48,27 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                         help="segment without this sequence even if its file is there (repeatable); a model "
                              "fine-tuned with --modality-dropout also segments a case that has no file for one, "
                              "other models refuse both")
+    parser.add_argument("--fill-missing", metavar="PRETRAINING",
+                        help="synthesise each missing sequence with this E-MIM pretraining (run folder, checkpoint "
+                             "or pretraining model; same modalities and normalisation as the model) and segment with "
+                             "it as if acquired; written as <case>_synthetic_<modality>.nii.gz beside the label map. "
+                             "Lets any model segment a case without a sequence")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
 def run(args: argparse.Namespace) -> int:
     from emim.errors import EmimError
+    from emim.inference.fill_missing import check_filler
+    from emim.inference.reconstruct import load_reconstructor
     from emim.inference.segment import load_segmentation_model, output_paths, segment_case
 
     check_case_inputs(args)
     progress = Progress(args.progress)
     model = load_segmentation_model(args.model, args.device, lambda m: progress.event("warning", message=m))
-    cases = case_inputs(args, model.spec, model.takes_missing)
+    filler = load_reconstructor(args.fill_missing, args.device) if args.fill_missing else None
+    if filler is not None:
+        check_filler(filler, model.spec, model.normalization)
+    cases = case_inputs(args, model.spec, model.takes_missing or filler is not None)
     settings = postprocess_settings(args, model.postprocess)
     settings.check_regions(model.regions)
     output = Path(args.output)
@@ -75,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
                                             args.probabilities, args.resample, progress=progress,
                                             single=len(cases) == 1, on_windows=on_windows,
                                             native_spacing=args.native_spacing, postprocess=settings,
-                                            missing=args.missing)))
+                                            missing=args.missing, fill=filler)))
             volume_files.append(output_paths(output, case.case_id, [], len(cases) == 1)[1]["volumes"])
         except EmimError as error:
             failed.append({"case": case.case_id, "message": str(error)})

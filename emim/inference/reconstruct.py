@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -87,8 +87,9 @@ def mask_config(weights: PretrainedWeights, pattern: str, patch_ratio: float | N
 
 
 def window_masks(windows: int, modalities: int, positions: int, config: MaskConfig, seed: int,
-                 hide: int | None = None) -> torch.Tensor:
-    """(W, M, N) boolean masks (True = hidden), one per window, reproducible from `seed`."""
+                 hide: Sequence[int] | None = None) -> torch.Tensor:
+    """(W, M, N) boolean masks (True = hidden), one per window, reproducible from `seed`; a modal mask hides the
+    modalities `hide` (default: one drawn from the seed)."""
     generator = torch.Generator().manual_seed(seed)
     if config.pattern == "modal":
         if modalities < 2:
@@ -97,7 +98,7 @@ def window_masks(windows: int, modalities: int, positions: int, config: MaskConf
             mask = modal_mask(modalities, positions, generator)
         else:
             mask = torch.zeros(modalities, positions, dtype=torch.bool)
-            mask[hide] = True
+            mask[list(hide)] = True
         return mask.expand(windows, modalities, positions).clone()
     return torch.stack([sample_mask(modalities, positions, config, generator)[0] for _ in range(windows)])
 
@@ -113,7 +114,7 @@ def _voxel_mask(masks: torch.Tensor, grid: tuple[int, int, int], patch: int) -> 
 
 @torch.no_grad()
 def reconstruct_volume(model: Reconstructor, image: np.ndarray, config: MaskConfig, seed: int,
-                       hide: int | None = None, batch_size: int = 2,
+                       hide: Sequence[int] | None = None, batch_size: int = 2,
                        on_batch: Callable[[int, int], None] | None = None) -> dict[str, np.ndarray]:
     """(M, X, Y, Z) normalised image -> {"masked", "reconstruction": float32, "mask": bool}, each (M, X, Y, Z).
 
@@ -178,7 +179,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
     with report.stage("inference"):
         try:
             result = reconstruct_volume(model, loaded.image, config, seed,
-                                        None if hide is None else names.index(hide), batch_size, on_batch)
+                                        None if hide is None else [names.index(hide)], batch_size, on_batch)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --batch-size {batch_size}; use "

@@ -26,7 +26,9 @@ from emim.data.loading import LoadedCase, load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.model.unetr import EMIMUNETR
+from emim.inference.fill_missing import SYNTHETIC, check_filler, synthesise
 from emim.inference.postprocess import PostProcess, label_map
+from emim.inference.reconstruct import Reconstructor
 from emim.inference.report import REPORT, RunReport
 from emim.inference.spacing import needs_resampling, rescale
 from emim.progress import Progress
@@ -189,7 +191,8 @@ def absent_modalities(case: Case, spec: ModalitySpec, declared: Sequence[str], s
     absent = [m for m in spec.names if m in declared or (m not in case.images and m not in case.ambiguous)]
     if absent and not supported:
         why = (" This model was fine-tuned with every sequence present, so it cannot segment without one: use a "
-               "model fine-tuned with --modality-dropout (it takes any subset).")
+               "model fine-tuned with --modality-dropout (it takes any subset), or synthesise the sequence with "
+               "--fill-missing PRETRAINING.")
         check_modalities(case, spec, hint=why)  # no file for it: name the file to add
         raise EmimError(f"case {case.case_id}: --missing {', '.join(absent)}, but the model cannot segment without "
                         f"{', '.join(absent)}.{why} Or leave out --missing.")
@@ -210,9 +213,11 @@ def check_modalities(case: Case, spec: ModalitySpec, hint: str = "") -> None:
                         f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have." + hint)
 
 
-def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool) -> tuple[Path, dict[str, Path]]:
-    """The output folder, and 'label', 'volumes', 'report' and 'prob_<region>' -> final paths: OUT itself for one
-    case and OUT ending .nii.gz (the others beside it, e.g. OUT-stem.volumes.csv), else OUT/<case>...."""
+def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool,
+                 synthetic: Sequence[str] = ()) -> tuple[Path, dict[str, Path]]:
+    """The output folder, and 'label', 'volumes', 'report', 'prob_<region>' and 'synthetic_<modality>' -> final
+    paths: OUT itself for one case and OUT ending .nii.gz (the others beside it, e.g. OUT-stem.volumes.csv), else
+    OUT/<case>...."""
     if single and output.name.lower().endswith(NIFTI):
         folder, stem = output.parent, output.name[: -len(NIFTI)]
     else:
@@ -220,6 +225,7 @@ def output_paths(output: Path, case_id: str, regions: Sequence[str], single: boo
     paths = {"label": folder / f"{stem}{NIFTI}", "volumes": folder / f"{stem}{VOLUMES}",
              "report": folder / f"{stem}{REPORT}"}
     paths.update({f"prob_{r}": folder / f"{stem}_prob_{r}{NIFTI}" for r in regions})
+    paths.update({f"synthetic_{m}": folder / f"{stem}{SYNTHETIC}{m}{NIFTI}" for m in synthetic})
     return folder, paths
 
 
@@ -258,7 +264,8 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                  probabilities: bool = False, resample: bool = False, device: str = "auto",
                  progress: Progress | None = None, single: bool = True,
                  on_windows: Callable[[int, int], None] | None = None, native_spacing: bool = False,
-                 postprocess: PostProcess | None = None, missing: Sequence[str] = ()) -> Path:
+                 postprocess: PostProcess | None = None, missing: Sequence[str] = (),
+                 fill: Reconstructor | None = None) -> Path:
     """Segment one case and return the label map's path (see `output_paths` for where files go).
 
     `model` is a model folder or a `SegmentationModel` (load it once for a batch); `case` a `Case`, a case
@@ -268,7 +275,8 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     unless `native_spacing`. Labels and probabilities are zero outside the case's brain; the label map is cleaned
     with `postprocess` (default: the model's settings; `postprocess.NONE` keeps every lesion). A model fine-tuned
     with modality dropout segments a case without the modalities in `missing` or without a file (said in a
-    warning, the output event and the report); any other model refuses such a case.
+    warning, the output event and the report); any other model refuses such a case, unless `fill` (a pretraining,
+    see `fill_missing`) synthesises the absent ones, which are then written beside the label map.
     """
     progress = progress or Progress("none")
     if not isinstance(model, SegmentationModel):
@@ -281,10 +289,13 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         if len(found) != 1:
             raise EmimError(f"{case} holds {len(found)} cases; segment_case takes one case folder.")
         case = found[0]
-    absent = absent_modalities(case, spec, missing, model.takes_missing)
+    absent = absent_modalities(case, spec, missing, model.takes_missing or fill is not None)
     present = [m for m in spec.names if m not in absent]
+    filled = list(absent) if fill is not None else []
+    if filled:
+        check_filler(fill, spec, model.normalization)
     names = [r["name"] for r in model.regions]
-    folder, paths = output_paths(Path(output), case.case_id, names, single)
+    folder, paths = output_paths(Path(output), case.case_id, names, single, filled)
     check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
     report = RunReport("segment", model.metadata, model.folder, str(model.device))
     with report.stage("load"):
@@ -293,8 +304,11 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         full = np.zeros((len(spec.names), *loaded.image.shape[1:]), dtype=np.float32)
         full[[spec.names.index(m) for m in present]] = loaded.image
         loaded.image = full
-        report.warnings.append(f"case {case.case_id}: no {', '.join(absent)}; the model (fine-tuned with modality "
-                               f"dropout) segments it from {', '.join(present)}.")
+        report.warnings.append(
+            f"case {case.case_id}: no {', '.join(absent)}; " + (
+                f"synthesised from {', '.join(present)} by the pretraining {fill.weights.source} (files "
+                f"{case.case_id}{SYNTHETIC}<modality>.nii.gz), and segmented with it." if filled else
+                f"the model (fine-tuned with modality dropout) segments it from {', '.join(present)}."))
         progress.event("warning", case=case.case_id, missing=absent, message=report.warnings[-1])
     trained = (model.metadata.get("preprocessing") or {}).get("spacing")
     rescaled = needs_resampling(loaded.spacing, trained)
@@ -312,9 +326,13 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     with report.stage("inference"):
         image = rescale(loaded.image, loaded.spacing, trained) if rescaled else loaded.image
         try:
+            if filled:
+                with report.stage("synthesis"):
+                    synthetic = synthesise(fill, image, spec.names, filled, sw_batch_size)
+                image[[spec.names.index(m) for m in filled]] = synthetic
             probs = predict_probabilities(model.network, image, model.crop_size, overlap, sw_batch_size,
                                           model.device, on_windows,
-                                          [spec.names.index(m) for m in present] if absent else None)
+                                          [spec.names.index(m) for m in present] if absent and not filled else None)
         except torch.OutOfMemoryError:
             torch.cuda.empty_cache()
             raise EmimError(f"case {case.case_id}: the GPU ran out of memory with --sw-batch-size "
@@ -322,6 +340,8 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                             "with --device cpu.") from None
         if rescaled:
             probs = rescale(probs, trained, loaded.spacing, shape=loaded.image.shape[1:])
+            if filled:
+                synthetic = rescale(synthetic, trained, loaded.spacing, shape=loaded.image.shape[1:])
     settings = model.postprocess if postprocess is None else postprocess
     with report.stage("postprocess"):
         probs *= loaded.inside[None]
@@ -331,8 +351,10 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     files: dict[Path, Any] = {paths["label"]: (loaded, labels, np.uint8), paths["volumes"]: volumes_csv(volumes)}
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
+    files.update({paths[f"synthetic_{m}"]: (loaded, synthetic[i] * loaded.inside, np.float32)
+                  for i, m in enumerate(filled)})
     files[paths["report"]] = report.text(case.case_id, {m: case.images[m] for m in present}, {
-        "missing_modalities": absent,
+        "missing_modalities": absent, "filled_by": fill.description() if filled else None,
         "overlap": overlap, "sw_batch_size": sw_batch_size, "postprocess": settings.to_metadata(),
         "case_spacing_mm": list(loaded.spacing), "ran_at_mm": list(trained) if rescaled else list(loaded.spacing),
         "normalization": model.normalization, "resample": resample}, list(files))
@@ -343,6 +365,9 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     progress.event("output", path=str(paths["volumes"]), kind="volumes", case=case.case_id,
                    volumes_ml=region_volumes(volumes))
     progress.event("output", path=str(paths["report"]), kind="report", case=case.case_id)
+    for modality in filled:
+        progress.event("output", path=str(paths[f"synthetic_{modality}"]), kind="synthetic", case=case.case_id,
+                       modality=modality, units=model.normalization)
     if probabilities:
         for name in names:
             progress.event("output", path=str(paths[f"prob_{name}"]), kind="probability", case=case.case_id,
