@@ -113,6 +113,12 @@ def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_pat
     row = table[1].split()
     assert row[0] == "BraTS-GLI-01404-000" and float(row[1]) + float(row[2]) == pytest.approx(1.0, abs=2e-4)
     assert row[1:3] == [f"{done['probabilities'][row[0]][c]:.4f}" for c in ("high", "low")]
+    # without --output the run report comes in the done event
+    assert main(["classify", "--model", str(model), "--device", "cpu", "--progress", "json", *images]) == 0
+    report = json.loads(capsys.readouterr().out.splitlines()[-1])["reports"]["BraTS-GLI-01404-000"]
+    assert report["command"] == "classify" and report["outputs"] == [] and len(report["model"]["sha256"]) == 64
+    assert [entry["modality"] for entry in report["inputs"]] == ["t1n", "t1c", "t2w", "t2f"]
+    assert all(len(entry["sha256"]) == 64 for entry in report["inputs"]) and "classify" in report["seconds"]
 
 
 @pytest.mark.parametrize("change, named", [({"BraTS-GLI-99999-000": "low"}, "BraTS-GLI-99999-000"),

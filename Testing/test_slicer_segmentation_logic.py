@@ -325,3 +325,24 @@ def test_the_panel_text_for_a_missing_input_names_it_says_what_happens_and_gives
     unmeasured = logic.missingSummary({**inputs, "t1c": None}, model)
     assert "T1 contrast-enhanced, T2 FLAIR" in unmeasured and "not measured" in unmeasured
     assert logic.missingSummary({**inputs, "t2f": object()}, model) == ""
+
+
+def test_volumes_in_a_dicom_patient_and_study_keep_their_hierarchy(slicer_app, brats_mini, tiny_segmentation_model):
+    """Volumes loaded through Slicer's DICOM module sit under a patient and a study item carrying DICOM UIDs; the
+    segmentation and its volume table go into that study, which keeps its patient, UIDs and volumes."""
+    from EMIMSegmentationLib.volumes_table import VOLUMES_REFERENCE
+
+    inputs = SegmentationLogic().loadCase(brats_mini / SMALLEST_CASE)
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    patient = sh.CreateSubjectItem(sh.GetSceneItemID(), "Test^Patient")
+    sh.SetItemUID(patient, "DICOM", "EMIM-TEST")
+    study = sh.CreateStudyItem(patient, "MR brain 20260101")
+    sh.SetItemUID(study, "DICOM", "1.2.826.0.1.3680043.10.1234.1")
+    for node in inputs.values():
+        sh.SetItemParent(sh.GetItemByDataNode(node), study)
+    segmentation = SegmentationLogic().segment(inputs, tiny_segmentation_model, device="cpu", overlap=0.0)
+    table = segmentation.GetNodeReference(VOLUMES_REFERENCE)
+    for node in (segmentation, table):
+        assert sh.GetItemParent(sh.GetItemByDataNode(node)) == study
+    assert sh.GetItemParent(study) == patient and sh.GetItemUID(study, "DICOM") == "1.2.826.0.1.3680043.10.1234.1"
+    assert all(sh.GetItemParent(sh.GetItemByDataNode(n)) == study for n in inputs.values())

@@ -10,6 +10,7 @@ PRESET_NAMES = ("tiny", "small", "base")
 MASK_PATTERNS = ("patch", "position", "modal")  # E-MIM's three masks, in the order of --hybrid-probs
 HYBRID = "hybrid"  # each sample draws one of the three
 MASK_CHOICES = (HYBRID, *MASK_PATTERNS)
+OUTPUT_FORMATS = ("nifti", "dicom-seg")  # emim segment --output-format
 MODEL_TASKS = ("segmentation", "classification", "pretraining")  # `task` of a model folder's metadata
 PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER = "pretrain", "finetune", "finetune-classifier"
 TRAINING_COMMANDS = (PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER)  # also `command` in a run's config.json

@@ -5,7 +5,8 @@ one case given with `--image t1n=PATH --image t1c=PATH ...`. Each case is seen a
 over the brain's bounding box whose mean feature is classified. With `--progress json` stdout holds only JSON
 lines, ending with `{"event": "done", "probabilities": {case: {class: p}}, "predicted": {case: class}}`. With
 `--output DIR`, each case also gets DIR/<case>.classification.json (its probabilities and predicted class) and
-DIR/<case>.report.json (engine version, model SHA-256, settings, inputs with SHA-256, seconds).
+DIR/<case>.report.json (engine version, model SHA-256, settings, inputs with SHA-256, seconds); without it the
+same reports come in the done event (`"reports": {case: report}`), since there is no folder to put them beside.
 """
 
 from __future__ import annotations
@@ -47,16 +48,20 @@ def run(args: argparse.Namespace) -> int:
     progress.event("start", command="classify", total=len(cases), device=str(model.device),
                    classes=model.class_names)
     results: dict[str, dict[str, float]] = {}
+    reports: dict[str, Any] = {}
     for index, case in enumerate(cases):
         report = RunReport("classify", model.metadata, Path(args.model), str(model.device))
         with report.stage("classify"):
             results[case.case_id] = classify_case(model, case, args.resample, args.sw_batch_size)
         if args.output:
             write_classification(Path(args.output), case, model, results[case.case_id], report, args)
+        else:  # no folder to put the report beside: it travels in the done event
+            reports[case.case_id] = json.loads(report.text(case.case_id, _images(case, model), _settings(args, model),
+                                                           [], case.dicom))
         progress.step(index + 1, len(cases), case=case.case_id)
     predicted = {case: max(p, key=p.get) for case, p in results.items()}
     if args.progress == "json":
-        progress.event("done", probabilities=results, predicted=predicted)
+        progress.event("done", probabilities=results, predicted=predicted, **({"reports": reports} if reports else {}))
     else:
         width = max(len("case"), *(len(case) for case in results)) + 2
         columns = [max(len(name), 6) + 2 for name in model.class_names]
@@ -78,6 +83,14 @@ def write_classification(folder: Path, case: Any, model: Any, probabilities: dic
     result = folder / f"{case.case_id}.classification.json"
     text = json.dumps({"case": case.case_id, "probabilities": probabilities,
                        "predicted": max(probabilities, key=probabilities.get)}, indent=2) + "\n"
-    settings = {"resample": args.resample, "sw_batch_size": args.sw_batch_size, **model.preprocessing}
     write_case_outputs({result: text, folder / f"{case.case_id}{REPORT}": report.text(
-        case.case_id, {m: case.images[m] for m in model.spec.names}, settings, [result])}, folder, case)
+        case.case_id, _images(case, model), _settings(args, model), [result], case.dicom)}, folder, case)
+
+
+def _images(case: Any, model: Any) -> dict[str, Path]:
+    return {m: case.images[m] for m in model.spec.names}
+
+
+def _settings(args: argparse.Namespace, model: Any) -> dict[str, Any]:
+    """What the run report records of how the case was classified."""
+    return {"resample": args.resample, "sw_batch_size": args.sw_batch_size, **model.preprocessing}

@@ -7,7 +7,9 @@ and OUT ending in .nii.gz writes that file; otherwise OUT is a folder of <case>.
 lesion count of each region and label (`emim.volumes`); a folder OUT also gets volumes.csv for the whole batch, and
 the `done` event carries each case's region volumes. A case without a sequence is segmented by a model fine-tuned
 with modality dropout (`--missing`, or no file), or by any model with `--fill-missing PRETRAINING`, which
-synthesises the sequence first (see `emim.inference.fill_missing`). In a batch a failing case is reported and the others still
+synthesises the sequence first (see `emim.inference.fill_missing`). INPUT may be a folder of DICOM series (one
+case per study, series matched to modalities by their descriptions: `emim.data.dicom`); `--output-format dicom-seg`
+then writes the label map as a DICOM SEG referencing the source series (`emim.inference.dicom_seg`). In a batch a failing case is reported and the others still
 run; the exit status is 1 when any case failed.
 """
 
@@ -17,6 +19,7 @@ import argparse
 from pathlib import Path
 
 from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
+from emim.contract import OUTPUT_FORMATS
 from emim.inference.postprocess import NONE, POSTPROCESS_CHOICES, PostProcess
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
@@ -53,6 +56,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "or pretraining model; same modalities and normalisation as the model) and segment with "
                              "it as if acquired; written as <case>_synthetic_<modality>.nii.gz beside the label map. "
                              "Lets any model segment a case without a sequence")
+    parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="nifti",
+                        help="nifti: <case>.nii.gz label map; dicom-seg: <case>.seg.dcm, a DICOM Segmentation that "
+                             "references the source series (DICOM input only; needs highdicom)")
     parser.add_argument("--progress", default="bar", choices=PROGRESS_MODES)
 
 
@@ -87,7 +93,8 @@ def run(args: argparse.Namespace) -> int:
                                             args.probabilities, args.resample, progress=progress,
                                             single=len(cases) == 1, on_windows=on_windows,
                                             native_spacing=args.native_spacing, postprocess=settings,
-                                            missing=args.missing, fill=filler)))
+                                            missing=args.missing, fill=filler,
+                                            output_format=args.output_format)))
             volume_files.append(output_paths(output, case.case_id, [], len(cases) == 1)[1]["volumes"])
         except EmimError as error:
             failed.append({"case": case.case_id, "message": str(error)})

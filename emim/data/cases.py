@@ -18,7 +18,8 @@ Three layouts are accepted, so BraTS downloads work as they come and any other m
    the first image file (its modality suffix removed), or after its folder when file names repeat across cases.
 
 Missing files are not errors here: the Case simply lacks them, and `check_dataset`/`load_case` report them with
-the file name and the fix. Only NIfTI files (.nii, .nii.gz) are read.
+the file name and the fix. Only NIfTI files (.nii, .nii.gz) are read here; a folder without any NIfTI file is
+searched for DICOM series (`emim.data.dicom`: one case per study, series matched by their descriptions).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ class Case:
     # modality (or "label") -> the files that all matched it; the case cannot be used until one is chosen
     ambiguous: dict[str, list[Path]] = field(default_factory=dict)
     folder: Path | None = None  # the case folder (folder layouts), where a missing file is expected
+    dicom: dict[str, Any] = field(default_factory=dict)  # modality -> the DicomSeries its image was converted from
 
 
 def is_nifti(path: Path) -> bool:
@@ -184,6 +186,11 @@ def find_cases(path: str | Path, spec: ModalitySpec | None = None) -> list[Case]
         cases = [_case_from_folder(d, spec) for d in path.iterdir()
                  if d.is_dir() and not d.name.startswith(".") and _nifti_files(d)]
     if not cases:
+        from emim.data.dicom import dicom_cases
+
+        cases = dicom_cases(path, spec)
+    if not cases:
         raise EmimError(f"no cases found in {path}: expected case folders with NIfTI files (CASE/CASE-t1n.nii.gz, "
-                        "...), one such folder, or a datalist JSON.")
+                        "...), one such folder, a folder of DICOM series (one series per sequence) or a datalist "
+                        "JSON.")
     return sorted(cases, key=lambda c: c.case_id)

@@ -194,7 +194,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
             records.append({"path": str(path), "kind": kind, "modality": modality, "case": case.case_id})
     files[report_path] = report.text(case.case_id, {m: case.images[m] for m in names}, {
         "mask": config.to_dict(), "seed": seed, "hide": hide, "batch_size": batch_size, "resample": resample,
-        "normalization": model.weights.normalization}, list(files))
+        "normalization": model.weights.normalization}, list(files), case.dicom)
     records.append({"path": str(report_path), "kind": "report", "modality": None, "case": case.case_id})
     write_case_outputs(files, folder, case)
     for record in records:

@@ -42,7 +42,8 @@ class RunReport:
             self.seconds[name] = round(time.monotonic() - start, 3)
 
     def text(self, case_id: str, images: Mapping[str, Path], settings: Mapping[str, Any],
-             outputs: list[Path]) -> str:
+             outputs: list[Path], dicom: Mapping[str, Any] | None = None) -> str:
+        """`dicom`: modality -> the DicomSeries an image was converted from (named with its checksum)."""
         from emim import __version__
 
         return json.dumps({
@@ -53,7 +54,9 @@ class RunReport:
                       "sha256": self.metadata.get("sha256")},
             "settings": dict(settings),
             "inputs": [{"modality": modality, "path": str(path), "bytes": Path(path).stat().st_size,
-                        "sha256": file_sha256(path)} for modality, path in images.items()],
+                        "sha256": file_sha256(path),
+                        **({"dicom": dicom[modality].to_report()} if dicom and modality in dicom else {})}
+                       for modality, path in images.items()],
             "outputs": [str(path) for path in outputs],
             "seconds": self.seconds, "warnings": self.warnings,
         }, indent=2) + "\n"

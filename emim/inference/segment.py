@@ -26,6 +26,8 @@ from emim.data.loading import LoadedCase, load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.model.unetr import EMIMUNETR
+from emim.contract import OUTPUT_FORMATS
+from emim.inference.dicom_seg import SEG_SUFFIX, dicom_seg_bytes
 from emim.inference.fill_missing import SYNTHETIC, check_filler, synthesise
 from emim.inference.postprocess import PostProcess, label_map
 from emim.inference.reconstruct import Reconstructor
@@ -215,7 +217,7 @@ def check_modalities(case: Case, spec: ModalitySpec, hint: str = "") -> None:
 
 def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool,
                  synthetic: Sequence[str] = ()) -> tuple[Path, dict[str, Path]]:
-    """The output folder, and 'label', 'volumes', 'report', 'prob_<region>' and 'synthetic_<modality>' -> final
+    """The output folder, and 'label', 'dicom_seg', 'volumes', 'report', 'prob_<region>' and 'synthetic_<modality>' -> final
     paths: OUT itself for one case and OUT ending .nii.gz (the others beside it, e.g. OUT-stem.volumes.csv), else
     OUT/<case>...."""
     if single and output.name.lower().endswith(NIFTI):
@@ -223,7 +225,7 @@ def output_paths(output: Path, case_id: str, regions: Sequence[str], single: boo
     else:
         folder, stem = output, case_id
     paths = {"label": folder / f"{stem}{NIFTI}", "volumes": folder / f"{stem}{VOLUMES}",
-             "report": folder / f"{stem}{REPORT}"}
+             "report": folder / f"{stem}{REPORT}", "dicom_seg": folder / f"{stem}{SEG_SUFFIX}"}
     paths.update({f"prob_{r}": folder / f"{stem}_prob_{r}{NIFTI}" for r in regions})
     paths.update({f"synthetic_{m}": folder / f"{stem}{SYNTHETIC}{m}{NIFTI}" for m in synthetic})
     return folder, paths
@@ -234,19 +236,23 @@ def case_files(case: Case) -> list[Path]:
     return [*case.images.values(), *([case.label] if case.label else [])]
 
 
-def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | str], root: Path, case: Case) -> None:
+def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | str | bytes], root: Path,
+                       case: Case) -> None:
     """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
     each under a temporary name and rename them all; on failure remove the temporaries. A value is a NIfTI file's
-    (case, array, dtype) or a text file's content."""
+    (case, array, dtype), a text file's content or a binary file's bytes."""
     check_outputs(files, root, case_files(case), case.folder)
     temporaries: list[tuple[Path, Path]] = []
     try:
         for path, content in files.items():
             path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, str):
+            if isinstance(content, (str, bytes)):
                 temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
                 temporaries.append((temporary, path))
-                temporary.write_text(content, encoding="utf-8")
+                if isinstance(content, str):
+                    temporary.write_text(content, encoding="utf-8")
+                else:
+                    temporary.write_bytes(content)
                 continue
             loaded, array, dtype = content
             temporary = path.parent / f".{path.name[: -len(NIFTI)]}.{os.getpid()}.tmp{NIFTI}"
@@ -265,7 +271,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                  progress: Progress | None = None, single: bool = True,
                  on_windows: Callable[[int, int], None] | None = None, native_spacing: bool = False,
                  postprocess: PostProcess | None = None, missing: Sequence[str] = (),
-                 fill: Reconstructor | None = None) -> Path:
+                 fill: Reconstructor | None = None, output_format: str = "nifti") -> Path:
     """Segment one case and return the label map's path (see `output_paths` for where files go).
 
     `model` is a model folder or a `SegmentationModel` (load it once for a batch); `case` a `Case`, a case
@@ -276,7 +282,8 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     with `postprocess` (default: the model's settings; `postprocess.NONE` keeps every lesion). A model fine-tuned
     with modality dropout segments a case without the modalities in `missing` or without a file (said in a
     warning, the output event and the report); any other model refuses such a case, unless `fill` (a pretraining,
-    see `fill_missing`) synthesises the absent ones, which are then written beside the label map.
+    see `fill_missing`) synthesises the absent ones, which are then written beside the label map. With
+    `output_format` "dicom-seg" (DICOM input only) the label map is a DICOM SEG referencing the reference series.
     """
     progress = progress or Progress("none")
     if not isinstance(model, SegmentationModel):
@@ -296,6 +303,14 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         check_filler(fill, spec, model.normalization)
     names = [r["name"] for r in model.regions]
     folder, paths = output_paths(Path(output), case.case_id, names, single, filled)
+    if output_format not in OUTPUT_FORMATS:
+        raise EmimError(f"--output-format {output_format}: choose one of {', '.join(OUTPUT_FORMATS)}.")
+    if output_format == "dicom-seg":
+        if present[0] not in case.dicom:
+            raise EmimError(f"case {case.case_id}: --output-format dicom-seg references the source DICOM series, "
+                            "but this case was read from NIfTI files; give the DICOM folder, or use "
+                            "--output-format nifti.")
+        paths["label"] = paths["dicom_seg"]
     check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
     report = RunReport("segment", model.metadata, model.folder, str(model.device))
     with report.stage("load"):
@@ -348,7 +363,13 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         labels = label_map(probs, loaded.inside, loaded.spacing, model.regions, settings)
         volumes = structure_volumes(case.case_id, labels, voxel_volume_mm3(loaded.affine), model.metadata["labels"],
                                     model.regions)
-    files: dict[Path, Any] = {paths["label"]: (loaded, labels, np.uint8), paths["volumes"]: volumes_csv(volumes)}
+    files: dict[Path, Any] = {paths["volumes"]: volumes_csv(volumes)}
+    if output_format == "dicom-seg":
+        with report.stage("dicom-seg"):
+            files[paths["label"]] = dicom_seg_bytes(loaded.to_reference(labels), case.dicom[present[0]],
+                                                    model.metadata["labels"], str(model.metadata.get("name")))
+    else:
+        files[paths["label"]] = (loaded, labels, np.uint8)
     if probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
     files.update({paths[f"synthetic_{m}"]: (loaded, synthetic[i] * loaded.inside, np.float32)
@@ -357,9 +378,10 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         "missing_modalities": absent, "filled_by": fill.description() if filled else None,
         "overlap": overlap, "sw_batch_size": sw_batch_size, "postprocess": settings.to_metadata(),
         "case_spacing_mm": list(loaded.spacing), "ran_at_mm": list(trained) if rescaled else list(loaded.spacing),
-        "normalization": model.normalization, "resample": resample}, list(files))
+        "normalization": model.normalization, "resample": resample, "output_format": output_format}, list(files),
+        case.dicom)
     write_case_outputs(files, folder, case)
-    progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id,
+    progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id, format=output_format,
                    postprocess=settings.to_metadata(), missing=absent,
                    **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
     progress.event("output", path=str(paths["volumes"]), kind="volumes", case=case.case_id,
