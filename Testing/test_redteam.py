@@ -229,7 +229,7 @@ def test_an_interrupted_write_leaves_no_temporary_file(sandbox, monkeypatch):
 
     from emim.data.cases import find_cases
     from emim.data.loading import LoadedCase, load_case
-    from emim.inference.segment import write_case_outputs
+    from emim.inference.case_io import write_case_outputs
 
     case = find_cases(sandbox / "data" / CASE)[0]
     loaded = load_case(case, ["t1n"], with_label=False)

@@ -165,7 +165,7 @@ def test_command_line_refuses_a_wrong_number_of_images(brats_mini, model_dir, tm
 def test_a_failed_write_leaves_none_of_the_case_files(brats_mini, tmp_path):
     from emim.data.cases import find_cases
     from emim.data.loading import load_case
-    from emim.inference.segment import write_case_outputs
+    from emim.inference.case_io import write_case_outputs
 
     case = find_cases(brats_mini / CASE)[0]
     loaded = load_case(case, ["t1n"], with_label=False)

@@ -37,7 +37,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emim.inference.classify import classify_case, load_classification_model
     from emim.inference.report import RunReport
-    from emim.inference.segment import check_modalities
+    from emim.inference.case_io import check_modalities
 
     check_case_inputs(args)
     progress = Progress(args.progress)
@@ -78,7 +78,7 @@ def write_classification(folder: Path, case: Any, model: Any, probabilities: dic
                          args: argparse.Namespace) -> None:
     """<case>.classification.json and <case>.report.json in `folder`, checked and written like segment outputs."""
     from emim.inference.report import REPORT
-    from emim.inference.segment import write_case_outputs
+    from emim.inference.case_io import write_case_outputs
 
     result = folder / f"{case.case_id}.classification.json"
     text = json.dumps({"case": case.case_id, "probabilities": probabilities,

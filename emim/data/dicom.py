@@ -160,10 +160,17 @@ def _safe(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("._") or "case"
 
 
-def dicom_cases(folder: Path, spec: ModalitySpec):
-    """The DICOM cases under `folder` (see the module docstring); [] when it holds no DICOM series."""
-    from emim.data.cases import Case
+@dataclass(frozen=True)
+class DicomCase:
+    """One study as a case: its id, the converted NIfTI file per modality, and the series behind each."""
 
+    case_id: str
+    images: dict[str, Path]
+    series: dict[str, DicomSeries]
+
+
+def dicom_cases(folder: Path, spec: ModalitySpec) -> list[DicomCase]:
+    """The DICOM cases under `folder` (see the module docstring); [] when it holds no DICOM series."""
     studies: dict[str, list[DicomSeries]] = {}
     for series in find_series(folder):
         studies.setdefault(series.study, []).append(series)
@@ -191,5 +198,5 @@ def dicom_cases(folder: Path, spec: ModalitySpec):
             raise EmimError(f"case {case_id} ({folder}): no DICOM series matches a modality ({', '.join(spec.names)});"
                             f" the series are called {found}. Give each series a description that names its sequence "
                             "(e.g. 'AX T1 POST GD', 'T2 FLAIR'), or convert them to NIfTI and pass --image NAME=FILE.")
-        cases.append(Case(case_id, images, folder=folder, dicom=chosen))
+        cases.append(DicomCase(case_id, images, chosen))
     return cases

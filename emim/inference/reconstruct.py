@@ -158,7 +158,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
                      progress: Progress | None = None,
                      on_batch: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Reconstruct one case into the folder `output`; returns the output records {path, kind, modality, case}."""
-    from emim.inference.segment import case_files, check_modalities, write_case_outputs
+    from emim.inference.case_io import case_files, check_modalities, write_case_outputs
     from emim.safepaths import check_outputs
 
     progress = progress or Progress("none")

@@ -12,7 +12,6 @@ renamed only when all of them are complete, so a failure leaves nothing.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +20,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from emim.contract import OUTPUT_FORMATS
 from emim.data.cases import Case, without_suffix, find_cases, is_nifti
-from emim.data.loading import LoadedCase, load_case
+from emim.data.loading import load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.model.unetr import EMIMUNETR
-from emim.contract import OUTPUT_FORMATS
+from emim.inference.case_io import NIFTI, case_files, check_modalities, write_case_outputs
 from emim.inference.dicom_seg import SEG_SUFFIX, dicom_seg_bytes
 from emim.inference.fill_missing import SYNTHETIC, check_filler, synthesise
 from emim.inference.postprocess import PostProcess, label_map
@@ -38,7 +38,6 @@ from emim.safepaths import check_outputs
 from emim.train.device import autocast
 from emim.volumes import region_volumes, structure_volumes, voxel_volume_mm3, volumes_csv
 
-NIFTI = ".nii.gz"
 VOLUMES = ".volumes.csv"
 
 
@@ -204,22 +203,11 @@ def absent_modalities(case: Case, spec: ModalitySpec, declared: Sequence[str], s
     return absent
 
 
-def check_modalities(case: Case, spec: ModalitySpec, hint: str = "") -> None:
-    """Refuse a case whose files do not cover the model's modalities, naming what it has and what is missing."""
-    missing = [m for m in spec.names if m not in case.images and m not in case.ambiguous]
-    if missing:
-        found = ", ".join(case.images) or "none of them"
-        where = f" in {case.folder}" if case.folder else ""
-        raise EmimError(f"case {case.case_id}: the model needs the modalities {', '.join(spec.names)} but the "
-                        f"files{where} give {found}; missing {', '.join(missing)}. Add a file named like "
-                        f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have." + hint)
-
-
 def output_paths(output: Path, case_id: str, regions: Sequence[str], single: bool,
                  synthetic: Sequence[str] = ()) -> tuple[Path, dict[str, Path]]:
-    """The output folder, and 'label', 'dicom_seg', 'volumes', 'report', 'prob_<region>' and 'synthetic_<modality>' -> final
-    paths: OUT itself for one case and OUT ending .nii.gz (the others beside it, e.g. OUT-stem.volumes.csv), else
-    OUT/<case>...."""
+    """The output folder, and 'label', 'dicom_seg', 'volumes', 'report', 'prob_<region>' and
+    'synthetic_<modality>' -> final paths: OUT itself for one case and OUT ending .nii.gz (the others beside it,
+    e.g. OUT-stem.volumes.csv), else OUT/<case>...."""
     if single and output.name.lower().endswith(NIFTI):
         folder, stem = output.parent, output.name[: -len(NIFTI)]
     else:
@@ -229,40 +217,6 @@ def output_paths(output: Path, case_id: str, regions: Sequence[str], single: boo
     paths.update({f"prob_{r}": folder / f"{stem}_prob_{r}{NIFTI}" for r in regions})
     paths.update({f"synthetic_{m}": folder / f"{stem}{SYNTHETIC}{m}{NIFTI}" for m in synthetic})
     return folder, paths
-
-
-def case_files(case: Case) -> list[Path]:
-    """Every input file of a case (images and label)."""
-    return [*case.images.values(), *([case.label] if case.label else [])]
-
-
-def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | str | bytes], root: Path,
-                       case: Case) -> None:
-    """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
-    each under a temporary name and rename them all; on failure remove the temporaries. A value is a NIfTI file's
-    (case, array, dtype), a text file's content or a binary file's bytes."""
-    check_outputs(files, root, case_files(case), case.folder)
-    temporaries: list[tuple[Path, Path]] = []
-    try:
-        for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, (str, bytes)):
-                temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-                temporaries.append((temporary, path))
-                if isinstance(content, str):
-                    temporary.write_text(content, encoding="utf-8")
-                else:
-                    temporary.write_bytes(content)
-                continue
-            loaded, array, dtype = content
-            temporary = path.parent / f".{path.name[: -len(NIFTI)]}.{os.getpid()}.tmp{NIFTI}"
-            temporaries.append((temporary, path))
-            loaded.save_like_reference(array, temporary, dtype)
-        for temporary, path in temporaries:
-            os.replace(temporary, path)
-    finally:
-        for temporary, _ in temporaries:
-            temporary.unlink(missing_ok=True)
 
 
 def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path | dict[str, str | Path],

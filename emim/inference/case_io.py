@@ -1,0 +1,63 @@
+"""What every inference command does with a case's files: check that its modalities are there, list its inputs,
+and write its outputs all-or-nothing without touching an input (shared by segment, reconstruct and classify)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emim.data.cases import Case
+from emim.data.loading import LoadedCase
+from emim.data.modalities import ModalitySpec
+from emim.errors import EmimError
+from emim.safepaths import check_outputs
+
+NIFTI = ".nii.gz"
+
+
+def check_modalities(case: Case, spec: ModalitySpec, hint: str = "") -> None:
+    """Refuse a case whose files do not cover the model's modalities, naming what it has and what is missing."""
+    missing = [m for m in spec.names if m not in case.images and m not in case.ambiguous]
+    if missing:
+        found = ", ".join(case.images) or "none of them"
+        where = f" in {case.folder}" if case.folder else ""
+        raise EmimError(f"case {case.case_id}: the model needs the modalities {', '.join(spec.names)} but the "
+                        f"files{where} give {found}; missing {', '.join(missing)}. Add a file named like "
+                        f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have." + hint)
+
+
+def case_files(case: Case) -> list[Path]:
+    """Every input file of a case (images and label)."""
+    return [*case.images.values(), *([case.label] if case.label else [])]
+
+
+def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | str | bytes], root: Path,
+                       case: Case) -> None:
+    """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
+    each under a temporary name and rename them all; on failure remove the temporaries. A value is a NIfTI file's
+    (case, array, dtype), a text file's content or a binary file's bytes."""
+    check_outputs(files, root, case_files(case), case.folder)
+    temporaries: list[tuple[Path, Path]] = []
+    try:
+        for path, content in files.items():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, (str, bytes)):
+                temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
+                temporaries.append((temporary, path))
+                if isinstance(content, str):
+                    temporary.write_text(content, encoding="utf-8")
+                else:
+                    temporary.write_bytes(content)
+                continue
+            loaded, array, dtype = content
+            temporary = path.parent / f".{path.name[: -len(NIFTI)]}.{os.getpid()}.tmp{NIFTI}"
+            temporaries.append((temporary, path))
+            loaded.save_like_reference(array, temporary, dtype)
+        for temporary, path in temporaries:
+            os.replace(temporary, path)
+    finally:
+        for temporary, _ in temporaries:
+            temporary.unlink(missing_ok=True)
