@@ -9,8 +9,8 @@ the `done` event carries each case's region volumes. A case without a sequence i
 with modality dropout (`--missing`, or no file), or by any model with `--fill-missing PRETRAINING`, which
 synthesises the sequence first (see `emim.inference.fill_missing`). INPUT may be a folder of DICOM series (one
 case per study, series matched to modalities by their descriptions: `emim.data.dicom`); `--output-format dicom-seg`
-then writes the label map as a DICOM SEG referencing the source series (`emim.inference.dicom_seg`). In a batch a failing case is reported and the others still
-run; the exit status is 1 when any case failed.
+then writes the label map as a DICOM SEG referencing the source series (`emim.inference.dicom_seg`). In a batch
+a failing case is reported and the others still run; the exit status is 1 when any case failed.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from emim.contract import OUTPUT_FORMATS
 from emim.inference.postprocess import NONE, POSTPROCESS_CHOICES, PostProcess
 from emim.progress import PROGRESS_MODES, Progress
 from emim.train.device import DEVICE_CHOICES
+
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_case_inputs(parser, "case folder(s) or folder(s) of cases")
@@ -125,7 +126,10 @@ def batch_volumes(files: list[Path], folder: Path | None) -> dict[str, dict[str,
 
     from emim.volumes import COLUMNS, region_volumes
 
-    rows = [row for path in files for row in csv.DictReader(path.open(encoding="utf-8"))]
+    rows = []
+    for path in files:
+        with path.open(encoding="utf-8") as handle:
+            rows += csv.DictReader(handle)
     if folder is not None and rows:
         temporary = folder / f".volumes.csv.{os.getpid()}.tmp"
         with temporary.open("w", newline="", encoding="utf-8") as handle:
