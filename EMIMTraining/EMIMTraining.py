@@ -53,6 +53,7 @@ class EMIMTrainingParameterNode:
     modalities: str = ",".join(DEFAULTS.modalities)
     valCases: int = AUTO_VAL_CASES if DEFAULTS.val_cases is None else DEFAULTS.val_cases
     valFraction: float = DEFAULTS.val_fraction
+    modalityDropout: float = DEFAULTS.modality_dropout
     task: str = DEFAULTS.task
     preset: str = DEFAULTS.preset
     pretrained: str = DEFAULTS.pretrained

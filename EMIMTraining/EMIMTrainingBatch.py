@@ -57,6 +57,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="fine-tuning: pretraining run, checkpoint or model folder")
     parser.add_argument("--val-cases", type=int, default=DEFAULTS.val_cases,
                         help="segmentation fine-tuning: validation cases (default: a fifth of the cases, 1 to 4)")
+    parser.add_argument("--modality-dropout", type=float, default=DEFAULTS.modality_dropout, metavar="P",
+                        help="segmentation fine-tuning: chance per batch of training without some sequences, so "
+                             "that the model segments cases that lack one (0: off)")
     parser.add_argument("--labels", default=DEFAULTS.labels_csv, help="classification fine-tuning: labels CSV")
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
                         help="classification fine-tuning: share of cases held out")
@@ -75,8 +78,8 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
         steps=args.steps, learning_rate=args.lr, device=args.device, gpus=args.gpus, log_every=args.log_every,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, mask=args.mask,
         patch_ratio=args.patch_ratio, position_ratio=args.position_ratio, pbt_levels=args.pbt_levels,
-        pbt_weight=args.pbt_weight, pretrained=args.pretrained, val_cases=args.val_cases, labels_csv=args.labels,
-        val_fraction=args.val_fraction)
+        pbt_weight=args.pbt_weight, pretrained=args.pretrained, val_cases=args.val_cases,
+        modality_dropout=args.modality_dropout, labels_csv=args.labels, val_fraction=args.val_fraction)
 
 
 def follow(job) -> None:

@@ -312,3 +312,14 @@ def test_each_task_with_default_settings_gives_a_command_line_the_engine_accepts
     parsed = build_parser(task).parse_args(command[3:])
     assert parsed.run == str(tmp_path / "run")
     assert (task == FINETUNE) == hasattr(parsed, "val_cases") and getattr(parsed, "val_cases", None) is None
+
+
+def test_modality_dropout_reaches_the_segmentation_fine_tuning_and_is_checked(tmp_path):
+    """The panel's and batch script's modality dropout becomes the engine's --modality-dropout (#16)."""
+    from emim.cli import build_parser
+
+    settings = TrainingSettings(task=FINETUNE, data=str(tmp_path), run=str(tmp_path / "run"), modality_dropout=0.5)
+    parsed = build_parser(FINETUNE).parse_args(training_command(FINETUNE, settings.arguments())[3:])
+    assert parsed.modality_dropout == 0.5
+    settings.modality_dropout = 1.5
+    assert settings.problems() == ["Modality dropout is a probability between 0 and 1."]

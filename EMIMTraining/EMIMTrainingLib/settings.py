@@ -50,6 +50,8 @@ class TrainingSettings:
     pretrained: str = ""  # pretraining run folder, checkpoint or model folder; empty = from scratch
     val_cases: int | None = None  # segmentation: whole cases held out for validation Dice; None = the engine's
     # choice (a fifth of the cases, 1 to 4)
+    modality_dropout: float = 0.0  # segmentation: per batch, the chance of training without some sequences, so
+    # that the model also segments cases that lack one (docs/missing-modalities.md)
     labels_csv: str = ""  # classification: `case_id,label` lines
     val_fraction: float = 0.2  # classification
     extra: Sequence[str] = field(default_factory=tuple)  # further engine options, passed as they are
@@ -69,6 +71,8 @@ class TrainingSettings:
             found.append(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_CHOICES)))
         if self.task == FINETUNE_CLASSIFIER and not self.labels_csv:
             found.append(tr("Classification fine-tuning needs a labels CSV (one `case_id,label` line per case)."))
+        if self.task == FINETUNE and not 0 <= self.modality_dropout <= 1:
+            found.append(tr("Modality dropout is a probability between 0 and 1."))
         if self.gpus < 1:
             found.append(tr("The number of GPUs must be at least 1."))
         if self.gpus > 1 and self.device == "cpu":
@@ -104,6 +108,7 @@ class TrainingSettings:
             if self.task == FINETUNE:
                 if self.val_cases is not None:  # None: the engine's choice
                     args += ["--val-cases", str(self.val_cases)]
+                args += ["--modality-dropout", str(self.modality_dropout)]
             else:
                 args += ["--labels", str(self.labels_csv), "--val-fraction", str(self.val_fraction)]
         return args + [str(a) for a in self.extra]
@@ -138,4 +143,5 @@ def settings_from_parameters(p) -> TrainingSettings:
                                                                                         p.evalEvery)),
         mask=p.maskPattern, patch_ratio=p.patchRatio, position_ratio=p.positionRatio, pbt_levels=p.pbtLevels,
         pbt_weight=p.pbtWeight, pretrained=p.pretrained if p.task != PRETRAIN else "",
-        val_cases=None if p.valCases == AUTO_VAL_CASES else p.valCases, labels_csv=p.labelsCsv, val_fraction=p.valFraction)
+        val_cases=None if p.valCases == AUTO_VAL_CASES else p.valCases, modality_dropout=p.modalityDropout,
+        labels_csv=p.labelsCsv, val_fraction=p.valFraction)

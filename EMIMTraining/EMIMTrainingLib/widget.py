@@ -212,6 +212,7 @@ class WidgetController:
         self.ui.pretrainedLabel.visible = self.ui.pretrainedPathLineEdit.visible = p.task in (FINETUNE, FINETUNE_CLASSIFIER)
         self.ui.labelsCsvLabel.visible = self.ui.labelsCsvPathLineEdit.visible = classifying
         self.ui.valCasesLabel.visible = self.ui.valCasesSpinBox.visible = p.task == FINETUNE
+        self.ui.modalityDropoutLabel.visible = self.ui.modalityDropoutSpinBox.visible = p.task == FINETUNE
         self.ui.valFractionLabel.visible = self.ui.valFractionSpinBox.visible = classifying
         problems = settings_from_parameters(p).problems()
         if self.report is None:
