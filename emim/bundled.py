@@ -14,6 +14,7 @@ from emim.contract import METADATA_FILE
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
 STARTER_MODEL = "EMIM-starter-tiny"  # listed first, the Slicer panel's default
+STARTER_PRETRAINING = "EMIM-starter-tiny-pretraining"  # the pretraining the starter models were fine-tuned from
 
 
 def bundled_models() -> list[Path]:

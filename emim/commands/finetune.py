@@ -16,8 +16,9 @@ from emim.progress import Progress
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_training_arguments(parser, "labelled data set: folder of cases or datalist JSON", steps=1000, lr=1e-4,
                            weight_decay=1e-5, eval_every=100, eval_help="validation Dice every N steps")
-    parser.add_argument("--pretrained", help="E-MIM pretraining run folder, checkpoint (.pt) or model folder whose "
-                                             "encoder weights to start from (default: random encoder)")
+    parser.add_argument("--pretrained", help="E-MIM pretraining run folder, checkpoint (.pt), model folder or shipped "
+                                             "pretraining's name (EMIM-starter-tiny-pretraining) whose encoder "
+                                             "weights to start from (default: random encoder)")
     parser.add_argument("--feature-size", type=int, help="UNETR decoder width (default 8 for tiny, else 16)")
     parser.add_argument("--freeze-encoder-steps", type=int, default=0,
                         help="train only the decoder for the first N steps (lets it adapt to the pretrained encoder)")

@@ -20,7 +20,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                            lr=1e-4, weight_decay=0.05, eval_every=50, eval_help="validation every N steps")
     parser.add_argument("--labels", help="CSV with a header and one `case_id,label` line per case")
     parser.add_argument("--pretrained", metavar="SOURCE",
-                        help="initialise the encoder from a pretraining run folder, checkpoint or model folder")
+                        help="initialise the encoder from a pretraining run folder, checkpoint, model folder or "
+                             "shipped pretraining's name (EMIM-starter-tiny-pretraining)")
     parser.add_argument("--val-fraction", type=float, default=0.2,
                         help="share of cases held out for validation AUC/accuracy, stratified by class "
                              "(0: validate on the training cases)")

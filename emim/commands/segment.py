@@ -53,8 +53,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "fine-tuned with --modality-dropout also segments a case that has no file for one, "
                              "other models refuse both")
     parser.add_argument("--fill-missing", metavar="PRETRAINING",
-                        help="synthesise each missing sequence with this E-MIM pretraining (run folder, checkpoint "
-                             "or pretraining model; same modalities and normalisation as the model) and segment with "
+                        help="synthesise each missing sequence with this E-MIM pretraining (run folder, checkpoint, "
+                             "pretraining model or a shipped one's name: EMIM-starter-tiny-pretraining; same "
+                             "modalities and normalisation as the model) and segment with "
                              "it as if acquired; written as <case>_synthetic_<modality>.nii.gz beside the label map. "
                              "Lets any model segment a case without a sequence")
     parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="nifti",

@@ -68,10 +68,12 @@ def _from_checkpoint(checkpoint: Path, run_dir: Path) -> PretrainedWeights:
 
 
 def read_pretrained(source: str | Path) -> PretrainedWeights:
-    """The weights at `source`: RUN/ (its checkpoints/last.pt), a checkpoint file, or an exported model folder."""
+    """The weights at `source`: RUN/ (its checkpoints/last.pt), a checkpoint file, an exported model folder, or the
+    name of a shipped pretraining (`emim.bundled`)."""
+    from emim.bundled import STARTER_PRETRAINING, resolve_model
     from emim.modelfile import load_model
 
-    path = Path(source).expanduser()
+    path = resolve_model(Path(source).expanduser())
     if path.is_dir() and (path / METADATA_FILE).is_file() or path.name in (METADATA_FILE, WEIGHTS_FILE):
         state, metadata = load_model(path)
         preprocessing = metadata.get("preprocessing") or {}
@@ -93,7 +95,8 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
     if path.is_file():
         return _from_checkpoint(path, path.parent.parent)
     raise EmimError(f"{path} is not a pretraining run folder, checkpoint or model folder; give RUN/ of "
-                    "`emim pretrain`, RUN/checkpoints/last.pt, or a folder exported by `emim export`")
+                    "`emim pretrain`, RUN/checkpoints/last.pt, a folder exported by `emim export`, or a shipped "
+                    f"pretraining's name ({STARTER_PRETRAINING})")
 
 
 def submodule_state(weights: PretrainedWeights, prefix: str) -> dict[str, torch.Tensor]:
