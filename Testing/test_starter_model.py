@@ -21,6 +21,9 @@ from emim.modelfile import load_metadata, load_model
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
+# the FLAIR stand-in of BraTS-GLI-00500-001 correlates 0.29 with the real FLAIR inside the brain
+# (bench/missing_modality.py, 2026-12-03); a constant or unrelated image gives about 0
+MIN_FLAIR_CORRELATION = 0.15
 
 
 def test_the_starter_model_is_shipped_first_and_loads_by_name():
@@ -63,3 +66,30 @@ def test_the_cli_segments_a_real_case_with_it_by_name(brats_mini, tmp_path):
     assert float(rows["WT"]["volume_ml"]) == pytest.approx((values > 0).sum() / 1000, abs=5e-4)
     assert int(rows["WT"]["lesions"]) == ndimage.label(values > 0, np.ones((3, 3, 3)))[1]
     assert events[-1]["volumes_ml"][case.name]["WT"] == pytest.approx(float(rows["WT"]["volume_ml"]), abs=1e-3)
+
+
+def test_the_shipped_pretraining_fills_a_missing_flair_for_the_starter_model_by_name(brats_mini, tmp_path):
+    """EMIM-starter-tiny-pretraining (the recipe's pretraining, generated data only) is what `--fill-missing` was
+    measured with: by name, the starter model (no dropout) segments a real case without its FLAIR, and the
+    stand-in lies on the case's grid, zero outside the brain, and follows the real FLAIR."""
+    from emim.bundled import STARTER_PRETRAINING
+
+    metadata = load_metadata(STARTER_PRETRAINING)
+    assert metadata["task"] == "pretraining" and metadata["provenance"]["data"].startswith("generated only")
+    assert [m["name"] for m in metadata["modalities"]] == [m["name"] for m in load_metadata(STARTER_MODEL)["modalities"]]
+    case = brats_mini / "BraTS-GLI-00500-001"
+    done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", STARTER_MODEL, "--fill-missing",
+                           STARTER_PRETRAINING, "--missing", "t2f", "--output", str(tmp_path / "out"), "--device",
+                           "cpu", "--progress", "json", str(case)],
+                          cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    assert done.returncode == 0, done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    (synthetic,) = [e for e in events if e["event"] == "output" and e["kind"] == "synthetic"]
+    assert synthetic["modality"] == "t2f" and events[-1]["succeeded"] == 1
+    flair = nib.load(str(case / f"{case.name}-t2f.nii.gz"))
+    stand_in = nib.load(synthetic["path"])
+    assert stand_in.shape == flair.shape and np.allclose(stand_in.affine, flair.affine, atol=1e-5)
+    made, real = np.asarray(stand_in.dataobj), np.asarray(flair.dataobj)
+    inside = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.glob("*-t[12][nwc].nii.gz")], axis=0)
+    assert not made[~inside].any()
+    assert np.corrcoef(made[inside], real[inside])[0, 1] > MIN_FLAIR_CORRELATION

@@ -10,9 +10,12 @@ Rows: Dice WT/TC/ET with all four sequences and with each single one missing, fo
 `--modality-dropout` from the same pretraining (bench/starter_model.py RECIPE, seed 0), so the two differ only by
 dropout. The filler is that pretraining. Two data sets: the three real BraTS mini cases (never trained on) and
 held-out generated cases (another seed than the training cases). Scores use the models' default post-processing and
-`emim.evaluate.score_labels` (global Dice). The real-case Dice is written into both models' metadata
+`emim.evaluate.score_labels` (global Dice); fill rows also give `synthetic_r`, how closely the stand-in follows the
+real sequence (Pearson correlation inside the brain, mean over cases). The real-case Dice is written into both models' metadata
 (`provenance.missing_sequence_dice`), which the Slicer panel shows; `--ship` also exports the dropout model to
-Resources/Models/EMIM-starter-tiny-dropout.
+Resources/Models/EMIM-starter-tiny-dropout and the filler, the pretraining exported as a model, to
+Resources/Models/EMIM-starter-tiny-pretraining (so `--fill-missing EMIM-starter-tiny-pretraining` is what was
+measured).
 """
 
 from __future__ import annotations
@@ -25,14 +28,18 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
-from bench.starter_model import RECIPE, prepare_pretraining, recipe_settings  # noqa: E402
+from emim.bundled import STARTER_PRETRAINING  # noqa: E402
+from bench.starter_model import (RECIPE, export_pretraining, prepare_pretraining, recipe_settings,  # noqa: E402
+                                 training_seconds)
 
 STARTER = common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny"
 STARTER_WORK = common.RESULTS / "starter-work"
 SHIPPED_DROPOUT = common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny-dropout"
+SHIPPED_PRETRAINING = common.ROOT / "Resources" / "Models" / STARTER_PRETRAINING
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 GENERATED_CASES = 3
 GENERATED_SEED = 1000  # far from the training cases' seed 0
+SYNTHETIC_R = "synthetic_r"  # fill rows: the stand-in's correlation with the real sequence
 
 
 def finetune_with_dropout(work: Path, probability: float, seed: int) -> Path:
@@ -54,23 +61,35 @@ def finetune_with_dropout(work: Path, probability: float, seed: int) -> Path:
 
 
 def scores(model: Any, data: Path, out: Path, missing: str | None, filler: Any = None) -> dict[str, float]:
-    """Mean global Dice per region over the cases in `data`, segmenting without `missing` (filled by `filler`)."""
+    """Mean global Dice per region over the cases in `data`, segmenting without `missing` (filled by `filler`);
+    when filled, also `SYNTHETIC_R`: the mean over cases of the stand-in's Pearson correlation with the real
+    sequence inside the brain (scale-free, so the stand-in's z-scores compare with the raw file)."""
     import nibabel as nib
     import numpy as np
 
     from emim.data.cases import find_cases
     from emim.evaluate import mean_row, score_labels
+    from emim.inference.fill_missing import SYNTHETIC
     from emim.inference.segment import segment_case
 
-    rows = []
+    rows, correlations = [], []
     for case in find_cases(data, model.spec):
         label = segment_case(model, case, out, single=False, missing=[missing] if missing else [], fill=filler)
         truth = nib.load(case.label)
         spacing = tuple(float(z) for z in truth.header.get_zooms()[:3])
         rows.append(score_labels(np.asarray(nib.load(label).dataobj), np.asarray(truth.dataobj).astype(np.uint8),
                                  spacing, model.regions))
+        if filler is not None:
+            made = np.asarray(nib.load(out / f"{case.case_id}{SYNTHETIC}{missing}.nii.gz").dataobj)
+            real = np.asarray(nib.load(case.images[missing]).dataobj)
+            inside = np.any([np.asarray(nib.load(path).dataobj) != 0 for m, path in case.images.items()
+                             if m != missing], axis=0)
+            correlations.append(float(np.corrcoef(made[inside], real[inside])[0, 1]))
     mean = mean_row(rows, model.regions)
-    return {r["name"]: round(float(mean[f"dice_{r['name']}"]), 3) for r in model.regions}
+    result = {r["name"]: round(float(mean[f"dice_{r['name']}"]), 3) for r in model.regions}
+    if correlations:
+        result[SYNTHETIC_R] = round(float(np.mean(correlations)), 3)
+    return result
 
 
 def measure(name: str, model: Any, filler: Any, data: Path, out: Path, drops: bool) -> dict[str, Any]:
@@ -88,7 +107,7 @@ def measure(name: str, model: Any, filler: Any, data: Path, out: Path, drops: bo
 
 def table_rows(name: str, data: str, measured: dict[str, Any]) -> list[dict[str, Any]]:
     def dice(values: dict[str, float]) -> dict[str, float]:
-        return {f"dice_{region}": value for region, value in values.items()}
+        return {key if key == SYNTHETIC_R else f"dice_{key}": value for key, value in values.items()}
 
     rows = [{"data": data, "model": name, "missing": "none", "answer": "-", **dice(measured["all"])}]
     for missing in MODALITIES:
@@ -109,7 +128,7 @@ def record(model_folder: Path, measured: dict[str, Any], filler: Any) -> None:
     weights, metadata = load_model(model_folder)
     metadata["provenance"][MISSING_DICE] = {
         "cases": f"the {len(list(common.MINI_DATA.iterdir()))} real BraTS mini cases", **measured,
-        "fill_pretraining": f"{filler.description()['name']} (bench/starter_model.py pretraining)",
+        "fill_pretraining": filler.description()["name"],
         "command": "python bench/missing_modality.py"}
     save_model(model_folder, weights, metadata)
 
@@ -119,7 +138,8 @@ def main() -> int:
     parser.add_argument("--dropout", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=common.RESULTS / "missing-work")
-    parser.add_argument("--ship", action="store_true", help=f"export the dropout model to {SHIPPED_DROPOUT}")
+    parser.add_argument("--ship", action="store_true",
+                        help=f"export the dropout model to {SHIPPED_DROPOUT} and the filler to {SHIPPED_PRETRAINING}")
     args = parser.parse_args()
     if not common.MINI_DATA.is_dir():
         raise SystemExit(f"needs the real mini cases in {common.MINI_DATA}")
@@ -131,11 +151,13 @@ def main() -> int:
 
     info = common.header("cpu")
     prepare_pretraining(STARTER_WORK, dict(RECIPE), args.seed, "cpu")
+    pretraining = export_pretraining(STARTER_WORK, SHIPPED_PRETRAINING if args.ship else args.work / STARTER_PRETRAINING,
+                                     args.seed, RECIPE)
     dropout_folder = finetune_with_dropout(args.work, args.dropout, args.seed)
     generated = args.work / "generated"
     if len([p for p in generated.glob("BraTS-SYN-*") if p.is_dir()]) != GENERATED_CASES:
         make_sample_cases(generated, GENERATED_CASES, GENERATED_SEED, size=RECIPE["size"], randomise=True)
-    filler = load_reconstructor(STARTER_WORK / "pretrain", "cpu")
+    filler = load_reconstructor(pretraining, "cpu")
     models = {"starter (no dropout)": (STARTER, False), f"dropout {args.dropout:g}": (dropout_folder, True)}
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
@@ -151,9 +173,12 @@ def main() -> int:
         weights, metadata = load_model(dropout_folder)
         metadata["provenance"].update(data="generated only: emim make-sample --randomise", run=None, seed=args.seed,
                                       recipe={**RECIPE, "modality_dropout": args.dropout},
-                                      command=f"python bench/missing_modality.py --ship --seed {args.seed}")
+                                      pretrained=STARTER_PRETRAINING if args.ship else str(pretraining),
+                                      command=f"python bench/missing_modality.py --ship --seed {args.seed}",
+                                      seconds={"pretrain": training_seconds(STARTER_WORK).get("pretrain"),
+                                               "finetune": training_seconds(args.work).get("finetune")})
         save_model(SHIPPED_DROPOUT, weights, metadata)
-    columns = ["data", "model", "missing", "answer", "dice_WT", "dice_TC", "dice_ET", "note"]
+    columns = ["data", "model", "missing", "answer", "dice_WT", "dice_TC", "dice_ET", SYNTHETIC_R, "note"]
     common.write_results("missing_modality_cpu", info, {"results": results, "dropout": args.dropout,
                                                         "recipe": RECIPE}, common.markdown_table(rows, columns))
     return 0

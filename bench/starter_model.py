@@ -7,7 +7,8 @@
    few seconds on a CPU after the model's spacing round trip);
 2. E-MIM pretraining (tiny preset, its recipe) on them;
 3. UNETR fine-tuning from that encoder (the last cases validate);
-4. export, then `bench/real_case_quality.py`'s evaluation on the real BraTS mini cases (never trained on), whose
+4. export (the pretraining too, beside the model as EMIM-starter-tiny-pretraining), then
+   `bench/real_case_quality.py`'s evaluation on the real BraTS mini cases (never trained on), whose
    scores are written into the model's metadata (`provenance.real_cases`) when the shared data is present.
 Work files go under bench/results/starter-work/; the time per stage is printed and recorded in the metadata.
 """
@@ -23,10 +24,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
+from emim.bundled import STARTER_PRETRAINING  # noqa: E402
 
 RECIPE = {"cases": 48, "size": "small", "pretrain_steps": 2000, "finetune_steps": 1000, "finetune_lr": 2e-3,
           "finetune_batch": 2, "warmup_steps": 100, "eval_every": 200}
 NAME = "E-MIM starter (tiny, generated data only)"
+PRETRAINING_NAME = "E-MIM starter pretraining (tiny, generated data only)"
 
 
 def main() -> int:
@@ -67,10 +70,11 @@ def main() -> int:
         f"UNETR over an E-MIM encoder (tiny preset), pretrained and fine-tuned on {recipe['cases']} generated, "
         "domain-randomised BraTS-layout cases (emim make-sample --randomise); no real scan was used. A starting "
         "point to try the module, not a clinical tool."))
+    pretraining = export_pretraining(args.work, args.out.parent / STARTER_PRETRAINING, args.seed, recipe)
     weights, metadata = load_model(model)
     metadata["provenance"].update(
         data="generated only: emim make-sample --randomise", run=None, seed=args.seed, recipe=recipe,
-        command=f"python bench/starter_model.py --seed {args.seed}",
+        pretrained=pretraining.name, command=f"python bench/starter_model.py --seed {args.seed}",
         seconds={**times, **training_seconds(args.work)},
         machine=common.header()["machine"])
     save_model(model, weights, metadata)
@@ -109,6 +113,24 @@ def prepare_pretraining(work: Path, recipe: dict[str, Any], seed: int, device: s
                     progress=Progress("none"))
     print(f"pretrained in {time.monotonic() - start:.0f} s", flush=True)
     return times
+
+
+def export_pretraining(work: Path, out: Path, seed: int, recipe: dict[str, Any]) -> Path:
+    """The recipe's pretraining (`prepare_pretraining` into `work`) as a model folder: what `--fill-missing` and
+    `--pretrained` take, and what the Slicer module's reconstruction view loads."""
+    from emim.export import export_model
+    from emim.modelfile import load_model, save_model
+
+    model = export_model(work / "pretrain", out, force=True, name=PRETRAINING_NAME, description=(
+        f"E-MIM encoder and reconstruction decoder (tiny preset) pretrained on {recipe['cases']} generated, "
+        "domain-randomised BraTS-layout cases; no real scan was used. The starter models were fine-tuned from this "
+        "recipe; it synthesises a missing sequence (--fill-missing) and shows masked reconstructions."))
+    weights, metadata = load_model(model)
+    metadata["provenance"].update(data="generated only: emim make-sample --randomise", run=None, seed=seed,
+                                  recipe={k: recipe[k] for k in ("cases", "size", "pretrain_steps", "warmup_steps")},
+                                  seconds={"pretrain": training_seconds(work).get("pretrain")})
+    save_model(model, weights, metadata)
+    return model
 
 
 def training_seconds(work: Path) -> dict[str, float]:
