@@ -18,6 +18,7 @@ from EMIMSegmentationLib.classification import probabilities_table
 from EMIMSegmentationLib.segmentation_import import import_label_file
 
 from conftest import SMALLEST_CASE
+from emim.bundled import STARTER_PRETRAINING
 
 CASE = "BraTS-GLI-00360-000"
 
@@ -268,7 +269,8 @@ def test_a_dropout_model_segments_with_one_input_left_empty_and_others_refuse(sl
     inputs["t2f"] = None
     logic = SegmentationLogic()
     assert logic.inputProblems(inputs, dropout_model) == []
-    assert any("FLAIR" in p for p in logic.inputProblems(inputs, tiny_segmentation_model))
+    refused = logic.inputProblems(inputs, tiny_segmentation_model)
+    assert any("FLAIR" in p for p in refused) and any(STARTER_PRETRAINING in p for p in refused)  # and the way out
     logged: list[str] = []
     segmentation = logic.segment(inputs, dropout_model, device="cpu", overlap=0.0, waitForCompletion=True,
                                  logCallback=logged.append)

@@ -89,7 +89,16 @@ class SegmentationLogic:
         """Why Apply must stay disabled (missing or duplicated inputs); empty when all is well. `fillMissing`: a
         pretraining will synthesise missing sequences, so a segmentation model takes inputs left empty."""
         info = self.readModel(model)
-        return input_problems(inputs, info.modalities, _takes_missing(info, fillMissing))
+        takes_missing = _takes_missing(info, fillMissing)
+        problems = input_problems(inputs, info.modalities, takes_missing)
+        empty = [m for m in info.modalities if inputs.get(m.name) is None]
+        if info.task == "segmentation" and not takes_missing and 0 < len(empty) < len(info.modalities):
+            from emim.bundled import STARTER_PRETRAINING
+
+            problems.append(tr("Without that sequence: choose a pretraining under 'Fill missing with' to synthesise "
+                               "it (the extension ships {pretraining}), or a model fine-tuned with modality "
+                               "dropout.").format(pretraining=STARTER_PRETRAINING))
+        return problems
 
     def missingSummary(self, inputs: dict, model: str | Path | ModelInfo, fillMissing: str | None = None) -> str:
         """What the panel says when inputs are left empty: which, what the model will do, and the Dice cost
@@ -147,8 +156,10 @@ class SegmentationLogic:
         as `synthetic_import.SYNTHETIC_REFERENCE`.
         """
         info = self._checked(model, "segmentation")
-        if fillMissing is not None and (Path(fillMissing) / METADATA_FILE).is_file():
-            self._checked(fillMissing, "pretraining")
+        if fillMissing is not None:
+            fillMissing = self.modelFolder(fillMissing)  # a shipped pretraining's name, as the engine takes it
+            if (fillMissing / METADATA_FILE).is_file():  # else a run folder or checkpoint, checked by the engine
+                self._checked(fillMissing, "pretraining")
         ordered = self._prepared(inputs, info, resample, allowMissing=fillMissing is not None)
         reference = next(iter(ordered.values()))  # the first modality given (a model with dropout takes a subset)
         workdir = Path(tempfile.mkdtemp(prefix="emim-segment-"))
