@@ -76,7 +76,8 @@ def test_the_shipped_pretraining_fills_a_missing_flair_for_the_starter_model_by_
 
     metadata = load_metadata(STARTER_PRETRAINING)
     assert metadata["task"] == "pretraining" and metadata["provenance"]["data"].startswith("generated only")
-    assert [m["name"] for m in metadata["modalities"]] == [m["name"] for m in load_metadata(STARTER_MODEL)["modalities"]]
+    starter = load_metadata(STARTER_MODEL)
+    assert [m["name"] for m in metadata["modalities"]] == [m["name"] for m in starter["modalities"]]
     case = brats_mini / "BraTS-GLI-00500-001"
     done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", STARTER_MODEL, "--fill-missing",
                            STARTER_PRETRAINING, "--missing", "t2f", "--output", str(tmp_path / "out"), "--device",

@@ -11,9 +11,9 @@ Rows: Dice WT/TC/ET with all four sequences and with each single one missing, fo
 dropout. The filler is that pretraining. Two data sets: the three real BraTS mini cases (never trained on) and
 held-out generated cases (another seed than the training cases). Scores use the models' default post-processing and
 `emim.evaluate.score_labels` (global Dice); fill rows also give `synthetic_r`, how closely the stand-in follows the
-real sequence (Pearson correlation inside the brain, mean over cases). The real-case Dice is written into both models' metadata
-(`provenance.missing_sequence_dice`), which the Slicer panel shows; `--ship` also exports the dropout model to
-Resources/Models/EMIM-starter-tiny-dropout and the filler, the pretraining exported as a model, to
+real sequence (Pearson correlation inside the brain, mean over cases). The real-case Dice is written into both
+models' metadata (`provenance.missing_sequence_dice`), which the Slicer panel shows; `--ship` also exports the
+dropout model to Resources/Models/EMIM-starter-tiny-dropout and the filler, the pretraining exported as a model, to
 Resources/Models/EMIM-starter-tiny-pretraining (so `--fill-missing EMIM-starter-tiny-pretraining` is what was
 measured).
 """
@@ -151,8 +151,8 @@ def main() -> int:
 
     info = common.header("cpu")
     prepare_pretraining(STARTER_WORK, dict(RECIPE), args.seed, "cpu")
-    pretraining = export_pretraining(STARTER_WORK, SHIPPED_PRETRAINING if args.ship else args.work / STARTER_PRETRAINING,
-                                     args.seed, RECIPE)
+    pretraining = export_pretraining(STARTER_WORK, SHIPPED_PRETRAINING if args.ship else
+                                     args.work / STARTER_PRETRAINING, args.seed, RECIPE)
     dropout_folder = finetune_with_dropout(args.work, args.dropout, args.seed)
     generated = args.work / "generated"
     if len([p for p in generated.glob("BraTS-SYN-*") if p.is_dir()]) != GENERATED_CASES:

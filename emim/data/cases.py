@@ -188,7 +188,8 @@ def find_cases(path: str | Path, spec: ModalitySpec | None = None) -> list[Case]
     if not cases:
         from emim.data.dicom import dicom_cases
 
-        cases = [Case(found.case_id, found.images, folder=path, dicom=found.series) for found in dicom_cases(path, spec)]
+        cases = [Case(found.case_id, found.images, folder=path, dicom=found.series)
+                 for found in dicom_cases(path, spec)]
     if not cases:
         raise EmimError(f"no cases found in {path}: expected case folders with NIfTI files (CASE/CASE-t1n.nii.gz, "
                         "...), one such folder, a folder of DICOM series (one series per sequence) or a datalist "
