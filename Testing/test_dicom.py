@@ -97,6 +97,7 @@ def test_dicom_seg_output_reads_back_with_the_voxels_codes_and_source_slices(dic
 
 
 def test_dicom_problems_are_refused_with_the_fix(dicom_case, brats_mini, starter, tmp_path):
+    pydicom = pytest.importorskip("pydicom")
     uneven = write_case(brats_mini / SMALLEST_CASE, SMALLEST_CASE, tmp_path / "uneven", DESCRIPTIONS, uneven="t2w")
     with pytest.raises(EmimError, match=r"'T2W TSE AX'.*uneven slice spacing.*dcm2niix"):
         find_cases(uneven, BRATS)
@@ -106,6 +107,24 @@ def test_dicom_problems_are_refused_with_the_fix(dicom_case, brats_mini, starter
                  "1.2.826.0.1.3680043.10.1234.1", "1.2.826.0.1.3680043.10.1234.2.9", "1.2.826.0.1.3680043.10.1234.3", 9)
     with pytest.raises(EmimError, match="several DICOM series match t2f"):
         find_cases(twice, BRATS)
+    same_name = tmp_path / "same_name"  # a repeated FLAIR under the same description is not silently dropped
+    shutil.copytree(dicom_case, same_name)
+    write_series(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-t2f.nii.gz", same_name / "series9", DESCRIPTIONS["t2f"],
+                 "1.2.826.0.1.3680043.10.1234.1", "1.2.826.0.1.3680043.10.1234.2.9", "1.2.826.0.1.3680043.10.1234.3", 9)
+    both = r"several DICOM series match t2f.*1234\.2\.4.*1234\.2\.9|1234\.2\.9.*1234\.2\.4"  # both UIDs named
+    with pytest.raises(EmimError, match=both):
+        find_cases(same_name, BRATS)
+    no_position = tmp_path / "no_position"  # e.g. a secondary capture: no geometry to place the voxels
+    shutil.copytree(dicom_case, no_position)
+    for path in (no_position / "series4").glob("*.dcm"):
+        dataset = pydicom.dcmread(path)
+        del dataset.ImagePositionPatient
+        dataset.save_as(path)
+    with pytest.raises(EmimError, match="'T2 FLAIR AX'.*lacks the slice position"):
+        find_cases(no_position, BRATS)
+    with pytest.raises(EmimError, match="inside the DICOM folder"):
+        segment_case(starter, dicom_case, dicom_case / "results", single=False)
+    assert not (dicom_case / "results").exists()
     with pytest.raises(EmimError, match="dicom-seg references the source DICOM series.*NIfTI"):
         segment_case(starter, brats_mini / SMALLEST_CASE, tmp_path / "seg", single=False, output_format="dicom-seg")
     assert not (tmp_path / "seg").exists()

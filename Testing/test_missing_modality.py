@@ -128,10 +128,11 @@ def test_fill_missing_fills_two_sequences_and_refuses_a_pretraining_in_other_uni
     from emim.inference.reconstruct import load_reconstructor
 
     filler = load_reconstructor(tiny_pretraining, "cpu")
-    segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path, overlap=0.0, device="cpu", single=False,
-                 missing=["t1c", "t2w"], fill=filler)
-    assert sorted(p.name for p in tmp_path.glob("*_synthetic_*")) == [f"{CASE}_synthetic_t1c.nii.gz",
-                                                                      f"{CASE}_synthetic_t2w.nii.gz"]
+    images = {m: brats_mini / CASE / f"{CASE}-{m}.nii.gz" for m in ("t1n", "t2f")}  # the API's {modality: file}
+    segment_case(tiny_segmentation_model, images, tmp_path, overlap=0.0, device="cpu", single=False, fill=filler)
+    made = sorted(tmp_path.glob("*_synthetic_*"))
+    assert [p.name for p in made] == [f"{CASE}_synthetic_t1c.nii.gz", f"{CASE}_synthetic_t2w.nii.gz"]
+    assert not np.array_equal(*(np.asarray(nib.load(p).dataobj) for p in made))  # one stand-in per sequence
     other_units = replace(filler, weights=replace(filler.weights, normalization="max"))
     with pytest.raises(EmimError, match="normalises intensities with max"):
         segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path / "x", device="cpu", single=False,

@@ -34,14 +34,21 @@ def check_safe_name(name: object, what: str, fix: str) -> str:
     return name  # type: ignore[return-value]
 
 
-def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path], case_folder: Path | None) -> None:
-    """Refuse before anything is written: an output outside `root`, an output that is an input, or one written
-    into the case folder the inputs were found in."""
+def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path], case_folder: Path | None,
+                  input_tree: Path | None = None) -> None:
+    """Refuse before anything is written: an output outside `root`, an output that is an input, one written into
+    the case folder the inputs were found in, or one anywhere under `input_tree` (a DICOM folder, which is searched
+    with its subfolders: NIfTI files left there would be read back instead of the series)."""
     base = root.resolve()
     sources = {Path(p).resolve() for p in inputs}
     folder = case_folder.resolve() if case_folder is not None else None
+    tree = input_tree.resolve() if input_tree is not None else None
     for output in outputs:
         target = output.resolve()
+        if tree is not None and tree in target.parents:
+            raise EmimError(f"output {output} would be written inside the DICOM folder {input_tree}, which is "
+                            "searched with all its subfolders; refusing (the next run would read it instead of the "
+                            "series). Choose an --output outside the DICOM folder.")
         if target != base and base not in target.parents:
             raise EmimError(f"output {output} would be written outside the output folder {root}; refusing. "
                             "This comes from a name in the model or data list: check it.")

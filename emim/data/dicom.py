@@ -5,7 +5,8 @@ the folder when it holds one study, else `<PatientID>_<StudyDate>`. A series is 
 SeriesDescription, else its ProtocolName, with the modality patterns that assign file names (the model's or the
 data set's, so they are configured the same way: BraTS short names t1n/t1c/t2w/t2f and the usual scanner
 descriptions such as "AX T1 POST GD", "T2 FLAIR" or "T2W TSE" match by default); series that match nothing (a
-localiser, DWI) are left out, and two series matching one modality are refused.
+localiser, DWI) and series of another modality than MR (a SEG, an SR) are left out; two series matching one
+modality, or one series split across folders, are refused.
 
 Every matched series is checked before it is read (single-frame slices, one orientation, no gantry tilt, uniform
 slice spacing, at least two slices), then converted once to NIfTI in a private temporary folder removed when the
@@ -70,7 +71,11 @@ def _reader(path: Path):
 
     reader = sitk.ImageFileReader()
     reader.SetFileName(str(path))
-    reader.ReadImageInformation()
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise EmimError(f"DICOM file {path} cannot be read ({str(error).strip().splitlines()[-1]}). Remove it from "
+                        "the folder, re-export the series, or convert it with dcm2niix.") from None
     return reader
 
 
@@ -91,11 +96,29 @@ def find_series(folder: Path) -> list[DicomSeries]:
             for uid in sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(directory)):
                 files = tuple(Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(directory), uid))
                 first = _reader(files[0])
+                if _tag(first, "modality") not in ("", "MR"):  # a SEG, SR or other modality's series
+                    continue
                 series.append(DicomSeries(uid, _tag(first, "study"), _tag(first, "description"),
                                           _tag(first, "protocol"), _tag(first, "patient"), _tag(first, "date"), files))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
+    folders: dict[str, list[Path]] = {}
+    for found in series:
+        folders.setdefault(found.uid, []).append(found.files[0].parent)
+    for found in series:
+        if len(folders[found.uid]) > 1:
+            raise EmimError(f"DICOM series '{found.name}' ({found.uid}) is split across the folders "
+                            f"{', '.join(map(str, folders[found.uid]))}; move all its files into one folder.")
     return series
+
+
+def _numbers(text: str, count: int) -> list[float] | None:
+    """A DICOM multi-value decimal string as `count` finite floats, or None when it is not one."""
+    try:
+        values = [float(v) for v in text.split("\\")]
+    except ValueError:
+        return None
+    return values if len(values) == count and all(np.isfinite(values)) else None
 
 
 def check_series(series: DicomSeries, case_id: str) -> None:
@@ -104,20 +127,26 @@ def check_series(series: DicomSeries, case_id: str) -> None:
     fix = ("convert it with dcm2niix (it corrects tilt and uneven spacing or splits the series) and give the "
            "NIfTI file instead, or re-export the series from the scanner or PACS.")
     what = f"case {case_id}: DICOM series '{series.name}' ({series.uid}, {series.files[0].parent})"
+    readers = [_reader(path) for path in series.files]
+    if any(_numbers(_tag(r, "frames") or "1", 1) != [1] for r in readers):
+        raise EmimError(f"{what} holds multi-frame (enhanced) images, which are not read. Fix: {fix}")
     if len(series.files) < 2:
         raise EmimError(f"{what} has a single slice; a 3D volume is needed. Fix: {fix}")
-    readers = [_reader(path) for path in series.files]
-    if any(int(_tag(r, "frames") or 1) > 1 for r in readers):
-        raise EmimError(f"{what} holds multi-frame (enhanced) images, which are not read. Fix: {fix}")
     orientations = {_tag(r, "orientation") for r in readers}
     if len(orientations) != 1:
         raise EmimError(f"{what} mixes {len(orientations)} slice orientations. Fix: {fix}")
-    tilt = _tag(readers[0], "tilt")
-    if tilt and abs(float(tilt)) > 1e-3:
-        raise EmimError(f"{what} was acquired with a gantry tilt of {float(tilt):g} degrees. Fix: {fix}")
-    cosines = np.array([float(v) for v in orientations.pop().split("\\")]).reshape(2, 3)
+    cosines = _numbers(orientations.pop(), 6)
+    positions = [_numbers(_tag(r, "position"), 3) for r in readers]
+    if cosines is None or any(p is None for p in positions):
+        raise EmimError(f"{what} lacks the slice position or orientation (ImagePositionPatient, "
+                        "ImageOrientationPatient), so its geometry is unknown; a secondary capture or screenshot "
+                        f"series cannot be used. Fix: {fix}")
+    tilt = _numbers(_tag(readers[0], "tilt") or "0", 1)
+    if tilt is None or abs(tilt[0]) > 1e-3:
+        raise EmimError(f"{what} was acquired with a gantry tilt ({_tag(readers[0], 'tilt')} degrees). Fix: {fix}")
+    cosines = np.array(cosines).reshape(2, 3)
     normal = np.cross(cosines[0], cosines[1])
-    positions = np.array([[float(v) for v in _tag(r, "position").split("\\")] for r in readers])
+    positions = np.array(positions)
     steps = np.diff(positions, axis=0)
     along = steps @ normal
     if np.abs(steps - along[:, None] * normal).max() > SPACING_TOLERANCE * max(np.abs(along).max(), 1e-6):
@@ -178,17 +207,17 @@ def dicom_cases(folder: Path, spec: ModalitySpec) -> list[DicomCase]:
     for study in sorted(studies.values(), key=lambda s: (s[0].date, s[0].study)):
         first = study[0]
         case_id = _safe(folder.name) if len(studies) == 1 else _safe(f"{first.patient}_{first.date}_{first.study[-8:]}")
-        by_name = {s.name: s for s in study}
-        matched = match_modalities(list(by_name), spec)
+        matched = match_modalities(sorted({s.name for s in study}), spec)
         chosen: dict[str, DicomSeries] = {}
         for modality, names in matched.items():
-            if len(names) > 1:
-                listed = "; ".join(f"'{n}' ({by_name[n].files[0].parent})" for n in names)
+            candidates = [s for s in study if s.name in names]  # two series may share one description
+            if len(candidates) > 1:
+                listed = "; ".join(f"'{c.name}' ({c.uid}, {c.files[0].parent})" for c in candidates)
                 raise EmimError(f"case {case_id}: several DICOM series match {modality}: {listed}. Keep one of them "
                                 "in the folder, or give the files explicitly (--image NAME=FILE after converting).")
-            if names:
-                chosen[modality] = by_name[names[0]]
-        target = _conversion_folder() / case_id
+            if candidates:
+                chosen[modality] = candidates[0]
+        target = Path(tempfile.mkdtemp(dir=_conversion_folder())) / case_id  # one folder per call: never reused
         images = {}
         for modality, series in chosen.items():
             check_series(series, case_id)

@@ -4,6 +4,7 @@ and write its outputs all-or-nothing without touching an input (shared by segmen
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,17 @@ def case_files(case: Case) -> list[Path]:
     return [*case.images.values(), *([case.label] if case.label else [])]
 
 
+def check_case_outputs(outputs: Iterable[Path], root: Path, case: Case) -> None:
+    """`safepaths.check_outputs` for this case's inputs, its folder and, for a DICOM case, the whole DICOM tree."""
+    check_outputs(outputs, root, case_files(case), case.folder, case.folder if case.dicom else None)
+
+
 def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | str | bytes], root: Path,
                        case: Case) -> None:
     """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
     each under a temporary name and rename them all; on failure remove the temporaries. A value is a NIfTI file's
     (case, array, dtype), a text file's content or a binary file's bytes."""
-    check_outputs(files, root, case_files(case), case.folder)
+    check_case_outputs(files, root, case)
     temporaries: list[tuple[Path, Path]] = []
     try:
         for path, content in files.items():

@@ -59,12 +59,17 @@ def dicom_seg_bytes(labels_on_disk: np.ndarray, series: Any, label_table: Sequen
     try:
         import highdicom as hd
         import pydicom
+        import pydicom.errors
     except ImportError:
         raise EmimError("--output-format dicom-seg needs the highdicom package: pip install highdicom (or "
                         "pip install 'emim[dicom]'); or use --output-format nifti.") from None
     from emim import __version__
 
-    sources = [pydicom.dcmread(str(path)) for path in series.files]
+    try:
+        sources = [pydicom.dcmread(str(path)) for path in series.files]
+    except (pydicom.errors.InvalidDicomError, OSError) as error:
+        raise EmimError(f"the series '{series.name}' ({series.files[0].parent}) cannot be read for a DICOM SEG "
+                        f"({error}). Use --output-format nifti, or re-export the series.") from None
     frames = np.ascontiguousarray(np.transpose(labels_on_disk, (2, 1, 0)))  # (slices, rows, columns)
     if frames.shape != (len(sources), int(sources[0].Rows), int(sources[0].Columns)):
         raise EmimError(f"the label map {labels_on_disk.shape} does not fit the series '{series.name}' "
@@ -72,13 +77,17 @@ def dicom_seg_bytes(labels_on_disk: np.ndarray, series: Any, label_table: Sequen
     numbers = np.zeros(256, dtype=np.uint8)
     for number, label in enumerate(label_table, start=1):
         numbers[int(label["value"])] = number
-    segmentation = hd.seg.Segmentation(
-        source_images=sources, pixel_array=numbers[frames],
-        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
-        segment_descriptions=segment_descriptions(label_table, model_name, __version__),
-        series_instance_uid=hd.UID(), series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,
-        manufacturer="E-MIM", manufacturer_model_name=model_name[:64], software_versions=__version__,
-        device_serial_number="none", series_description=f"E-MIM {model_name}"[:64], omit_empty_frames=False)
-    buffer = io.BytesIO()
-    segmentation.save_as(buffer)
+    descriptions = segment_descriptions(label_table, model_name, __version__)
+    try:
+        segmentation = hd.seg.Segmentation(
+            source_images=sources, pixel_array=numbers[frames],
+            segmentation_type=hd.seg.SegmentationTypeValues.BINARY, segment_descriptions=descriptions,
+            series_instance_uid=hd.UID(), series_number=series_number, sop_instance_uid=hd.UID(), instance_number=1,
+            manufacturer="E-MIM", manufacturer_model_name=model_name[:64], software_versions=__version__,
+            device_serial_number="none", series_description=f"E-MIM {model_name}"[:64], omit_empty_frames=False)
+        buffer = io.BytesIO()
+        segmentation.save_as(buffer)
+    except (ValueError, TypeError, AttributeError, KeyError) as error:  # highdicom's checks of the source headers
+        raise EmimError(f"a DICOM SEG cannot reference the series '{series.name}' ({series.files[0].parent}): "
+                        f"{error}. Use --output-format nifti, or re-export the series.") from None
     return buffer.getvalue()

@@ -158,8 +158,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
                      progress: Progress | None = None,
                      on_batch: Callable[[int, int], None] | None = None) -> list[dict[str, Any]]:
     """Reconstruct one case into the folder `output`; returns the output records {path, kind, modality, case}."""
-    from emim.inference.case_io import case_files, check_modalities, write_case_outputs
-    from emim.safepaths import check_outputs
+    from emim.inference.case_io import check_case_outputs, check_modalities, write_case_outputs
 
     progress = progress or Progress("none")
     names = model.modalities
@@ -172,7 +171,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
     folder = Path(output)
     paths = {(modality, kind): folder / f"{modality}_{kind}.nii.gz" for modality in names for kind in KINDS}
     report_path = folder / f"{case.case_id}{REPORT}"
-    check_outputs([*paths.values(), report_path], folder, case_files(case), case.folder)  # before the inference
+    check_case_outputs([*paths.values(), report_path], folder, case)  # before the inference
     report = RunReport("reconstruct", model.description(), model.weights.source, str(model.device))
     with report.stage("load"):
         loaded = load_case(case, names, model.weights.normalization, resample, with_label=False)

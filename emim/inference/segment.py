@@ -26,7 +26,7 @@ from emim.data.loading import load_case
 from emim.data.modalities import ModalitySpec, strip_extension
 from emim.errors import EmimError
 from emim.model.unetr import EMIMUNETR
-from emim.inference.case_io import NIFTI, case_files, check_modalities, write_case_outputs
+from emim.inference.case_io import NIFTI, check_case_outputs, check_modalities, write_case_outputs
 from emim.inference.dicom_seg import SEG_SUFFIX, dicom_seg_bytes
 from emim.inference.fill_missing import SYNTHETIC, check_filler, synthesise
 from emim.inference.postprocess import PostProcess, label_map
@@ -34,7 +34,6 @@ from emim.inference.reconstruct import Reconstructor
 from emim.inference.report import REPORT, RunReport
 from emim.inference.spacing import needs_resampling, rescale
 from emim.progress import Progress
-from emim.safepaths import check_outputs
 from emim.train.device import autocast
 from emim.volumes import region_volumes, structure_volumes, voxel_volume_mm3, volumes_csv
 
@@ -244,7 +243,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         model = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
     spec = model.spec
     if isinstance(case, dict):
-        case = case_from_images(case, spec, model.takes_missing)
+        case = case_from_images(case, spec, model.takes_missing or fill is not None)
     elif not isinstance(case, Case):
         found = resolve_cases([case], spec)
         if len(found) != 1:
@@ -265,7 +264,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                             "but this case was read from NIfTI files; give the DICOM folder, or use "
                             "--output-format nifti.")
         paths["label"] = paths["dicom_seg"]
-    check_outputs(paths.values(), folder, case_files(case), case.folder)  # before the inference, not after it
+    check_case_outputs(paths.values(), folder, case)  # before the inference, not after it
     report = RunReport("segment", model.metadata, model.folder, str(model.device))
     with report.stage("load"):
         loaded = load_case(case, present, model.normalization, resample, with_label=False)
