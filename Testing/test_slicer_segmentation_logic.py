@@ -209,13 +209,18 @@ def test_model_metadata_errors_name_the_file(tmp_path):
         read_model_info(tmp_path)
 
 
-def test_segment_runs_the_engine_and_returns_a_segmentation_on_the_input_grid(case_inputs, tiny_segmentation_model):
-    """Acceptance: loaded volumes -> engine subprocess -> named, coloured segments on the input's grid."""
+def test_segment_runs_the_engine_and_returns_a_segmentation_on_the_input_grid(case_inputs, tiny_segmentation_model,
+                                                                             tmp_path):
+    """Acceptance: loaded volumes -> engine subprocess -> named, coloured segments on the input's grid. A "Fill
+    missing with" path left in the panel (here one that no longer exists) is not used when no input is empty."""
     before = {k: _fingerprint(n) for k, n in case_inputs.items()}
     progress: list[float] = []
+    logged: list[str] = []
     logic = SegmentationLogic()
     segmentation = logic.segment(case_inputs, tiny_segmentation_model, device="cpu", overlap=0.0,
-                                 waitForCompletion=True, progressCallback=progress.append)
+                                 fillMissing=str(tmp_path / "deleted-pretraining"), waitForCompletion=True,
+                                 progressCallback=progress.append, logCallback=logged.append)
+    assert not any("--fill-missing" in line for line in logged) and any("--model" in line for line in logged)
     reference = case_inputs["t1n"]
     names = [segmentation.GetSegmentation().GetNthSegment(i).GetName()
              for i in range(segmentation.GetSegmentation().GetNumberOfSegments())]
@@ -314,7 +319,7 @@ def test_the_panel_text_for_a_missing_input_names_it_says_what_happens_and_gives
 
     measured = {"cases": "the 3 real BraTS mini cases", "all": {"WT": 0.80, "TC": 0.60, "ET": 0.50},
                 "drop": {"t2f": {"WT": 0.50, "TC": 0.62, "ET": 0.51}},
-                "fill": {"t2f": {"WT": 0.70, "TC": 0.55, "ET": 0.45}}}
+                "fill": {"t2f": {"WT": 0.70, "TC": 0.55, "ET": 0.45}}, "fill_pretraining": "pretrain"}
     model = write_model_metadata(tmp_path / "model", inference={"missing_modalities": {"supported": True}},
                                  provenance={MISSING_DICE: measured})
     logic = SegmentationLogic()
@@ -324,6 +329,8 @@ def test_the_panel_text_for_a_missing_input_names_it_says_what_happens_and_gives
     assert "WT -0.30, TC +0.02, ET +0.01" in dropped and "the 3 real BraTS mini cases" in dropped
     filled = logic.missingSummary(inputs, model, fillMissing=str(tmp_path / "pretrain"))
     assert "synthesised by the pretraining pretrain" in filled and "WT -0.10, TC -0.05, ET -0.05" in filled
+    other = logic.missingSummary(inputs, model, fillMissing=str(tmp_path / "my-pretraining"))
+    assert "not measured" in other and "-0.10" not in other  # costs hold only for the pretraining measured
     unmeasured = logic.missingSummary({**inputs, "t1c": None}, model)
     assert "T1 contrast-enhanced, T2 FLAIR" in unmeasured and "not measured" in unmeasured
     assert logic.missingSummary({**inputs, "t2f": object()}, model) == ""

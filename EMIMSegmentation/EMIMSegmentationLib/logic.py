@@ -115,7 +115,8 @@ class SegmentationLogic:
         else:
             action = tr("Missing: {missing}. The model (fine-tuned with modality dropout) segments without it.").format(
                 missing=titles)
-        return action + " " + missing_cost(info, [m.name for m in empty], "fill" if fillMissing else "drop")
+        return action + " " + missing_cost(info, [m.name for m in empty], "fill" if fillMissing else "drop",
+                                           Path(fillMissing).name if fillMissing else None)
 
     def geometryMismatches(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
         """Sentences describing every input whose grid differs from the reference (the first modality given)."""
@@ -156,6 +157,8 @@ class SegmentationLogic:
         as `synthetic_import.SYNTHETIC_REFERENCE`.
         """
         info = self._checked(model, "segmentation")
+        if fillMissing is not None and all(inputs.get(m.name) is not None for m in info.modalities):
+            fillMissing = None  # nothing to fill: a path left in the panel must not stop a complete case
         if fillMissing is not None:
             fillMissing = self.modelFolder(fillMissing)  # a shipped pretraining's name, as the engine takes it
             if (fillMissing / METADATA_FILE).is_file():  # else a run folder or checkpoint, checked by the engine

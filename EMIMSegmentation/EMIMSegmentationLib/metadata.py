@@ -86,14 +86,16 @@ def read_model_info(folder: str | Path) -> ModelInfo:
                                        .get("supported")))
 
 
-def missing_cost(info: ModelInfo, missing: list[str], strategy: str) -> str:
+def missing_cost(info: ModelInfo, missing: list[str], strategy: str, filler: str | None = None) -> str:
     """The Dice cost of segmenting without `missing` as measured for this model (`provenance.missing_sequence_dice`,
-    written by bench/missing_modality.py), or a pointer to the measurements when it was not measured."""
+    written by bench/missing_modality.py), or a pointer to the measurements when it was not measured (also when
+    `filler`, the chosen pretraining's folder name, is not the one the fill costs were measured with)."""
     measured = info.provenance.get(MISSING_DICE) or {}
     rows = measured.get(strategy) or {}
-    if len(missing) != 1 or missing[0] not in rows or "all" not in measured:
-        return tr("Its Dice cost was not measured for this model and case; docs/missing-modalities.md of the E-MIM "
-                  "extension gives the costs measured for the bench models.")
+    other_filler = strategy == "fill" and filler != measured.get("fill_pretraining")
+    if len(missing) != 1 or missing[0] not in rows or "all" not in measured or other_filler:
+        return tr("Its Dice cost was not measured for this model with these inputs (and this pretraining); "
+                  "docs/missing-modalities.md of the E-MIM extension gives the costs measured for the bench models.")
     costs = ", ".join(f"{region} {rows[missing[0]][region] - value:+.2f}" for region, value in measured["all"].items())
     return tr("Measured Dice change on {cases}: {costs} (from {all} with every sequence).").format(
         cases=measured.get("cases", "the bench cases"), costs=costs,
