@@ -114,6 +114,13 @@ def test_dicom_problems_are_refused_with_the_fix(dicom_case, brats_mini, starter
     both = r"several DICOM series match t2f.*1234\.2\.4.*1234\.2\.9|1234\.2\.9.*1234\.2\.4"  # both UIDs named
     with pytest.raises(EmimError, match=both):
         find_cases(same_name, BRATS)
+    split = tmp_path / "split"  # half of the FLAIR's slices in another folder: never half a brain
+    shutil.copytree(dicom_case, split)
+    (split / "series4b").mkdir()
+    for path in sorted((split / "series4").glob("*.dcm"))[::2]:
+        path.rename(split / "series4b" / path.name)
+    with pytest.raises(EmimError, match="'T2 FLAIR AX'.*split across the folders"):
+        find_cases(split, BRATS)
     no_position = tmp_path / "no_position"  # e.g. a secondary capture: no geometry to place the voxels
     shutil.copytree(dicom_case, no_position)
     for path in (no_position / "series4").glob("*.dcm"):

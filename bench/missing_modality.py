@@ -173,7 +173,7 @@ def main() -> int:
         weights, metadata = load_model(dropout_folder)
         metadata["provenance"].update(data="generated only: emim make-sample --randomise", run=None, seed=args.seed,
                                       recipe={**RECIPE, "modality_dropout": args.dropout},
-                                      pretrained=STARTER_PRETRAINING if args.ship else str(pretraining),
+                                      pretrained=STARTER_PRETRAINING,
                                       command=f"python bench/missing_modality.py --ship --seed {args.seed}",
                                       seconds={"pretrain": training_seconds(STARTER_WORK).get("pretrain"),
                                                "finetune": training_seconds(args.work).get("finetune")})

@@ -102,13 +102,6 @@ def find_series(folder: Path) -> list[DicomSeries]:
                                           _tag(first, "protocol"), _tag(first, "patient"), _tag(first, "date"), files))
     finally:
         sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
-    folders: dict[str, list[Path]] = {}
-    for found in series:
-        folders.setdefault(found.uid, []).append(found.files[0].parent)
-    for found in series:
-        if len(folders[found.uid]) > 1:
-            raise EmimError(f"DICOM series '{found.name}' ({found.uid}) is split across the folders "
-                            f"{', '.join(map(str, folders[found.uid]))}; move all its files into one folder.")
     return series
 
 
@@ -211,6 +204,10 @@ def dicom_cases(folder: Path, spec: ModalitySpec) -> list[DicomCase]:
         chosen: dict[str, DicomSeries] = {}
         for modality, names in matched.items():
             candidates = [s for s in study if s.name in names]  # two series may share one description
+            if len(candidates) > 1 and len({c.uid for c in candidates}) == 1:  # found once per folder it is in
+                raise EmimError(f"case {case_id}: DICOM series '{candidates[0].name}' ({candidates[0].uid}) is split "
+                                f"across the folders {', '.join(str(c.files[0].parent) for c in candidates)}; move "
+                                "all its files into one folder.")
             if len(candidates) > 1:
                 listed = "; ".join(f"'{c.name}' ({c.uid}, {c.files[0].parent})" for c in candidates)
                 raise EmimError(f"case {case_id}: several DICOM series match {modality}: {listed}. Keep one of them "

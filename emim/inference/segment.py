@@ -242,14 +242,15 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     if not isinstance(model, SegmentationModel):
         model = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
     spec = model.spec
+    takes_missing = model.takes_missing or fill is not None
     if isinstance(case, dict):
-        case = case_from_images(case, spec, model.takes_missing or fill is not None)
+        case = case_from_images(case, spec, takes_missing)
     elif not isinstance(case, Case):
         found = resolve_cases([case], spec)
         if len(found) != 1:
             raise EmimError(f"{case} holds {len(found)} cases; segment_case takes one case folder.")
         case = found[0]
-    absent = absent_modalities(case, spec, missing, model.takes_missing or fill is not None)
+    absent = absent_modalities(case, spec, missing, takes_missing)
     present = [m for m in spec.names if m not in absent]
     filled = list(absent) if fill is not None else []
     if filled:
