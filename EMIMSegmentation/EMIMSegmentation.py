@@ -8,10 +8,11 @@ this module never imports torch or the engine.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import slicer
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -19,7 +20,7 @@ from slicer.util import VTKObservationMixin
 from EMIMSegmentationLib.logic import SegmentationLogic  # first: its package finds EMIMCommonLib in a checkout
 
 from EMIMCommonLib.lifecycle import PanelLifecycle  # noqa: I100
-from emim.contract import DEVICE_CHOICES, HYBRID
+from emim.contract import DEVICE_CHOICES, HYBRID, MASK_CHOICES
 
 
 def _(text: str) -> str:
@@ -47,17 +48,18 @@ class EMIMSegmentation(ScriptedLoadableModule):
 
 @parameterNodeWrapper
 class EMIMSegmentationParameterNode:
-    """Saved with the scene: model folder, device, inputs in model order, output nodes, look-inside settings, and the
-    pretraining that fills missing inputs."""
+    """Saved with the scene: the model, device, inputs in model order, output nodes, look-inside settings, and the
+    pretraining that fills missing inputs. `model` and `fillMissing` are a shipped model's name or a model folder
+    (the panel's model lists set them); the others are bound to their widgets by Slicer's connectors."""
 
-    modelPath: str = ""
-    fillMissingPath: str = ""  # a pretraining that synthesises inputs left empty (optional)
-    device: str = DEVICE_CHOICES[0]
+    model: str = ""
+    fillMissing: str = ""  # a pretraining that synthesises inputs left empty; "" = none
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = DEVICE_CHOICES[0]
     resample: bool = False
     show3D: bool = False
     fast: bool = False
-    maskPattern: str = HYBRID
-    seed: int = 0
+    maskPattern: Annotated[str, Choice(MASK_CHOICES)] = HYBRID
+    seed: Annotated[int, WithinRange(0, 99999)] = 0
     input0: slicer.vtkMRMLScalarVolumeNode
     input1: slicer.vtkMRMLScalarVolumeNode
     input2: slicer.vtkMRMLScalarVolumeNode

@@ -11,10 +11,11 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from typing import Annotated
 
 import slicer
 from slicer.i18n import translate
-from slicer.parameterNodeWrapper import parameterNodeWrapper
+from slicer.parameterNodeWrapper import Choice, Minimum, WithinRange, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
@@ -23,6 +24,10 @@ from EMIMTrainingLib.logic import TrainingLogic  # first: its package finds EMIM
 from EMIMTrainingLib.settings import AUTO_VAL_CASES, DEFAULTS
 
 from EMIMCommonLib.lifecycle import PanelLifecycle  # noqa: I100
+from EMIMCommonLib.path_connector import OptionalPath
+from emim.contract import DEVICE_CHOICES, MASK_CHOICES, PRESET_NAMES, TRAINING_COMMANDS
+
+Ratio = WithinRange(0.0, 1.0)
 
 
 def _(text: str) -> str:
@@ -48,32 +53,34 @@ class EMIMTraining(ScriptedLoadableModule):
 class EMIMTrainingParameterNode:
     """Saved with the scene: data set, task and its knobs, run and export folders."""
 
-    # the knobs: their defaults are the settings' (DEFAULTS), their meaning `settings_from_parameters`
-    dataPath: str = DEFAULTS.data
+    # the knobs: their defaults are the settings' (DEFAULTS), their meaning `settings_from_parameters`; the ranges
+    # are those the spin boxes show (Slicer's connectors set them); paths are None until chosen
+    dataPath: OptionalPath = None
     modalities: str = ",".join(DEFAULTS.modalities)
-    valCases: int = AUTO_VAL_CASES if DEFAULTS.val_cases is None else DEFAULTS.val_cases
-    valFraction: float = DEFAULTS.val_fraction
-    modalityDropout: float = DEFAULTS.modality_dropout
-    task: str = DEFAULTS.task
-    preset: str = DEFAULTS.preset
-    pretrained: str = DEFAULTS.pretrained
-    labelsCsv: str = DEFAULTS.labels_csv
-    maskPattern: str = DEFAULTS.mask
-    patchRatio: float = DEFAULTS.patch_ratio
-    positionRatio: float = DEFAULTS.position_ratio
-    pbtLevels: int = DEFAULTS.pbt_levels
-    pbtWeight: float = DEFAULTS.pbt_weight
+    valCases: Annotated[int, WithinRange(AUTO_VAL_CASES, 1000)] = \
+        AUTO_VAL_CASES if DEFAULTS.val_cases is None else DEFAULTS.val_cases
+    valFraction: Annotated[float, WithinRange(0.0, 0.9)] = DEFAULTS.val_fraction
+    modalityDropout: Annotated[float, Ratio] = DEFAULTS.modality_dropout
+    task: Annotated[str, Choice(TRAINING_COMMANDS)] = DEFAULTS.task
+    preset: Annotated[str, Choice(PRESET_NAMES)] = DEFAULTS.preset
+    pretrained: OptionalPath = None
+    labelsCsv: OptionalPath = None
+    maskPattern: Annotated[str, Choice(MASK_CHOICES)] = DEFAULTS.mask
+    patchRatio: Annotated[float, WithinRange(0.05, 0.95)] = DEFAULTS.patch_ratio
+    positionRatio: Annotated[float, WithinRange(0.05, 0.95)] = DEFAULTS.position_ratio
+    pbtLevels: Annotated[int, WithinRange(0, 4)] = DEFAULTS.pbt_levels
+    pbtWeight: Annotated[float, WithinRange(0.0, 10.0)] = DEFAULTS.pbt_weight
     cropSize: str = DEFAULTS.crop
-    batchSize: int = DEFAULTS.batch_size or 0  # 0 = the preset's default
-    learningRate: float = DEFAULTS.learning_rate or 0.0  # 0 = the preset's default
-    steps: int = DEFAULTS.steps
-    evalEvery: int = DEFAULTS.eval_every
-    checkpointEvery: int = DEFAULTS.checkpoint_every
-    device: str = DEFAULTS.device
-    gpus: int = DEFAULTS.gpus
-    runFolder: str = DEFAULTS.run
-    exportFolder: str = ""
-    reconstructionCase: str = ""
+    batchSize: Annotated[int, WithinRange(0, 256)] = DEFAULTS.batch_size or 0  # 0 = the preset's default
+    learningRate: Annotated[float, Ratio] = DEFAULTS.learning_rate or 0.0  # 0 = the preset's default
+    steps: Annotated[int, WithinRange(1, 10_000_000)] = DEFAULTS.steps
+    evalEvery: Annotated[int, WithinRange(1, 1_000_000)] = DEFAULTS.eval_every
+    checkpointEvery: Annotated[int, WithinRange(1, 1_000_000)] = DEFAULTS.checkpoint_every
+    device: Annotated[str, Choice(DEVICE_CHOICES)] = DEFAULTS.device
+    gpus: Annotated[int, WithinRange(1, 64)] = DEFAULTS.gpus
+    runFolder: OptionalPath = None
+    exportFolder: OptionalPath = None
+    reconstructionCase: OptionalPath = None
     dataTable: slicer.vtkMRMLTableNode
     collapseTable: slicer.vtkMRMLTableNode
 

@@ -60,10 +60,10 @@ class SegmentationLogic:
         return bundled_models()
 
     def defaultModelPath(self) -> str:
-        """The first shipped model's folder (the starter model), the panel's choice until the user picks another;
+        """The first shipped model's name (the starter model), the panel's choice until the user picks another;
         "" when none is shipped."""
         models = self.bundledModels()
-        return str(models[0]) if models else ""
+        return models[0].name if models else ""
 
     def modelFolder(self, model: str | Path) -> Path:
         """A model folder, or a shipped model's name (as the engine CLI takes it) -> its folder."""
@@ -119,10 +119,11 @@ class SegmentationLogic:
                                            Path(fillMissing).name if fillMissing else None)
 
     def geometryMismatches(self, inputs: dict, model: str | Path | ModelInfo) -> list[str]:
-        """Sentences describing every input whose grid differs from the reference (the first modality given)."""
+        """Sentences describing every input whose grid differs from the reference (the first modality given); inputs
+        left empty are not compared (whether they may be empty is `inputProblems`' question)."""
         info = self.readModel(model)
-        ordered = self._ordered(inputs, info)
-        return mismatch_report(ordered, {m.name: m.title for m in info.modalities})
+        given = {m.name: inputs[m.name] for m in info.modalities if inputs.get(m.name) is not None}
+        return mismatch_report(given, {m.name: m.title for m in info.modalities})
 
     def resampleInputs(self, inputs: dict, model: str | Path | ModelInfo) -> dict:
         """Inputs with every mismatched volume replaced by a new node resampled onto the reference grid."""

@@ -45,15 +45,27 @@ class ModelInfo:
     takesMissing: bool = False  # fine-tuned with modality dropout: an input may be left empty
 
     def summary(self) -> str:
-        """A few lines for the model box in the GUI and for the batch log."""
-        lines = [f"{self.name} ({self.task})", self.description,
-                 tr("Inputs:") + " " + ", ".join(m.title for m in self.modalities)]
+        """Two lines a person reads at a glance: what the model is and takes, and what it was trained and scored on."""
+        first = f"{self.name}: {self.task}; " + tr("inputs") + " " + ", ".join(m.title for m in self.modalities)
         if self.labels:
-            lines.append(tr("Labels:") + " " + ", ".join(f"{lb.value} {lb.name}" for lb in self.labels))
+            first += "; " + tr("labels") + " " + ", ".join(lb.name for lb in self.labels)
         if self.classes:
-            lines.append(tr("Classes:") + " " + ", ".join(self.classes))
-        for key, value in self.provenance.items():
-            lines.append(f"{key}: {value}")
+            first += "; " + tr("classes") + " " + ", ".join(self.classes)
+        trained, cases = self.provenance.get("data"), self.provenance.get("training_cases")
+        second = [tr("Trained on {data}").format(data=trained) + (f" ({cases} " + tr("cases") + ")" if cases else "")
+                  ] if trained else []
+        real = self.provenance.get("real_cases") or {}
+        if real.get("mean"):
+            dice = " / ".join(f"{region} {real['mean'][f'dice_{region}']:.2f}" for region in ("WT", "TC", "ET")
+                              if f"dice_{region}" in real["mean"])
+            second.append(tr("real-case Dice {dice} ({cases} cases)").format(
+                dice=dice, cases=len(real.get("per_case") or {}) or "?"))
+        return "\n".join([first, "; ".join(second)] if second else [first])
+
+    def details(self) -> str:
+        """Everything else the metadata says (description, provenance), for a tooltip."""
+        lines = [self.description, str(self.folder)]
+        lines += [f"{key}: {value}" for key, value in self.provenance.items()]
         return "\n".join(line for line in lines if line)
 
 

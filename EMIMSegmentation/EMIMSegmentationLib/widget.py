@@ -1,9 +1,11 @@
-"""The module panel (Slicer only): selectors titled from the model, Apply/Cancel, progress and log.
+"""The module panel (Slicer only): models by name, selectors titled from the model, Apply/Cancel, progress and log.
 
 All work is delegated to the Logic; this file only moves values between the GUI, the parameter node and it.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import qt
 import slicer
@@ -11,7 +13,6 @@ import slicer
 from .errors import EMIMSegmentationError
 from .i18n import tr
 from EMIMCommonLib.job import SUCCEEDED
-from emim.contract import DEVICE_CHOICES, MASK_CHOICES
 
 from .logic import FAST_OVERLAP
 from .metadata import ModelInfo
@@ -19,6 +20,8 @@ from EMIMCommonLib.sample_data import sample_case_folder
 
 MAX_INPUTS = 4
 POLL_MS = 200
+RECENT_MODELS_KEY = "EMIMSegmentation/RecentModels"  # QSettings: model folders chosen with Browse, newest first
+RECENT_MODELS = 5
 
 
 class WidgetController:
@@ -32,12 +35,11 @@ class WidgetController:
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.onPoll)
-        self.ui.deviceComboBox.addItems(list(DEVICE_CHOICES))
-        self.ui.maskComboBox.addItems(list(MASK_CHOICES))
         self.ui.loadCaseButton.clicked.connect(self.onLoadCase)
         self.ui.loadSampleButton.clicked.connect(self.onLoadSample)
-        self.ui.modelPathLineEdit.currentPathChanged.connect(self.onModelChanged)
-        self.ui.fillMissingPathLineEdit.currentPathChanged.connect(self.updateApplyState)
+        self.ui.modelComboBox.currentIndexChanged.connect(self.onModelChosen)
+        self.ui.modelBrowseButton.clicked.connect(self.onBrowseModel)
+        self.ui.fillMissingComboBox.currentIndexChanged.connect(self.onFillChosen)
         self.ui.applyButton.clicked.connect(self.onApply)
         for index in range(MAX_INPUTS):
             self.selector(index).currentNodeChanged.connect(self.updateApplyState)
@@ -46,10 +48,14 @@ class WidgetController:
         """The panel now shows `node` (None while the module is left or the scene closes)."""
         self.parameterNode = node
         if node is not None:
-            self.offerBundledModels()
-            self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
+            if not node.model or not self.logic.modelFolder(node.model).is_dir():
+                node.model = self.logic.defaultModelPath()
+            self.listModels()
 
     def onParameterNodeModified(self) -> None:
+        """The node changed (a saved scene read back, handOff from E-MIM Training): show its model."""
+        if self.parameterNode is not None and self.parameterNode.model != self.chosen(self.ui.modelComboBox):
+            self.listModels()
         self.updateApplyState()
 
     def shutdown(self) -> None:
@@ -58,21 +64,64 @@ class WidgetController:
         if self.job is not None:
             self.job.cancel()
 
-    def offerBundledModels(self) -> None:
-        """Put the shipped models at the top of the model history; choose the starter model when no model is set
-        or the saved one is gone."""
-        chosen = self.parameterNode.modelPath
-        blocked = self.ui.modelPathLineEdit.blockSignals(True)
+    # -- model lists -------------------------------------------------------------------------------------------------
+
+    def recentModels(self) -> list[str]:
+        return [str(p) for p in (qt.QSettings().value(RECENT_MODELS_KEY) or []) if p]
+
+    def listModels(self) -> None:
+        """The model list: shipped models by name, then recent folders; the fill list: None and the pretrainings."""
+        p = self.parameterNode
+        models = [(path.name, path.name) for path in self.logic.bundledModels()]
+        models += [(f"{Path(folder).name} ({folder})", folder) for folder in self.recentModels()]
+        if p.model and p.model not in [value for _, value in models]:
+            models.append((p.model, p.model))
+        fills = [(tr("None"), "")] + [(label, value) for label, value in models if self.isPretraining(value)]
+        self.fill(self.ui.modelComboBox, models, p.model)
+        self.fill(self.ui.fillMissingComboBox, fills, p.fillMissing)
+        self.onModelChanged(p.model)
+
+    def isPretraining(self, model: str) -> bool:
         try:
-            for path in reversed(self.logic.bundledModels()):
-                self.ui.modelPathLineEdit.currentPath = str(path)
-                self.ui.modelPathLineEdit.addCurrentPathToHistory()
-        finally:
-            self.ui.modelPathLineEdit.blockSignals(blocked)
-        if not chosen or not self.logic.modelFolder(chosen).exists():
-            chosen = self.logic.defaultModelPath()
-        self.parameterNode.modelPath = chosen
-        self.ui.modelPathLineEdit.currentPath = chosen
+            return self.logic.readModel(model).task == "pretraining"
+        except EMIMSegmentationError:
+            return False
+
+    @staticmethod
+    def fill(combo, entries: list[tuple[str, str]], chosen: str) -> None:
+        """Replace `combo`'s items (label shown, value kept as item data) and select `chosen`, without signals."""
+        blocked = combo.blockSignals(True)
+        combo.clear()
+        for label, value in entries:
+            combo.addItem(label, value)
+        values = [value for _, value in entries]
+        combo.currentIndex = values.index(chosen) if chosen in values else -1
+        combo.blockSignals(blocked)
+
+    @staticmethod
+    def chosen(combo) -> str:
+        return (combo.itemData(combo.currentIndex) or "") if combo.currentIndex >= 0 else ""
+
+    def onModelChosen(self, *unused) -> None:
+        if self.parameterNode is not None:
+            self.parameterNode.model = self.chosen(self.ui.modelComboBox)
+            self.onModelChanged(self.parameterNode.model)
+
+    def onFillChosen(self, *unused) -> None:
+        if self.parameterNode is not None:
+            self.parameterNode.fillMissing = self.chosen(self.ui.fillMissingComboBox)
+
+    def onBrowseModel(self) -> None:
+        folder = qt.QFileDialog.getExistingDirectory(None, tr("Choose an exported E-MIM model folder"))
+        if folder:
+            self.useModelFolder(folder)
+
+    def useModelFolder(self, folder: str) -> None:
+        """What Browse does with the chosen folder: remember it among the recent models and choose it."""
+        recent = [folder] + [f for f in self.recentModels() if f != folder]
+        qt.QSettings().setValue(RECENT_MODELS_KEY, recent[:RECENT_MODELS])
+        self.parameterNode.model = folder
+        self.listModels()
 
     def selector(self, index: int):
         return getattr(self.ui, f"inputSelector{index}")
@@ -84,18 +133,19 @@ class WidgetController:
 
     def fillMissing(self) -> str | None:
         """The pretraining chosen to synthesise missing inputs, if any (segmentation models only)."""
-        if self.model is None or self.model.task != "segmentation":
+        if self.model is None or self.model.task != "segmentation" or self.parameterNode is None:
             return None
-        return self.ui.fillMissingPathLineEdit.currentPath or None
+        return self.parameterNode.fillMissing or None
 
     def log(self, text: str) -> None:
         self.ui.logTextEdit.appendPlainText(text)
         slicer.app.processEvents()
 
-    def onModelChanged(self, path: str) -> None:
+    def onModelChanged(self, model: str) -> None:
         self.model = None
+        self.ui.modelInfoLabel.text, self.ui.modelInfoLabel.toolTip = tr("No model chosen."), ""
         try:
-            self.model = self.logic.readModel(path) if path else None
+            self.model = self.logic.readModel(model) if model else None
         except EMIMSegmentationError as error:
             self.ui.modelInfoLabel.text = str(error)
         if self.model is not None:
@@ -105,7 +155,7 @@ class WidgetController:
                 self.model = None
             else:
                 self.ui.modelInfoLabel.text = self.model.summary()
-                self.ui.modelPathLineEdit.addCurrentPathToHistory()
+                self.ui.modelInfoLabel.toolTip = self.model.details()
         modalities = self.model.modalities if self.model else ()
         for index in range(MAX_INPUTS):
             visible = index < len(modalities)
@@ -119,7 +169,7 @@ class WidgetController:
                     self.selector(index).setCurrentNode(node)
         self.ui.lookInsideCollapsibleButton.visible = bool(self.model and self.model.task == "pretraining")
         segmentation = bool(self.model and self.model.task == "segmentation")
-        self.ui.fillMissingLabel.visible = self.ui.fillMissingPathLineEdit.visible = segmentation
+        self.ui.fillMissingLabel.visible = self.ui.fillMissingComboBox.visible = segmentation
         self.updateApplyState()
 
     def onLoadCase(self) -> None:
@@ -135,7 +185,7 @@ class WidgetController:
         with slicer.util.tryWithErrorDisplay(tr("Failed to load the case."), waitCursor=True):
             loaded = self.logic.loadCase(folder, self.model)
             slicer.util.setSliceViewerLayers(background=next(iter(loaded.values())), fit=True)
-            self.onModelChanged(self.ui.modelPathLineEdit.currentPath)
+            self.onModelChanged(self.parameterNode.model)
 
     def updateApplyState(self, *unused) -> None:
         if self.job is not None or self.parameterNode is None:
@@ -144,14 +194,18 @@ class WidgetController:
             problems = [tr("Choose an exported model folder.")]
         else:
             problems = self.logic.inputProblems(self.inputs(), self.model, self.fillMissing() is not None)
+        given = [node for node in self.inputs().values() if node is not None]
         geometry = [] if problems else self.logic.geometryMismatches(self.inputs(), self.model)
-        self.ui.geometryLabel.text = "\n".join(geometry) if geometry else tr("All inputs share one grid.")
+        if geometry:
+            self.ui.geometryLabel.text = "\n".join(geometry)
+        else:  # a verdict only once there is something to compare
+            self.ui.geometryLabel.text = tr("All inputs share one grid.") if len(given) > 1 and not problems else ""
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else tr("Run the model on the inputs.")
         empty = [m.title for m in (self.model.modalities if self.model else ()) if self.inputs().get(m.name) is None]
         if not problems and empty:  # inputs left empty: a model fine-tuned with modality dropout, or filling
-            self.ui.geometryLabel.text += "\n" + self.logic.missingSummary(self.inputs(), self.model,
-                                                                           self.fillMissing())
+            missing = self.logic.missingSummary(self.inputs(), self.model, self.fillMissing())
+            self.ui.geometryLabel.text = "\n".join(t for t in (self.ui.geometryLabel.text, missing) if t)
 
     def onApply(self) -> None:
         if self.job is not None:
@@ -177,6 +231,7 @@ class WidgetController:
                                                **common)
             self.ui.applyButton.text = tr("Cancel")
             self.ui.progressBar.value = 0
+            self.ui.statusLabel.text = tr("Running...")
             self.timer.start()
 
     def onProgress(self, percent: float) -> None:
@@ -191,9 +246,13 @@ class WidgetController:
         for warning in job.warnings:
             slicer.util.warningDisplay(warning, windowTitle=tr("E-MIM"))
         if job.state == SUCCEEDED:
+            self.ui.statusLabel.text = tr("Done.")
             self.show(job.result)
         elif job.error:
+            self.ui.statusLabel.text = tr("Failed: {error}").format(error=job.error)
             slicer.util.errorDisplay(job.error, windowTitle=tr("E-MIM"))
+        else:
+            self.ui.statusLabel.text = tr("Cancelled.")
         self.updateApplyState()
 
     def show(self, result) -> None:

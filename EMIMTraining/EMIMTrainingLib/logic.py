@@ -152,7 +152,7 @@ class TrainingLogic:
         import slicer
 
         logic = slicer.util.getModuleLogic("EMIMSegmentation")
-        logic.getParameterNode().modelPath = str(model)
+        logic.getParameterNode().model = str(model)
         return logic
 
     def reconstructCase(self, model: str | Path, case: str | Path, mask: str = "hybrid", seed: int = 0,

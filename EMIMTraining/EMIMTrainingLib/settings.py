@@ -135,13 +135,18 @@ AUTO_VAL_CASES = -1  # the parameter node's valCases for "the engine's choice" (
 def settings_from_parameters(p) -> TrainingSettings:
     """The module's parameter node (EMIMTraining.py; its defaults are DEFAULTS') as the Logic's settings."""
     return TrainingSettings(
-        task=p.task, data=p.dataPath, run=p.runFolder, preset=p.preset,
+        task=p.task, data=_text(p.dataPath), run=_text(p.runFolder), preset=p.preset,
         modalities=tuple(m.strip() for m in p.modalities.split(",") if m.strip()), crop=p.cropSize,
         batch_size=p.batchSize or None, steps=p.steps, learning_rate=p.learningRate or None, device=p.device,
         gpus=p.gpus,
         eval_every=p.evalEvery, checkpoint_every=p.checkpointEvery, log_every=max(1, min(DEFAULTS.log_every,
                                                                                         p.evalEvery)),
         mask=p.maskPattern, patch_ratio=p.patchRatio, position_ratio=p.positionRatio, pbt_levels=p.pbtLevels,
-        pbt_weight=p.pbtWeight, pretrained=p.pretrained if p.task != PRETRAIN else "",
+        pbt_weight=p.pbtWeight, pretrained=_text(p.pretrained) if p.task != PRETRAIN else "",
         val_cases=None if p.valCases == AUTO_VAL_CASES else p.valCases, modality_dropout=p.modalityDropout,
-        labels_csv=p.labelsCsv, val_fraction=p.valFraction)
+        labels_csv=_text(p.labelsCsv), val_fraction=p.valFraction)
+
+
+def _text(path: Path | None) -> str:
+    """An optional path parameter (None until chosen) as the settings hold it ("" = not chosen)."""
+    return "" if path is None else str(path)

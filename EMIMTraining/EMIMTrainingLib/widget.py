@@ -12,8 +12,7 @@ import slicer
 from .data_check import DataReport
 from .errors import EMIMTrainingError
 from .i18n import tr
-from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, MASK_CHOICES, PRESET_NAMES, PRETRAIN,
-                           TRAINING_COMMANDS)
+from emim.contract import FINETUNE, FINETUNE_CLASSIFIER, PRETRAIN
 
 from .settings import settings_from_parameters
 from .training_job import STOPPED
@@ -34,10 +33,6 @@ class WidgetController:
         self.timer = qt.QTimer()
         self.timer.setInterval(POLL_MS)
         self.timer.timeout.connect(self.onPoll)
-        self.ui.taskComboBox.addItems(list(TRAINING_COMMANDS))
-        self.ui.presetComboBox.addItems(list(PRESET_NAMES))
-        self.ui.maskComboBox.addItems(list(MASK_CHOICES))
-        self.ui.deviceComboBox.addItems(list(DEVICE_CHOICES))
         self.ui.checkDataButton.clicked.connect(self.onCheckData)
         self.ui.startButton.clicked.connect(self.onStart)
         self.ui.stopButton.clicked.connect(self.onStop)

@@ -1,0 +1,168 @@
+"""The two module panels as a user meets them: Slicer's own ScriptedLoadableModule and parameterNodeWrapper (from
+../shared/slicer-python), Qt on PySide6 offscreen, real MRML, the real engine behind Apply and Start.
+
+The harness is Testing/support/slicer_gui; every click goes through the real widget's signal (`click()`, setting a
+path as typing does, choosing a combo box item).
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import pytest
+
+from support.slicer_gui import REPO, install, unavailable
+
+pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
+MODULES = ("EMIMSegmentation", "EMIMTraining")
+SHIPPED = REPO / "Resources" / "Models"
+
+
+@pytest.fixture(scope="module")
+def panels(tmp_path_factory):
+    harness = install(settings_folder=tmp_path_factory.mktemp("qsettings"))
+    yield harness
+    harness.uninstall()
+
+
+@pytest.fixture
+def segmentation(panels):
+    panels.headless.scene.Clear(0)
+    widget = panels.open("EMIMSegmentation")
+    yield widget
+    if widget.controller.job is not None:
+        widget.controller.job.cancel()
+        panels.wait(lambda: widget.controller.job is None, 60)
+
+
+def parameter_widgets(widget) -> dict:
+    return {w.property("SlicerParameterName"): w for w in vars(widget.ui).values()
+            if hasattr(w, "property") and w.property("SlicerParameterName")}
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_every_bound_widget_gets_a_connector_from_slicers_own_create_gui_connector(panels, name):
+    from slicer.parameterNodeWrapper import createGuiConnector
+
+    widget = panels.open(name)
+    node = widget.logic.getParameterNode()
+    bound = parameter_widgets(widget)
+    assert len(bound) >= 10
+    for parameter, child in bound.items():
+        connector = createGuiConnector(child, node.dataType(parameter))
+        assert connector.widget() is child, parameter
+        connector.write(node.getValue(parameter))  # and it takes the node's value
+        assert connector.read() == node.getValue(parameter), parameter
+
+
+def test_leaving_entering_and_unloading_the_modules_follows_slicers_lifecycle(panels):
+    segmentation = panels.open("EMIMSegmentation")
+    training = panels.open("EMIMTraining")  # Segmentation is left: its node is released
+    assert segmentation._parameterNode is None and training._parameterNode is not None
+    panels.open("EMIMSegmentation")
+    assert segmentation._parameterNode is not None and training._parameterNode is None
+    panels.headless.scene.Clear(0)  # File > Close Scene while the module is shown: a new node is connected
+    assert segmentation._parameterNode is not None
+    assert segmentation._parameterNode.parameterNode.GetScene() is panels.headless.scene
+
+
+def test_training_spin_boxes_keep_their_ranges_and_special_texts(panels):
+    ui = panels.open("EMIMTraining").ui
+    assert (ui.batchSizeSpinBox.minimum, ui.batchSizeSpinBox.maximum) == (0, 256)
+    assert ui.batchSizeSpinBox.text == "preset default"
+    assert ui.learningRateSpinBox.minimum == 0.0
+    assert ui.valCasesSpinBox.text.startswith("auto")
+    assert ui.taskComboBox.count == 3 and ui.deviceComboBox.currentText == "auto"
+
+
+def test_the_model_is_chosen_by_name_and_summarised_in_two_lines(segmentation):
+    ui = segmentation.ui
+    names = [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count)]
+    assert names[:3] == sorted(p.name for p in SHIPPED.iterdir()), names  # shipped names first
+    assert ui.modelComboBox.currentText == "EMIM-starter-tiny"
+    summary = ui.modelInfoLabel.text.splitlines()
+    assert len(summary) == 2 and "real-case Dice WT" in summary[1], summary
+    assert "machine" in ui.modelInfoLabel.toolTip  # the rest is one hover away
+    assert ui.geometryLabel.text == ""  # no verdict before inputs are chosen
+    assert not ui.applyButton.enabled
+
+
+def test_the_parameter_node_survives_a_scene_saved_and_read_back(panels, tmp_path):
+    import slicer
+
+    widget = panels.open("EMIMTraining")
+    node = widget.logic.getParameterNode()
+    node.dataPath, node.task, node.steps, node.learningRate = tmp_path / "data", "finetune", 321, 0.0005
+    saved = {name: node.getValue(name) for name in node.allParameters if not name.endswith("Table")}
+    scene = panels.headless.scene
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Commit()
+    scene.Clear(0)
+    assert widget.logic.getParameterNode().steps == 1000
+    scene.SetURL(str(tmp_path / "scene.mrml"))
+    assert scene.Import()
+    restored = widget.logic.getParameterNode()
+    assert {name: restored.getValue(name) for name in saved} == saved
+    assert widget.ui.stepsSpinBox.value == 321 and widget.ui.dataPathLineEdit.currentPath == str(tmp_path / "data")
+    assert isinstance(slicer.mrmlScene, type(scene))
+
+
+def test_segment_the_sample_case_by_clicks(panels, segmentation):
+    ui = segmentation.ui
+    ui.loadSampleButton.click()
+    assigned = [segmentation.controller.selector(i).currentNode() for i in range(4)]
+    assert all(assigned) and [n.GetName().split("-")[-1] for n in assigned] == ["t1n", "t1c", "t2w", "t2f"]
+    assert ui.geometryLabel.text == "All inputs share one grid." and ui.applyButton.enabled
+    ui.applyButton.click()
+    assert ui.applyButton.text == "Cancel"
+    seen = []
+    panels.wait(lambda: seen.append(ui.progressBar.value) or segmentation.controller.job is None, 300)
+    assert ui.statusLabel.text == "Done.", ui.statusLabel.text
+    assert max(seen) > 0 and len(set(seen)) > 2  # the bar moved
+    result = ui.outputSegmentationSelector.currentNode()
+    names = [result.GetSegmentation().GetNthSegment(i).GetName()
+             for i in range(result.GetSegmentation().GetNumberOfSegments())]
+    assert names and all(names)
+    colours = {result.GetSegmentation().GetNthSegment(i).GetColor() for i in range(len(names))}
+    assert len(colours) == len(names)
+
+
+def test_cancel_stops_a_running_segmentation(panels, segmentation):
+    segmentation.ui.loadSampleButton.click()
+    segmentation.ui.applyButton.click()
+    segmentation.ui.applyButton.click()  # the same button reads "Cancel" while it runs
+    panels.wait(lambda: segmentation.controller.job is None, 120)
+    assert segmentation.ui.statusLabel.text == "Cancelled."
+    assert segmentation.ui.applyButton.text == "Apply"
+
+
+def test_a_model_that_refuses_shows_its_message_in_the_panel(panels, segmentation, tmp_path, caplog):
+    broken = tmp_path / "truncated-model"
+    shutil.copytree(SHIPPED / "EMIM-starter-tiny", broken)
+    weights = broken / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    segmentation.controller.useModelFolder(str(broken))
+    assert segmentation.ui.modelComboBox.currentText.startswith("truncated-model")
+    segmentation.ui.loadSampleButton.click()
+    with caplog.at_level(logging.ERROR):
+        segmentation.ui.applyButton.click()
+        panels.wait(lambda: segmentation.controller.job is None, 120)
+    status = segmentation.ui.statusLabel.text
+    assert status.startswith("Failed:") and "model.safetensors" in status and "Traceback" not in status, status
+    assert any("model.safetensors" in record.getMessage() for record in caplog.records)  # the error display
+
+
+def test_a_missing_flair_with_the_dropout_model_and_filled_by_the_pretraining(panels, segmentation):
+    ui = segmentation.ui
+    ui.loadSampleButton.click()
+    panels.headless.scene.RemoveNode(segmentation.controller.selector(3).currentNode())  # the case has no FLAIR
+    assert segmentation.controller.selector(3).currentNode() is None
+    assert not ui.applyButton.enabled  # the starter needs all four
+    ui.modelComboBox.currentIndex = ui.modelComboBox.findText("EMIM-starter-tiny-dropout")
+    assert ui.applyButton.enabled and "T2 FLAIR" in ui.geometryLabel.text
+    ui.modelComboBox.currentIndex = ui.modelComboBox.findText("EMIM-starter-tiny")
+    ui.fillMissingComboBox.currentIndex = ui.fillMissingComboBox.findText("EMIM-starter-tiny-pretraining")
+    assert segmentation.logic.getParameterNode().fillMissing == "EMIM-starter-tiny-pretraining"
+    assert ui.applyButton.enabled
