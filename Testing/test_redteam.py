@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from emim.errors import EmimError
+
 CASE = "BraTS-GLI-01404-000"  # the smallest of the real mini cases
 
 
@@ -233,16 +235,16 @@ def test_an_interrupted_write_leaves_no_temporary_file(sandbox, monkeypatch):
 
     case = find_cases(sandbox / "data" / CASE)[0]
     loaded = load_case(case, ["t1n"], with_label=False)
-    original = LoadedCase.save_like_reference
+    original = LoadedCase.image_like_reference
     calls = []
 
-    def interrupted(self, array, path, dtype):  # Ctrl+C, or SIGTERM through emim.cli, during the second file
-        calls.append(path)
+    def interrupted(self, array, dtype):  # Ctrl+C, or SIGTERM through emim.cli, during the second file
+        calls.append(dtype)
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return original(self, array, path, dtype)
+        return original(self, array, dtype)
 
-    monkeypatch.setattr(LoadedCase, "save_like_reference", interrupted)
+    monkeypatch.setattr(LoadedCase, "image_like_reference", interrupted)
     label = np.zeros(loaded.image.shape[1:], np.uint8)
     out = sandbox / "out"
     with pytest.raises(KeyboardInterrupt):
@@ -277,3 +279,66 @@ def test_resuming_a_run_with_the_wrong_command_says_which_command_to_use(tmp_pat
     del run
     result = _emim("pretrain", "--resume", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "emim finetune --resume" in result.stderr and "Traceback" not in result.stderr
+
+
+# Reliability (issue #26, the HIGH items).
+
+def _sample_case(root: Path) -> Path:
+    """One generated `small` case (seconds to make and segment with the shipped starter model)."""
+    from emim.sample import make_sample_cases
+
+    return make_sample_cases(root, 1, seed=5, size="small")[0]
+
+
+def test_links_planted_at_temporary_and_output_names_are_never_followed(tmp_path):
+    """Links at every name a writer used to open ('.CASE.<pid>.tmp.nii.gz', '.volumes.csv.<pid>.tmp', ...) point
+    outside --output: the files they point to stay as they were and the outputs are regular files; a link at an
+    output's own name is refused, naming it."""
+    from emim.bundled import STARTER_MODEL
+
+    case = _sample_case(tmp_path / "data")
+    out, outside = tmp_path / "out", tmp_path / "outside"
+    out.mkdir()
+    outside.mkdir()
+    # the real CLI, held until the links named with its process id are in place
+    gate = "import runpy, sys; sys.stdin.readline(); runpy.run_module('emim', run_name='__main__', alter_sys=True)"
+    process = subprocess.Popen([sys.executable, "-c", gate, "segment", "--model", STARTER_MODEL, "--output", str(out),
+                                "--device", "cpu", "--progress", "json", str(case)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    pid = process.pid
+    for name in (f".{case.name}.{pid}.tmp.nii.gz", f".{case.name}.volumes.csv.{pid}.tmp",
+                 f".{case.name}.report.json.{pid}.tmp", f".volumes.csv.{pid}.tmp"):
+        (outside / name).write_text("precious\n")
+        (out / name).symlink_to(outside / name)
+    _, stderr = process.communicate("go\n", timeout=300)
+    assert process.returncode == 0, stderr
+    kept = {p.name: p.read_bytes()[:16] for p in outside.iterdir()}
+    assert kept == dict.fromkeys(kept, b"precious\n")
+    for name in (f"{case.name}.nii.gz", f"{case.name}.volumes.csv", f"{case.name}.report.json", "volumes.csv"):
+        assert (out / name).is_file() and not (out / name).is_symlink(), name
+
+    label = out / f"{case.name}.nii.gz"
+    label.unlink()
+    label.symlink_to(outside / f".{case.name}.{pid}.tmp.nii.gz")
+    result = _emim("segment", "--model", STARTER_MODEL, "--output", str(out), "--device", "cpu", str(case))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{label} is a symbolic link" in result.stderr, result.stderr
+    assert label.is_symlink() and (outside / f".{case.name}.{pid}.tmp.nii.gz").read_text() == "precious\n"
+
+
+def test_every_writer_refuses_a_link_at_its_destination(tmp_path):
+    from emim.modelfile import save_model
+    from emim.train.checkpoint import save_checkpoint
+    from test_modelfile import _metadata, _state_dict
+
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    for name in ("last.pt", "model/model.safetensors"):
+        (tmp_path / name).parent.mkdir(exist_ok=True)
+        (tmp_path / name).symlink_to(victim)
+    with pytest.raises(EmimError, match="last.pt is a symbolic link"):
+        save_checkpoint(tmp_path / "last.pt", {"step": 1})
+    with pytest.raises(EmimError, match="model.safetensors is a symbolic link"):
+        save_model(tmp_path / "model", _state_dict(), _metadata())
+    assert victim.read_text() == "precious\n"
+    assert [p.name for p in (tmp_path / "model").iterdir()] == ["model.safetensors"]

@@ -6,6 +6,7 @@ in minutes.
 
 from __future__ import annotations
 
+import io
 import platform
 import shutil
 import time
@@ -13,6 +14,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from emim.atomic_write import write_file
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train.trainer import TrainSettings
@@ -160,9 +162,10 @@ def _picture(case: Path, prediction: Path, path: Path) -> Path:
         ax.axis("off")
     fig.suptitle(f"{case.name}, axial slice {z}: red necrotic core, green edema, yellow enhancing tumour")
     fig.tight_layout()
-    fig.savefig(path, dpi=80)
+    image = io.BytesIO()
+    fig.savefig(image, dpi=80, format="png")
     plt.close(fig)
-    return path
+    return write_file(path, image.getvalue())
 
 
 def _table(rows: list[dict]) -> list[str]:
@@ -194,6 +197,4 @@ def _report(out: Path, rows: list[dict], real_rows: list[dict], times: dict[str,
     lines += ["", f"![demo]({picture.name})", "",
               "A CPU demo budget is far too small for a good model: it shows the path works end to end, not what "
               "E-MIM reaches with real data and a GPU.", ""]
-    path = out / "report.md"
-    path.write_text("\n".join(lines))
-    return path
+    return write_file(out / "report.md", "\n".join(lines))

@@ -194,10 +194,12 @@ def format_row(row: dict[str, Any], regions: list[dict[str, Any]], width: int,
 
 def write_csv(rows: list[dict[str, Any]], path: str | Path, regions: list[dict[str, Any]]) -> Path:
     """CSV with one row per case and a final `mean` row; full float precision."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["case", *metric_columns(regions), "pred", "gt"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
+    import io
+
+    from emim.atomic_write import write_file
+
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=["case", *metric_columns(regions), "pred", "gt"])
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_file(Path(path), text.getvalue())

@@ -3,7 +3,8 @@
 Loading never unpickles. A model can arrive from anywhere (a colleague, a download), and a pickle or `torch.save`
 file runs arbitrary code when loaded, so the weights file is read as bytes, sniffed for pickle/zip signatures,
 checked against the SHA-256 in the metadata, and only then parsed by safetensors, from the very bytes that were
-hashed. Saving writes temporary files and renames them so that an interrupted export leaves no half-written model.
+hashed. Saving writes new temporaries and renames them (`atomic_write`), so an interrupted export leaves no
+half-written model.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emim import __version__
+from emim.atomic_write import replace_into, write_temporary
 from emim.contract import METADATA_FILE, MODEL_TASKS, WEIGHTS_FILE
 from emim.errors import EmimError
 from emim.safepaths import check_safe_name
@@ -170,7 +172,7 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
     holds only what it held before.
     """
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     from emim.progress import json_safe
 
@@ -185,31 +187,23 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
                       default=lambda value: value.item() if hasattr(value, "item") else str(value))
     stamped = json_safe(json.loads(text))
     _validate(stamped, f"metadata for {folder}")
-    folder.mkdir(parents=True, exist_ok=True)
-    weights_tmp = folder / f".{WEIGHTS_FILE}.{os.getpid()}.tmp"
-    metadata_tmp = folder / f".{METADATA_FILE}.{os.getpid()}.tmp"
+    # clone: safetensors refuses tensors that share memory (tied weights, views)
+    data = save({name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()},
+                metadata={"format": "pt"})
+    stamped["sha256"] = hashlib.sha256(data).hexdigest()
+    files = {folder / WEIGHTS_FILE: data,
+             folder / METADATA_FILE: json.dumps(stamped, indent=2, allow_nan=False) + "\n"}
+    temporaries = []
     try:
-        # clone: safetensors refuses tensors that share memory (tied weights, views)
-        tensors = {name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()}
-        save_file(tensors, str(weights_tmp), metadata={"format": "pt"})
-        stamped["sha256"] = hashlib.sha256(weights_tmp.read_bytes()).hexdigest()
-        metadata_tmp.write_text(json.dumps(stamped, indent=2, allow_nan=False) + "\n", encoding="utf-8")
-        for written in (weights_tmp, metadata_tmp):  # a model folder is made to be handed on: readable by others
-            os.chmod(written, _new_file_mode())
+        for path, content in files.items():
+            temporaries.append(write_temporary(path, content))
         # weights first: a crash between the two renames leaves a hash mismatch, which loading refuses
-        os.replace(weights_tmp, folder / WEIGHTS_FILE)
-        os.replace(metadata_tmp, folder / METADATA_FILE)
+        for temporary, path in zip(temporaries, files):
+            replace_into(temporary, path)
     finally:
-        weights_tmp.unlink(missing_ok=True)
-        metadata_tmp.unlink(missing_ok=True)
+        for temporary in temporaries:
+            temporary.unlink(missing_ok=True)
     return folder
-
-
-def _new_file_mode() -> int:
-    """The mode `open` gives a new file under this process's umask (0644 under the usual 022)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
 
 
 def describe_model(metadata: dict[str, Any]) -> str:

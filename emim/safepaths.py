@@ -4,7 +4,8 @@ Region and modality names come from a model's metadata.json and case ids from a 
 which no checksum covers. Each becomes part of an output file name, so each must be one plain path component;
 and every output path is checked, after resolving links, to lie inside the chosen output folder and to be none
 of the inputs, nor inside the case folder they were found in (a label map written there would be read back as
-one of the case's images; files given one by one with `--image` have no case folder).
+one of the case's images; files given one by one with `--image` have no case folder). An output that is itself a
+link is refused, and files are written only by `atomic_write`, which never follows one.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+from emim.atomic_write import check_not_link
 from emim.errors import EmimError
 
 SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
@@ -36,14 +38,16 @@ def check_safe_name(name: object, what: str, fix: str) -> str:
 
 def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path], case_folder: Path | None,
                   input_tree: Path | None = None) -> None:
-    """Refuse before anything is written: an output outside `root`, an output that is an input, one written into
-    the case folder the inputs were found in, or one anywhere under `input_tree` (a DICOM folder, which is searched
-    with its subfolders: NIfTI files left there would be read back instead of the series)."""
+    """Refuse before anything is written: an output that is a symbolic link (`atomic_write`), one outside `root`,
+    one that is an input, one written into the case folder the inputs were found in, or one anywhere under
+    `input_tree` (a DICOM folder, which is searched with its subfolders: NIfTI files left there would be read back
+    instead of the series)."""
     base = root.resolve()
     sources = {Path(p).resolve() for p in inputs}
     folder = case_folder.resolve() if case_folder is not None else None
     tree = input_tree.resolve() if input_tree is not None else None
     for output in outputs:
+        check_not_link(output)  # resolving it would name wherever it points, not the link that is the problem
         target = output.resolve()
         if tree is not None and tree in target.parents:
             raise EmimError(f"output {output} would be written inside the DICOM folder {input_tree}, which is "

@@ -123,8 +123,9 @@ def postprocess_settings(args: argparse.Namespace, recorded: PostProcess) -> Pos
 def batch_volumes(files: list[Path], folder: Path | None) -> dict[str, dict[str, float]]:
     """{case: {region: mL}} from the cases' volume files; into a folder output, also volumes.csv for the batch."""
     import csv
-    import os
+    import io
 
+    from emim.atomic_write import write_file
     from emim.volumes import COLUMNS, region_volumes
 
     rows = []
@@ -132,12 +133,11 @@ def batch_volumes(files: list[Path], folder: Path | None) -> dict[str, dict[str,
         with path.open(encoding="utf-8") as handle:
             rows += csv.DictReader(handle)
     if folder is not None and rows:
-        temporary = folder / f".volumes.csv.{os.getpid()}.tmp"
-        with temporary.open("w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=COLUMNS, lineterminator="\n")
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(temporary, folder / "volumes.csv")
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        write_file(folder / "volumes.csv", text.getvalue())
     cases: dict[str, list] = {}
     for row in rows:
         cases.setdefault(row["case"], []).append(row)

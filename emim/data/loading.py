@@ -1,13 +1,14 @@
 """Load one case as a normalised multi-channel array in canonical voxel order, and write results back on its grid.
 
 Geometry contract: the arrays a model sees are in canonical RAS voxel order (flips and axis swaps only, see
-`geometry`), and `LoadedCase.to_reference` / `save_like_reference` put results back exactly on the reference
+`geometry`), and `LoadedCase.to_reference` / `image_like_reference` put results back exactly on the reference
 file's voxel grid, affine and header. Modalities on other grids are refused unless `resample=True`, which
 resamples them onto the reference in physical space; arrays are never resized to make grids match.
 """
 
 from __future__ import annotations
 
+import gzip
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,8 +169,8 @@ class LoadedCase:
         """Canonical-order (..., X, Y, Z) -> the reference file's on-disk voxel order."""
         return from_canonical(array, self.affine)
 
-    def save_like_reference(self, array: np.ndarray, path: Path, dtype=np.float32) -> None:
-        """Write a canonical (X, Y, Z) or (C, X, Y, Z) array as NIfTI on the reference grid.
+    def image_like_reference(self, array: np.ndarray, dtype=np.float32) -> nib.Nifti1Image:
+        """A canonical (X, Y, Z) or (C, X, Y, Z) array as a NIfTI image on the reference grid.
 
         The reference's header is copied, so its qform and sform (and their codes) are kept exactly; channels
         become the 4th NIfTI dimension.
@@ -184,9 +185,21 @@ class LoadedCase:
         header.set_data_dtype(dtype)
         header.set_slope_inter(1.0, 0.0)
         header["cal_min"] = header["cal_max"] = 0
-        image = nib.Nifti1Image(np.asarray(data, dtype=dtype), None, header)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        nib.save(image, str(path))
+        return nib.Nifti1Image(np.asarray(data, dtype=dtype), None, header)
+
+    def save_like_reference(self, array: np.ndarray, path: Path, dtype=np.float32) -> None:
+        """Write `image_like_reference` to `path` (`atomic_write`); gzipped when the name ends in .gz."""
+        from emim.atomic_write import write_file
+
+        write_file(Path(path), nifti_bytes(self.image_like_reference(array, dtype), path))
+
+
+def nifti_bytes(image: nib.Nifti1Image, path: Path) -> bytes:
+    """The bytes of `image` as a file named `path`: gzipped when it ends in .gz, at nibabel's level 1 but with gzip
+    time 0, so equal images give equal files. Bytes, because nibabel only writes to a name (following a planted
+    link); `atomic_write` writes them."""
+    data = image.to_bytes()
+    return gzip.compress(data, compresslevel=1, mtime=0) if str(path).endswith(".gz") else data
 
 
 def _load_volume(path: Path, case_id: str, what: str) -> tuple[np.ndarray, Grid]:

@@ -3,15 +3,15 @@ and write its outputs all-or-nothing without touching an input (shared by segmen
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from emim.atomic_write import replace_into, write_temporary
 from emim.data.cases import Case
-from emim.data.loading import LoadedCase
+from emim.data.loading import LoadedCase, nifti_bytes
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
 from emim.safepaths import check_outputs
@@ -43,27 +43,18 @@ def check_case_outputs(outputs: Iterable[Path], root: Path, case: Case) -> None:
 def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | str | bytes], root: Path,
                        case: Case) -> None:
     """Check that every file stays inside `root` and replaces no input of `case` (see `safepaths`), then write
-    each under a temporary name and rename them all; on failure remove the temporaries. A value is a NIfTI file's
-    (case, array, dtype), a text file's content or a binary file's bytes."""
+    each into a temporary (`atomic_write`: never through a planted link) and rename them all; on failure remove the
+    temporaries. A value is a NIfTI file's (case, array, dtype), a text file's content or a binary file's bytes."""
     check_case_outputs(files, root, case)
     temporaries: list[tuple[Path, Path]] = []
     try:
         for path, content in files.items():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, (str, bytes)):
-                temporary = path.parent / f".{path.name}.{os.getpid()}.tmp"
-                temporaries.append((temporary, path))
-                if isinstance(content, str):
-                    temporary.write_text(content, encoding="utf-8")
-                else:
-                    temporary.write_bytes(content)
-                continue
-            loaded, array, dtype = content
-            temporary = path.parent / f".{path.name[: -len(NIFTI)]}.{os.getpid()}.tmp{NIFTI}"
-            temporaries.append((temporary, path))
-            loaded.save_like_reference(array, temporary, dtype)
+            if not isinstance(content, (str, bytes)):
+                loaded, array, dtype = content
+                content = nifti_bytes(loaded.image_like_reference(array, dtype), path)
+            temporaries.append((write_temporary(path, content), path))
         for temporary, path in temporaries:
-            os.replace(temporary, path)
+            replace_into(temporary, path)
     finally:
         for temporary, _ in temporaries:
             temporary.unlink(missing_ok=True)

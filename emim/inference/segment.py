@@ -4,9 +4,9 @@ Pipeline per case: `load_case` (canonical RAS voxel order, the model's normalisa
 spacing where the case is far from it (`spacing`) -> crop to the brain's bounding box (all-zero background cannot
 hold tumour, and skipping it halves the windows on BraTS) -> MONAI sliding-window inference with Gaussian blending
 (bf16 autocast on CUDA) -> sigmoid -> back to the case's spacing -> zero outside the case's non-zero voxels and
-clean (`postprocess`: nested regions, no small lesions) -> label map -> `save_like_reference`, which restores the
-reference file's voxel order, affine and header. Every file of a case is written under a temporary name and
-renamed only when all of them are complete, so a failure leaves nothing.
+clean (`postprocess`: nested regions, no small lesions) -> label map -> `image_like_reference`, which restores the
+reference file's voxel order, affine and header. Every file of a case is written into a new temporary (never through
+a planted link: `atomic_write`) and renamed only when all of them are complete, so a failure leaves nothing.
 """
 
 from __future__ import annotations

@@ -1,37 +1,25 @@
 """Checkpoints written atomically and read without unpickling arbitrary objects.
 
-A crash or a kill during a save must never leave a half-written `last.pt`: we write to a temporary file in the same
-folder, fsync it, and rename it over the old one (atomic on POSIX and Windows). Loading uses
+A crash or a kill during a save must never leave a half-written `last.pt`: `atomic_write` writes a new temporary in the
+same folder, fsyncs it, and renames it over the old one (atomic on POSIX and Windows). Loading uses
 `torch.load(weights_only=True)`, which only rebuilds tensors and plain containers, so a checkpoint someone hands you
 cannot run code.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from emim.atomic_write import write_file
 from emim.errors import EmimError
 
 
 def save_checkpoint(path: Path, state: dict[str, Any]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(state, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    """Write `state` to `path` all-or-nothing (`atomic_write`)."""
+    return write_file(Path(path), lambda handle: torch.save(state, handle))
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:

@@ -9,6 +9,7 @@ import json
 import time
 from typing import Any
 
+from emim.atomic_write import write_file
 from emim.contract import CASES_FILE
 from emim.train.runfolder import RunFolder, read_metrics
 
@@ -41,8 +42,7 @@ def write_cases_file(run: RunFolder, train: list[str], validation: list[str],
     import numpy as np
 
     spacing = np.median(spacings, axis=0).round(3).tolist()
-    (run.path / CASES_FILE).write_text(json.dumps({"train": train, "validation": validation,
-                                                   "spacing": spacing}) + "\n")
+    write_file(run.path / CASES_FILE, json.dumps({"train": train, "validation": validation, "spacing": spacing}) + "\n")
 
 
 def training_spacing(run: RunFolder) -> list[float] | None:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from emim.atomic_write import write_file
 from emim.contract import CHECKPOINT_FOLDER, CONFIG_FILE, LAST_CHECKPOINT, LOG_FILE, METRICS_FILE
 from emim.errors import EmimError
 from emim.progress import json_safe
@@ -75,7 +76,7 @@ class RunFolder:
 
     def write_config(self, config: dict[str, Any]) -> None:
         if self.write:
-            self.config_path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+            write_file(self.config_path, json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def append_metrics(self, record: dict[str, Any]) -> None:
         if self.write:
@@ -88,7 +89,7 @@ class RunFolder:
             return
         kept = [line for line in self.metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("step", 0) <= step]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        write_file(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def log(self, message: str) -> None:
         if self.write:
