@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emim.data.cache import CacheSettings, cached_cases
+from emim.data.cache import CACHE_MARKER, CacheSettings, cached_cases, new_build_folder
 from emim.data.cases import find_cases
 from emim.errors import EmimError
 from emim.progress import Progress
@@ -56,6 +56,11 @@ def build(data: Path, cache: Path, settings: CacheSettings = SETTINGS):
     return entries, events.summary
 
 
+def stored(cache: Path) -> list[Path]:
+    """What the cache folder holds besides its mark."""
+    return [p for p in cache.iterdir() if p.name != CACHE_MARKER]
+
+
 def test_a_second_pass_reuses_every_entry_and_a_touched_file_rebuilds_only_its_case(tmp_path):
     data = write_cases(tmp_path / "data", 3)
     first, summary = build(data, tmp_path / "cache")
@@ -76,11 +81,11 @@ def test_a_second_pass_reuses_every_entry_and_a_touched_file_rebuilds_only_its_c
     assert rebuilt[0].folder == first[0].folder and rebuilt[2].folder == first[2].folder
     assert rebuilt[1].folder != first[1].folder
     assert first[1].folder.exists()  # kept: a run started before the touch may still read it
-    assert len(list((tmp_path / "cache").iterdir())) == 4
+    assert len(stored(tmp_path / "cache")) == 4
 
     other = CacheSettings(SETTINGS.modalities, "zscore", False, with_label=True)
     _, summary = build(data, tmp_path / "cache", other)  # another setting: its own entries, the others kept
-    assert summary["built"] == 3 and len(list((tmp_path / "cache").iterdir())) == 7
+    assert summary["built"] == 3 and len(stored(tmp_path / "cache")) == 7
 
 
 def test_values_beyond_float16_are_cached_in_float32(tmp_path):
@@ -102,7 +107,7 @@ def test_two_processes_building_one_cache_at_once_end_with_one_complete_entry_pe
                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
     for builder in builders:
         assert builder.wait(timeout=240) == 0, builder.stderr.read()
-    names = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    names = sorted(p.name for p in stored(tmp_path / "cache"))
     assert len(names) == 6 and not [n for n in names if n.startswith(".")]  # no temporaries left
     entries, summary = build(data, tmp_path / "cache")
     assert summary["built"] == 0
@@ -124,13 +129,13 @@ def test_a_full_disk_gives_a_clear_error_and_leaves_no_half_entry(tmp_path, monk
     monkeypatch.setattr(np, "save", fill_up)
     with pytest.raises(EmimError, match="full disk.*--cache DIR"):
         build(data, tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [CACHE_MARKER]
 
     monkeypatch.setattr(np, "save", real_save)
     monkeypatch.setattr("shutil.disk_usage", lambda path: type("Usage", (), {"free": 1024})())
     with pytest.raises(EmimError, match="full disk"):  # refused before anything is written
         build(data, tmp_path / "cache")
-    assert list((tmp_path / "cache").iterdir()) == []
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == [CACHE_MARKER]
 
 
 def test_a_damaged_entry_is_rebuilt_in_place(tmp_path):
@@ -143,12 +148,11 @@ def test_a_damaged_entry_is_rebuilt_in_place(tmp_path):
 
 def test_a_temporary_left_by_a_killed_builder_is_removed_by_the_next(tmp_path):
     data = write_cases(tmp_path / "data", 1)
-    stale = tmp_path / "cache" / ".someentry.x1.tmp"
-    stale.mkdir(parents=True)
+    build(data, tmp_path / "cache")  # makes and marks the cache
+    stale = new_build_folder(tmp_path / "cache", "someentry")
     (stale / "image.npy").write_bytes(b"half")
     old = time.time() - 7200
     os.utime(stale, (old, old))
-    fresh = tmp_path / "cache" / ".other.x2.tmp"  # another builder's, still at work
-    fresh.mkdir()
+    fresh = new_build_folder(tmp_path / "cache", "other")  # another builder's, still at work
     build(data, tmp_path / "cache")
     assert not stale.exists() and fresh.exists()

@@ -166,7 +166,7 @@ def test_after_a_two_process_resume_each_rank_draws_the_masks_of_an_uninterrupte
 def test_the_held_out_set_is_the_configured_number_of_crops_however_many_cases(tmp_path):
     from dataclasses import replace
 
-    from test_cache import write_cases
+    from test_cache import stored, write_cases
 
     data = write_cases(tmp_path / "data", 40)
     for heldout_cases, crops in ((0, 8), (30, 8), (30, 3)):
@@ -177,4 +177,4 @@ def test_the_held_out_set_is_the_configured_number_of_crops_however_many_cases(t
         run_pretraining(config, run, progress=Progress("none"))
         evaluations = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "eval"]
         assert evaluations and all(r["heldout_crops"] == crops for r in evaluations)
-    assert len(list((tmp_path / "emim-cache").iterdir())) == 40  # one entry per case, shared by the three runs
+    assert len(stored(tmp_path / "emim-cache")) == 40  # one entry per case, shared by the three runs

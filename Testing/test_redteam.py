@@ -342,3 +342,54 @@ def test_every_writer_refuses_a_link_at_its_destination(tmp_path):
         save_model(tmp_path / "model", _state_dict(), _metadata())
     assert victim.read_text() == "precious\n"
     assert [p.name for p in (tmp_path / "model").iterdir()] == ["model.safetensors"]
+
+
+def _cache_pass(case: Path, cache: Path) -> None:
+    from emim.data.cache import CacheSettings, cached_cases
+    from emim.data.cases import find_cases
+
+    cached_cases(find_cases(case), CacheSettings(("t1n",), "zscore-nonzero", False, with_label=False), cache)
+
+
+def _age(folder: Path) -> Path:
+    """`folder` as if last changed two hours ago (past the cache's one-hour staleness)."""
+    import os
+    import time
+
+    old = time.time() - 7200
+    os.utime(folder, (old, old))
+    return folder
+
+
+def test_a_folder_that_is_not_a_cache_is_refused_as_one(tmp_path):
+    """`--cache ~/work` removed the user's `~/work/.draft.tmp/`: a non-empty folder the cache did not make is
+    refused, and left as it was."""
+    case = _sample_case(tmp_path / "data")
+    work = tmp_path / "work"
+    (work / ".draft.tmp").mkdir(parents=True)
+    (work / ".draft.tmp" / "thesis.tex").write_text("precious\n")
+    _age(work / ".draft.tmp")
+    with pytest.raises(EmimError, match=f"{work} is not a preprocessing cache"):
+        _cache_pass(case, work)
+    assert sorted(p.relative_to(work).as_posix() for p in work.rglob("*")) == [".draft.tmp", ".draft.tmp/thesis.tex"]
+    older = tmp_path / "older" / "0123456789abcdef-0123456789abcdef"  # an entry of a cache made before the mark
+    older.mkdir(parents=True)
+    _cache_pass(case, older.parent)  # taken as the cache it is
+    assert (older.parent / ".emim-cache").is_file() and older.is_dir()
+
+
+def test_the_cache_sweeps_only_its_own_stale_build_folders(tmp_path):
+    case = _sample_case(tmp_path / "data")
+    cache = tmp_path / "cache"
+    _cache_pass(case, cache)  # a new folder: made and marked by the cache
+    draft = cache / ".draft.tmp"  # a user's folder put inside the cache anyway
+    draft.mkdir()
+    (draft / "thesis.tex").write_text("precious\n")
+    _cache_pass(case, _age(draft).parent)
+    assert (draft / "thesis.tex").read_text() == "precious\n"
+
+    from emim.data.cache import new_build_folder
+
+    stale = _age(new_build_folder(cache, "0123456789abcdef-0123456789abcdef"))  # a killed builder's
+    _cache_pass(case, cache)
+    assert not stale.exists() and draft.exists()

@@ -7,8 +7,13 @@ label as uint8; the flat indices of tumour and brain voxels that labelled crops 
 `<hash of the case's files and the preprocessing settings>-<hash of their sizes and modification times>`, so a
 changed setting makes a separate entry, and a changed (touched) file rebuilds only its case. The entry it replaces is
 kept: a run started before may still be reading it (crops reopen their files), so outdated entries are left for
-the user to delete with the cache folder when no run uses it. An entry is written into a temporary folder and renamed into place, so two processes building the
-same cache at once both end with one complete entry, and a failed build (a full disk) leaves nothing half made.
+the user to delete with the cache folder when no run uses it. An entry is written into a temporary folder and renamed
+into place, so two processes building the same cache at once both end with one complete entry, and a failed build (a
+full disk) leaves nothing half made.
+
+The cache deletes only what it made, since `--cache DIR` may name any folder: it marks a folder it takes as a cache
+(`.emim-cache`), refuses a non-empty folder without that mark, and its sweep of a killed builder's leftovers removes
+only build folders holding their own mark (`.emim-build`), never another hidden `.*.tmp` folder.
 
 MONAI's PersistentDataset would store the whole transformed case as one pickle that is read in full for every
 crop (and unpickled); CacheDataset holds the cases in RAM, which is what this cache removes. So crops are cut
@@ -21,6 +26,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -38,6 +44,10 @@ CACHE_VERSION = 1  # bump when what `load_case` or `build_entry` produces change
 CACHE_FOLDER = "emim-cache"  # the default cache, beside the run folder, so runs on the same data share it
 FLOAT16_LIMIT = 60000.0  # largest magnitude stored as float16 (its maximum is 65504); z-scores are far below
 STALE_TEMPORARY_S = 3600  # a build folder this old belongs to a killed builder
+CACHE_MARKER = ".emim-cache"  # in a folder the cache took: only there are build folders ever removed
+BUILD_MARKER = ".emim-build"  # in each build folder: the sweep removes no folder without it
+# what a cache holds: entries (also of caches made before the mark), build folders, the mark and its temporary
+CACHE_NAMES = re.compile(r"\.?([0-9a-f]{16}-[0-9a-f]{16}|" + re.escape(CACHE_MARKER) + r")(\..+\.tmp)?")
 SPACE_MARGIN = 64 * 2**20  # bytes left free on the disk after an entry is written
 DISK_FULL = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
 
@@ -140,7 +150,7 @@ def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) ->
     needed = sum(a.nbytes for a in arrays.values())
     if shutil.disk_usage(folder).free < needed + SPACE_MARGIN:
         raise _disk_full(folder, needed)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder))
+    temporary = new_build_folder(folder, name)
     try:
         for key, array in arrays.items():
             np.save(temporary / f"{key}.npy", array, allow_pickle=False)
@@ -160,11 +170,35 @@ def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) ->
     return _read_entry(folder / name)  # type: ignore[return-value]
 
 
+def new_build_folder(folder: Path, name: str) -> Path:
+    """A new hidden folder to build entry `name` in, marked as the cache's own, so that a later sweep may remove it
+    should its builder be killed."""
+    temporary = Path(tempfile.mkdtemp(prefix=f".{name}.", suffix=".tmp", dir=folder))
+    (temporary / BUILD_MARKER).touch()  # mkdtemp's folder is new and private: nothing can be planted there yet
+    return temporary
+
+
+def _claim(folder: Path) -> None:
+    """Mark `folder` as a cache, or refuse it when it holds anything but cache entries: the cache removes stale
+    build folders in it, so it must not take over a folder of the user's."""
+    from emim.atomic_write import write_file
+
+    if (folder / CACHE_MARKER).is_file():
+        return
+    foreign = sorted(p.name for p in folder.iterdir() if not CACHE_NAMES.fullmatch(p.name))
+    if foreign:
+        raise EmimError(f"{folder} is not a preprocessing cache: it holds {', '.join(foreign[:3])}"
+                        f"{' ...' if len(foreign) > 3 else ''} and no {CACHE_MARKER} mark. Give --cache a new or empty "
+                        "folder (or leave --cache out: emim-cache beside the run folder).")
+    write_file(folder / CACHE_MARKER, json.dumps({"emim": "preprocessing cache", "version": CACHE_VERSION}) + "\n")
+
+
 def _remove_stale_temporaries(folder: Path) -> None:
+    """Remove build folders of killed builders: the cache's own (with BUILD_MARKER) untouched for an hour."""
     now = time.time()
     for temporary in folder.glob(".*.tmp"):
         try:
-            if now - temporary.stat().st_mtime > STALE_TEMPORARY_S:
+            if (temporary / BUILD_MARKER).is_file() and now - temporary.stat().st_mtime > STALE_TEMPORARY_S:
                 shutil.rmtree(temporary, ignore_errors=True)
         except OSError:
             pass
@@ -179,6 +213,7 @@ def cached_cases(cases: Sequence[Case], settings: CacheSettings, folder: str | P
     except OSError as error:
         raise EmimError(f"cannot create the preprocessing cache folder {folder} ({error.strerror}); choose a "
                         "writable folder with --cache DIR") from error
+    _claim(folder)
     _remove_stale_temporaries(folder)
     entries, built, started = [], 0, time.monotonic()
     for index, case in enumerate(cases):
