@@ -393,3 +393,34 @@ def test_the_cache_sweeps_only_its_own_stale_build_folders(tmp_path):
     stale = _age(new_build_folder(cache, "0123456789abcdef-0123456789abcdef"))  # a killed builder's
     _cache_pass(case, cache)
     assert not stale.exists() and draft.exists()
+
+
+def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tmp_path, monkeypatch):
+    """`--model EMIM-starter-tiny` means the shipped model even beside a folder of that name; `./NAME` the folder.
+    The run report names the model folder used, absolute."""
+    from emim.bundled import MODELS_DIR, STARTER_MODEL, STARTER_PRETRAINING
+    from emim.inference.pretrained import read_pretrained
+    from emim.modelfile import load_metadata
+
+    case = _sample_case(tmp_path / "data")
+    here = tmp_path / "cwd"
+    shutil.copytree(MODELS_DIR / "EMIM-starter-tiny-dropout", here / STARTER_MODEL)  # another, valid model
+    (here / STARTER_PRETRAINING).mkdir()
+    (here / STARTER_PRETRAINING / "metadata.json").write_text("{}")  # garbage
+    shipped = load_metadata(MODELS_DIR / STARTER_MODEL)["sha256"]
+    local = load_metadata(here / STARTER_MODEL)["sha256"]
+    assert shipped != local
+    for model, folder, sha256 in ((STARTER_MODEL, MODELS_DIR / STARTER_MODEL, shipped),
+                                  (f"./{STARTER_MODEL}", here / STARTER_MODEL, local)):
+        out = tmp_path / "out" / sha256
+        result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", model, "--output", str(out),
+                                 "--device", "cpu", str(case)], cwd=here, capture_output=True, text=True,
+                                timeout=300)
+        assert result.returncode == 0, result.stderr
+        report = json.loads((out / f"{case.name}.report.json").read_text())
+        assert (report["model"]["sha256"], report["model"]["folder"]) == (sha256, str(folder)), model
+
+    monkeypatch.chdir(here)
+    assert read_pretrained(STARTER_PRETRAINING).source == MODELS_DIR / STARTER_PRETRAINING  # --fill-missing, finetune
+    with pytest.raises(EmimError, match=str(here / STARTER_PRETRAINING)):
+        read_pretrained(f"./{STARTER_PRETRAINING}")

@@ -35,9 +35,9 @@ _PICKLE_MAGIC = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
 
-def _folder(model: str | os.PathLike) -> Path:
-    """Accept the folder, either of its two files (people often point at the file they can see), or the name of
-    a model shipped with the extension (`emim.bundled`)."""
+def model_folder(model: str | os.PathLike) -> Path:
+    """The absolute model folder: accept the folder, either of its two files (people often point at the file they can
+    see), or the name of a model shipped with the extension (`emim.bundled.resolve_model`)."""
     from emim.bundled import bundled_models, resolve_model
 
     path = resolve_model(model)
@@ -93,7 +93,7 @@ def _validate(metadata: dict[str, Any], where: str) -> None:
 
 def load_metadata(model: str | os.PathLike) -> dict[str, Any]:
     """Read and validate `metadata.json` of a model folder (does not touch the weights)."""
-    path = _folder(model) / METADATA_FILE
+    path = model_folder(model) / METADATA_FILE
     if not path.is_file():
         raise EmimError(f"{path} is missing; a model folder needs {METADATA_FILE} next to {WEIGHTS_FILE}. "
                         "Copy the whole folder, or re-export the model with emim.")
@@ -130,7 +130,7 @@ def _safetensors_problem(data: bytes) -> str | None:
 
 def read_weights(model: str | os.PathLike, metadata: dict[str, Any]) -> bytes:
     """The weights file's bytes, refused unless they are a complete safetensors file matching the metadata hash."""
-    path = _folder(model) / WEIGHTS_FILE
+    path = model_folder(model) / WEIGHTS_FILE
     if not path.is_file():
         raise EmimError(f"{path} is missing; a model folder needs {WEIGHTS_FILE} next to {METADATA_FILE}. "
                         "Copy the whole folder, or re-export the model with emim.")
@@ -160,7 +160,7 @@ def load_model(model: str | os.PathLike, device: str = "cpu") -> tuple[dict[str,
     try:
         tensors = load(data)
     except SafetensorError as error:
-        raise EmimError(f"{_folder(model) / WEIGHTS_FILE} is not a valid safetensors file ({error}); "
+        raise EmimError(f"{model_folder(model) / WEIGHTS_FILE} is not a valid safetensors file ({error}); "
                         "re-export the model with emim.") from None
     return {name: tensor.to(device) for name, tensor in tensors.items()}, metadata
 

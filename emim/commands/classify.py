@@ -38,6 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from emim.inference.classify import classify_case, load_classification_model
     from emim.inference.report import RunReport
     from emim.inference.case_io import check_modalities
+    from emim.modelfile import model_folder
 
     check_case_inputs(args)
     progress = Progress(args.progress)
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
     results: dict[str, dict[str, float]] = {}
     reports: dict[str, Any] = {}
     for index, case in enumerate(cases):
-        report = RunReport("classify", model.metadata, Path(args.model), str(model.device))
+        report = RunReport("classify", model.metadata, model_folder(args.model), str(model.device))
         with report.stage("classify"):
             results[case.case_id] = classify_case(model, case, args.resample, args.sw_batch_size)
         if args.output:

@@ -28,7 +28,8 @@ from emim.train.device import DEVICE_CHOICES
 def add_parser(parser: argparse.ArgumentParser) -> None:
     add_case_inputs(parser, "case folder(s) or folder(s) of cases")
     parser.add_argument("--model", required=True,
-                        help="exported segmentation model folder, or a shipped model's name (EMIM-starter-tiny)")
+                        help="exported segmentation model folder, or a shipped model's name (EMIM-starter-tiny), "
+                             "which always means the shipped model: ./NAME for a folder of that name")
     parser.add_argument("--output", required=True, help="OUT.nii.gz for one case, or an output folder")
     parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")
     parser.add_argument("--overlap", type=float, help="sliding-window overlap (default: the model's, 0.5)")
@@ -54,8 +55,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "other models refuse both")
     parser.add_argument("--fill-missing", metavar="PRETRAINING",
                         help="synthesise each missing sequence with this E-MIM pretraining (run folder, checkpoint, "
-                             "pretraining model or a shipped one's name: EMIM-starter-tiny-pretraining; same "
-                             "modalities and normalisation as the model) and segment with "
+                             "pretraining model or a shipped one's name: EMIM-starter-tiny-pretraining, ./NAME for a "
+                             "folder so named; same modalities and normalisation as the model) and segment with "
                              "it as if acquired; written as <case>_synthetic_<modality>.nii.gz beside the label map. "
                              "Lets any model segment a case without a sequence")
     parser.add_argument("--output-format", choices=OUTPUT_FORMATS, default="nifti",

@@ -73,7 +73,7 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
     from emim.bundled import STARTER_PRETRAINING, resolve_model
     from emim.modelfile import load_model
 
-    path = resolve_model(Path(source).expanduser())
+    path = resolve_model(source)
     if path.is_dir() and (path / METADATA_FILE).is_file() or path.name in (METADATA_FILE, WEIGHTS_FILE):
         state, metadata = load_model(path)
         preprocessing = metadata.get("preprocessing") or {}

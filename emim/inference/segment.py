@@ -89,12 +89,13 @@ def load_segmentation_model(model_dir: str | Path, device: str = "auto",
                             warn: Callable[[str], None] | None = None) -> SegmentationModel:
     """Read and check a model folder (never unpickling) and put its network on the resolved device."""
     from emim.inference.model_folder import load_network
+    from emim.modelfile import model_folder
 
     network, metadata, resolved = load_network(
         model_dir, "segmentation",
         lambda meta: build_network(meta["model_config"], meta.get("network") or {}, len(meta["regions"])),
         "export a fine-tuning run with `emim export RUN --out MODEL`", device, warn)
-    return SegmentationModel(network, metadata, resolved, Path(model_dir))
+    return SegmentationModel(network, metadata, resolved, model_folder(model_dir))
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:
