@@ -23,8 +23,12 @@ demo: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# Pictures of both panels at their key states, made by the panel tests' click paths (Testing/test_panels.py)
+screenshots: setup
+	EMIM_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -q Testing/test_panels.py
+
 # Re-train the shipped starter model from generated data (about an hour on 2 CPU cores; see bench/starter_model.py).
 starter-model: setup
 	$(BIN)/python bench/starter_model.py --seed 0
 
-.PHONY: setup demo test starter-model
+.PHONY: setup demo test screenshots starter-model

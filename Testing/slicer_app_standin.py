@@ -15,6 +15,7 @@ Run in a separate process (it publishes `slicer.app`, which makes code believe i
 from __future__ import annotations
 
 import hashlib
+import logging
 import sys
 import tempfile
 import types
@@ -73,6 +74,7 @@ def install():
 
 def run_self_test(module_name: str) -> bool:
     """Start the application with both modules (as Slicer does at start-up), run the module's test class."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stdout, format="%(message)s")  # delayDisplay's messages
     panels = install()
     module = panels.app.manager.module(module_name).python_module
     result = unittest.TextTestRunner(verbosity=2).run(getattr(module, f"{module_name}Test")())

@@ -8,6 +8,7 @@ path as typing does, choosing a combo box item).
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,13 @@ from support.slicer_gui import REPO, install, unavailable
 pytestmark = pytest.mark.skipif(unavailable() is not None, reason=str(unavailable()))
 MODULES = ("EMIMSegmentation", "EMIMTraining")
 SHIPPED = REPO / "Resources" / "Models"
+SCREENSHOTS = os.environ.get("EMIM_SCREENSHOTS")  # `make screenshots`: the click paths below leave PNGs here
+
+
+def snap(panels, module: str, name: str) -> None:
+    """With EMIM_SCREENSHOTS set, a picture of `module`'s panel as the user sees it at this step."""
+    if SCREENSHOTS:
+        panels.grab(module, Path(SCREENSHOTS) / f"{name}.png")
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +85,7 @@ def test_training_spin_boxes_keep_their_ranges_and_special_texts(panels):
     assert ui.taskComboBox.count == 3 and ui.deviceComboBox.currentText == "auto"
 
 
-def test_the_model_is_chosen_by_name_and_summarised_in_two_lines(segmentation):
+def test_the_model_is_chosen_by_name_and_summarised_in_two_lines(panels, segmentation):
     ui = segmentation.ui
     names = [ui.modelComboBox.itemText(i) for i in range(ui.modelComboBox.count)]
     assert names[:3] == sorted(p.name for p in SHIPPED.iterdir()), names  # shipped names first
@@ -87,6 +95,7 @@ def test_the_model_is_chosen_by_name_and_summarised_in_two_lines(segmentation):
     assert "machine" in ui.modelInfoLabel.toolTip  # the rest is one hover away
     assert ui.geometryLabel.text == ""  # no verdict before inputs are chosen
     assert not ui.applyButton.enabled
+    snap(panels, "EMIMSegmentation", "segmentation-empty")
 
 
 def test_the_parameter_node_survives_a_scene_saved_and_read_back(panels, tmp_path):
@@ -115,6 +124,7 @@ def test_segment_the_sample_case_by_clicks(panels, segmentation):
     assigned = [segmentation.controller.selector(i).currentNode() for i in range(4)]
     assert all(assigned) and [n.GetName().split("-")[-1] for n in assigned] == ["t1n", "t1c", "t2w", "t2f"]
     assert ui.geometryLabel.text == "All inputs share one grid." and ui.applyButton.enabled
+    snap(panels, "EMIMSegmentation", "segmentation-sample-loaded")
     ui.applyButton.click()
     assert ui.applyButton.text == "Cancel"
     seen = []
@@ -127,6 +137,11 @@ def test_segment_the_sample_case_by_clicks(panels, segmentation):
     assert names and all(names)
     colours = {result.GetSegmentation().GetNthSegment(i).GetColor() for i in range(len(names))}
     assert len(colours) == len(names)
+    snap(panels, "EMIMSegmentation", "segmentation-done")
+    if SCREENSHOTS:
+        from slicer_scene import render_slice_png
+
+        render_slice_png(panels.headless, assigned[1], result, Path(SCREENSHOTS) / "segmentation-slice.png")
 
 
 def test_cancel_stops_a_running_segmentation(panels, segmentation):
@@ -162,7 +177,49 @@ def test_a_missing_flair_with_the_dropout_model_and_filled_by_the_pretraining(pa
     assert not ui.applyButton.enabled  # the starter needs all four
     ui.modelComboBox.currentIndex = ui.modelComboBox.findText("EMIM-starter-tiny-dropout")
     assert ui.applyButton.enabled and "T2 FLAIR" in ui.geometryLabel.text
+    snap(panels, "EMIMSegmentation", "segmentation-missing-flair")
     ui.modelComboBox.currentIndex = ui.modelComboBox.findText("EMIM-starter-tiny")
     ui.fillMissingComboBox.currentIndex = ui.fillMissingComboBox.findText("EMIM-starter-tiny-pretraining")
     assert segmentation.logic.getParameterNode().fillMissing == "EMIM-starter-tiny-pretraining"
     assert ui.applyButton.enabled
+
+
+def test_check_pretrain_stop_resume_and_export_by_clicks(panels, brats_mini, tmp_path):
+    widget = panels.open("EMIMTraining")
+    ui, node = widget.ui, widget.logic.getParameterNode()
+    ui.dataPathLineEdit.currentPath = str(brats_mini)  # as typed or browsed
+    assert node.dataPath == brats_mini and not ui.startButton.enabled
+    ui.checkDataButton.click()
+    assert ui.dataTableView.model().rowCount() == 3, ui.dataSummaryLabel.text
+    assert "masks:" in ui.dataSummaryLabel.text  # the collapse report, for pretraining
+    ui.runFolderPathLineEdit.currentPath = str(tmp_path / "run")
+    ui.presetComboBox.currentIndex = ui.presetComboBox.findText("tiny")
+    ui.cropLineEdit.setText("32")
+    ui.cropLineEdit.editingFinished.emit()
+    ui.batchSizeSpinBox.value, ui.stepsSpinBox.value = 1, 80
+    ui.evalEverySpinBox.value, ui.checkpointEverySpinBox.value = 10, 20
+    ui.deviceComboBox.currentIndex = ui.deviceComboBox.findText("cpu")
+    snap(panels, "EMIMTraining", "training-checked")
+    assert ui.startButton.enabled, ui.startButton.toolTip
+    ui.startButton.click()
+    panels.wait(lambda: widget.controller.job is not None and (widget.controller.job.step or 0) >= 20, 240)
+    assert ui.chartSelector.currentNode() is not None and ui.progressBar.value > 0
+    assert ui.stopButton.enabled and not ui.startButton.enabled
+    snap(panels, "EMIMTraining", "training-running")
+    if SCREENSHOTS:
+        from EMIMTrainingLib.chart_render import render_charts_png
+
+        render_charts_png(widget.controller.follower.ordered_charts(), Path(SCREENSHOTS) / "training-charts.png")
+    ui.stopButton.click()
+    panels.wait(lambda: widget.controller.job is None, 120)
+    assert ui.progressLabel.text == "Stopped; Resume continues it." and ui.resumeButton.enabled
+    snap(panels, "EMIMTraining", "training-stopped")
+    ui.resumeButton.click()
+    panels.wait(lambda: widget.controller.job is None, 240)
+    assert ui.progressLabel.text == "Finished.", ui.logTextEdit.toPlainText()[-2000:]
+    ui.exportFolderPathLineEdit.currentPath = str(tmp_path / "model")
+    ui.exportButton.click()  # exports and hands the model on (Slicer's testing mode answers "No" to "Open now?")
+    assert (tmp_path / "model" / "metadata.json").is_file(), ui.logTextEdit.toPlainText()[-1500:]
+    segmentation = panels.open("EMIMSegmentation")
+    assert segmentation.logic.getParameterNode().model == str(tmp_path / "model")
+    assert segmentation.ui.modelInfoLabel.text.startswith(segmentation.controller.model.name)

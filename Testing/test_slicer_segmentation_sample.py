@@ -133,8 +133,8 @@ def test_the_starter_model_is_the_panels_default_and_finds_the_sample_tumour(sli
     from emim.bundled import STARTER_MODEL
 
     logic = SegmentationLogic()
-    default = Path(logic.defaultModelPath())
-    assert default.name == STARTER_MODEL and logic.bundledModels()[0] == default
+    default = logic.defaultModelPath()  # the panel chooses models by name
+    assert default == STARTER_MODEL and logic.bundledModels()[0].name == default
     assert logic.readModel(STARTER_MODEL).task == "segmentation"  # the engine's name for it works here too
     nodes = fetch_sample_source(sample_data_source(ICON), tmp_path)
     assert segmentation_problems(logic, nodes, default) == []

@@ -93,13 +93,15 @@ def install(settings_folder: Path | None = None) -> Panels:
                       str(settings_folder or tempfile.mkdtemp(prefix="emim-qsettings-")))
 
     from . import ctk_widgets, mrml_widgets, pythonqt
-    from .application import ScriptedModule, SlicerApplication
+    from .application import ScriptedModule, SlicerApplication, qSlicerScriptedLoadableModuleWidget
 
     saved_path, saved_sys_path = list(slicer.__path__), list(sys.path)
     saved_modules = {name: sys.modules.get(name) for name in PUBLISHED_MODULES}
     sys.modules["qt"] = pythonqt.make_qt_module({**ctk_widgets.STANDINS, **mrml_widgets.STANDINS})
     sys.modules["ctk"] = ctk_widgets.make_ctk_module()
-    published = mrml_widgets.publish()
+    published = mrml_widgets.publish() + ["qSlicerScriptedLoadableModule", "qSlicerScriptedLoadableModuleWidget"]
+    slicer.qSlicerScriptedLoadableModule, slicer.qSlicerScriptedLoadableModuleWidget = \
+        ScriptedModule, qSlicerScriptedLoadableModuleWidget
     slicer.__path__.append(str(SLICER_PACKAGE))  # Slicer's own ScriptedLoadableModule, parameterNodeWrapper, i18n
     sys.path[:0] = [str(REPO / name) for name in MODULES] + [str(REPO)]
 
