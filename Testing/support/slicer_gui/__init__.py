@@ -124,9 +124,17 @@ def install(settings_folder: Path | None = None) -> Panels:
     app.emit("startupCompleted()")
 
     def undo() -> None:
+        import shiboken6
+        from PySide6.QtWidgets import QWidget
+
         for name, module in app.manager.modules.items():  # the application quits: panels clean up first
             if module._panel is not None:
                 app.manager.unload(name)
+                for widget in [module._panel, *module._panel.findChildren(QWidget)]:
+                    if hasattr(widget, "setMRMLScene"):  # drop the stand-ins' VTK observers on the scene
+                        widget.setMRMLScene(None)
+                shiboken6.delete(module._panel)  # C++ widgets go now, not in arbitrary order at exit
+        shiboken6.delete(app.mainWindow)
         for name in list(sys.modules):
             if name.startswith(("slicer.ScriptedLoadableModule", "slicer.parameterNodeWrapper", "slicer.i18n",
                                 "EMIMSegmentation", "EMIMTraining")) and name not in saved_modules:

@@ -184,6 +184,8 @@ class qMRMLTableView(QTableView):
 
     def setMRMLScene(self, scene) -> None:
         self._scene = scene
+        if scene is None:
+            self.setMRMLTableNode(None)
 
     def mrmlTableNode(self):
         return self._node
