@@ -62,8 +62,8 @@ def _pretrain_command(data: Path, run_dir: Path, *extra: str) -> list[str]:
 
 def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_config(brats_mini, tmp_path):
     run_dir = tmp_path / "run"
-    command = _pretrain_command(brats_mini, run_dir, "--steps", "60", "--checkpoint-every", "4",
-                                "--eval-every", "1000", "--log-every", "2", "--lr", "1e-3")
+    command = _pretrain_command(brats_mini, run_dir, "--steps", "24", "--checkpoint-every", "4", "--crop", "32",
+                                "--batch-size", "1", "--eval-every", "1000", "--log-every", "2", "--lr", "1e-3")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=ENV)
     killed_after = None
     for line in process.stdout:
@@ -83,11 +83,11 @@ def test_killed_run_resumes_from_its_last_checkpoint_with_the_same_config(brats_
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     progress_steps = [e["step"] for e in events if e["event"] == "progress"]
-    assert progress_steps[0] > saved_step and progress_steps[-1] == 60
+    assert progress_steps[0] > saved_step and progress_steps[-1] == 24
     assert (run_dir / "config.json").read_text() == config_before
-    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 60
+    assert load_checkpoint(run_dir / "checkpoints" / "last.pt")["step"] == 24
     train_steps = [r["step"] for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "train"]
-    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 60
+    assert train_steps == sorted(set(train_steps)) and train_steps[-1] == 24
 
 
 def test_sigterm_stops_cleanly_with_a_checkpoint(brats_mini, tmp_path):
