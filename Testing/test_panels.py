@@ -80,7 +80,7 @@ def test_training_spin_boxes_keep_their_ranges_and_special_texts(panels):
     ui = panels.open("EMIMTraining").ui
     assert (ui.batchSizeSpinBox.minimum, ui.batchSizeSpinBox.maximum) == (0, 256)
     assert ui.batchSizeSpinBox.text == "preset default"
-    assert ui.learningRateSpinBox.minimum == 0.0
+    assert ui.learningRateSpinBox.minimum == 0.0 and ui.learningRateSpinBox.text == "preset default"
     assert ui.valCasesSpinBox.text.startswith("auto")
     assert ui.taskComboBox.count == 3 and ui.deviceComboBox.currentText == "auto"
 

@@ -14,8 +14,10 @@ from ../shared/slicer-python, unmodified and never copied. `install()` publishes
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -89,8 +91,10 @@ def install(settings_folder: Path | None = None) -> Panels:
     qapp = QApplication.instance() or QApplication(["EMIM panels"])
     QCoreApplication.setOrganizationName("EMIM-panel-tests")
     QSettings.setDefaultFormat(QSettings.IniFormat)
-    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope,
-                      str(settings_folder or tempfile.mkdtemp(prefix="emim-qsettings-")))
+    if settings_folder is None:  # a private settings folder, gone when the process ends
+        settings_folder = Path(tempfile.mkdtemp(prefix="emim-qsettings-"))
+        atexit.register(shutil.rmtree, settings_folder, True)
+    QSettings.setPath(QSettings.IniFormat, QSettings.UserScope, str(settings_folder))
 
     from . import ctk_widgets, mrml_widgets, pythonqt
     from .application import ScriptedModule, SlicerApplication, qSlicerScriptedLoadableModuleWidget
