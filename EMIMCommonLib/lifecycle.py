@@ -6,7 +6,7 @@ what runs. A running job is not touched by leaving the module: its controller ke
 
 Mixed into the module's `ScriptedLoadableModuleWidget` together with `VTKObservationMixin`; it expects
 `self.logic` (with `getParameterNode()`), `self.ui` and `self.controller`, whose `setParameterNode(node)`,
-`onParameterNodeModified()` and `shutdown()` do the panel's own part.
+`onParameterNodeModified()`, `sceneClosing()` and `shutdown()` do the panel's own part.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ class PanelLifecycle:
         self.setParameterNode(None)
 
     def onSceneStartClose(self, caller, event) -> None:
+        self.controller.sceneClosing()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:

@@ -169,6 +169,45 @@ def test_a_model_that_refuses_shows_its_message_in_the_panel(panels, segmentatio
     assert any("model.safetensors" in record.getMessage() for record in caplog.records)  # the error display
 
 
+def test_leaving_and_reentering_the_module_while_a_segmentation_runs_keeps_it(panels, segmentation):
+    segmentation.ui.loadSampleButton.click()
+    segmentation.ui.applyButton.click()
+    panels.open("EMIMTraining")  # the job is still polled while the module is not shown
+    panels.open("EMIMSegmentation")
+    assert segmentation.ui.applyButton.text == "Cancel"
+    panels.wait(lambda: segmentation.controller.job is None, 300)
+    assert segmentation.ui.statusLabel.text == "Done."
+    assert segmentation.ui.outputSegmentationSelector.currentNode() is not None
+
+
+def test_closing_the_scene_cancels_a_running_segmentation(panels, segmentation):
+    segmentation.ui.loadSampleButton.click()
+    segmentation.ui.applyButton.click()
+    panels.headless.scene.Clear(0)  # File > Close Scene: the inputs are gone
+    panels.wait(lambda: segmentation.controller.job is None, 120)
+    assert segmentation.ui.statusLabel.text == "Cancelled."
+    assert not [n for n in (panels.headless.scene.GetNthNode(i) for i in range(panels.headless.scene.GetNumberOfNodes()))
+                if n.IsA("vtkMRMLSegmentationNode")]
+
+
+def test_the_masked_reconstruction_view_of_the_shipped_pretraining(panels, segmentation):
+    import slicer
+
+    ui = segmentation.ui
+    ui.modelComboBox.currentIndex = ui.modelComboBox.findText("EMIM-starter-tiny-pretraining")
+    assert not ui.lookInsideCollapsibleButton.isHidden() and ui.fillMissingComboBox.isHidden()  # mask and seed shown
+    ui.loadSampleButton.click()
+    ui.applyButton.click()
+    panels.wait(lambda: segmentation.controller.job is None, 300)
+    assert ui.statusLabel.text == "Done.", ui.statusLabel.text
+    assert panels.app.layout.layout == slicer.vtkMRMLLayoutNode.SlicerLayoutThreeOverThreeView
+    shown = {view: panels.app.layout.sliceWidget(view).mrmlSliceCompositeNode() for view in ("Red", "Yellow", "Green")}
+    names = {view: panels.headless.scene.GetNodeByID(node.GetBackgroundVolumeID()).GetName()
+             for view, node in shown.items()}
+    assert names["Red"].endswith("t1n") and names["Yellow"] != names["Green"] != names["Red"], names
+    assert all(node.GetLabelVolumeID() for node in shown.values())  # the hybrid mask over each view
+
+
 def test_a_missing_flair_with_the_dropout_model_and_filled_by_the_pretraining(panels, segmentation):
     ui = segmentation.ui
     ui.loadSampleButton.click()

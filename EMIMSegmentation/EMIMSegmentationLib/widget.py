@@ -58,6 +58,11 @@ class WidgetController:
             self.listModels()
         self.updateApplyState()
 
+    def sceneClosing(self) -> None:
+        """File > Close Scene: a running job's inputs and output nodes are going, so it is cancelled."""
+        if self.job is not None:
+            self.job.cancel()
+
     def shutdown(self) -> None:
         """The application is closing: cancel a running job."""
         self.timer.stop()

@@ -51,6 +51,9 @@ class WidgetController:
     def onParameterNodeModified(self) -> None:
         self.updateState()
 
+    def sceneClosing(self) -> None:
+        """File > Close Scene: a training works on files, not on the scene, so it goes on; Stop still stops it."""
+
     def shutdown(self, grace_s: float = SHUTDOWN_GRACE_S) -> None:
         """The application is closing: a running training saves a checkpoint and stops (killed after `grace_s`)."""
         self.timer.stop()
