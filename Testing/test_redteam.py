@@ -424,3 +424,33 @@ def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tm
     assert read_pretrained(STARTER_PRETRAINING).source == MODELS_DIR / STARTER_PRETRAINING  # --fill-missing, finetune
     with pytest.raises(EmimError, match=str(here / STARTER_PRETRAINING)):
         read_pretrained(f"./{STARTER_PRETRAINING}")
+
+
+def test_under_progress_none_a_batch_says_every_failed_case_on_stderr_and_segments_the_others(tmp_path):
+    """An RGB NIfTI, a missing sequence and an unforeseen failure (a name too long for the file system) each fail
+    their own case only; with --progress none each is said on stderr and the exit status is 1."""
+    import nibabel as nib
+    import numpy as np
+
+    from emim.sample import make_sample_cases
+
+    data, out = tmp_path / "batch", tmp_path / "out"
+    good, rgb, missing = make_sample_cases(data, 3, seed=11, size="small")
+    t1n = next(rgb.glob("*-t1n.nii.gz"))
+    image = nib.load(t1n)
+    rgb_voxels = np.stack([np.asarray(image.dataobj)] * 3, axis=-1).astype(np.uint8)
+    nib.save(nib.Nifti1Image(rgb_voxels.view([("R", "u1"), ("G", "u1"), ("B", "u1")]).squeeze(-1), image.affine), t1n)
+    next(missing.glob("*-t2f.nii.gz")).unlink()
+    long_name = data / ("BraTS-" + "L" * 237)  # its files fit, its outputs' temporaries do not (NAME_MAX 255)
+    long_name.mkdir()
+    for file in good.glob("*-t*.nii.gz"):
+        shutil.copy(file, long_name / file.name.replace(f"{good.name}-", ""))  # t1n.nii.gz, ...
+    result = _emim("segment", "--model", "EMIM-starter-tiny", "--output", str(out), "--device", "cpu",
+                   "--native-spacing", "--overlap", "0", "--progress", "none", str(data))
+    assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
+    failures = [line for line in result.stderr.splitlines() if line.startswith("[error]")]
+    assert len(failures) == 3, result.stderr
+    assert any(rgb.name in f and "colour (RGB)" in f for f in failures), "\n".join(f[:300] for f in failures)
+    assert any(missing.name in f for f in failures), failures
+    assert any(long_name.name in f for f in failures), result.stderr  # said, not a traceback
+    assert (out / f"{good.name}.nii.gz").is_file()

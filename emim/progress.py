@@ -29,6 +29,10 @@ def json_safe(value: Any) -> Any:
     return value
 
 
+BAR_EVENTS = ("output", "done", "start", "checkpoint", "cache")  # printed as text lines in bar mode
+ALWAYS_SAID = ("warning", "error")  # printed on stderr in every mode, `none` included: no failure goes unsaid
+
+
 class Progress:
     """Reports events of one job; `enabled=False` silences non-zero ranks under torchrun."""
 
@@ -36,6 +40,7 @@ class Progress:
         if mode not in PROGRESS_MODES:
             raise ValueError(f"progress mode must be one of {PROGRESS_MODES}, got {mode!r}")
         self.mode = mode if enabled else "none"
+        self.enabled = enabled  # False: a non-zero torchrun rank, whose failures rank 0 reports
         self.stream = stream
         self._start = time.monotonic()
         self._first_step: tuple[int, float] | None = None
@@ -47,7 +52,7 @@ class Progress:
         """Report a named event; in bar mode warnings, errors and outputs are printed as text lines."""
         if self.mode == "json":
             print(json.dumps(json_safe({"event": event, **fields})), file=self._out(), flush=True)
-        elif self.mode == "bar" and event in ("warning", "error", "output", "done", "start", "checkpoint", "cache"):
+        elif (event in ALWAYS_SAID and self.enabled) or (self.mode == "bar" and event in BAR_EVENTS):
             text = fields.get("message") or " ".join(f"{k}={v}" for k, v in fields.items())
             print(f"\r[{event}] {text}", file=self._out(), flush=True)
 

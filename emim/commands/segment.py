@@ -99,14 +99,30 @@ def run(args: argparse.Namespace) -> int:
                                             missing=args.missing, fill=filler,
                                             output_format=args.output_format)))
             volume_files.append(output_paths(output, case.case_id, [], len(cases) == 1)[1]["volumes"])
-        except EmimError as error:
-            failed.append({"case": case.case_id, "message": str(error)})
-            progress.event("error", case=case.case_id, message=str(error))
+        except Exception as error:  # noqa: BLE001  (one bad case never stops the batch; --debug shows why)
+            message = case_failure(error, case.case_id, getattr(args, "debug", False))
+            failed.append({"case": case.case_id, "message": message})
+            progress.event("error", case=case.case_id, message=message)
     volumes = batch_volumes(volume_files, None if output.name.lower().endswith(".nii.gz") else output)
     progress.event("done", outputs=outputs, succeeded=len(outputs), failed=failed, volumes_ml=volumes,
                    message=f"{len(outputs)} of {len(cases)} case(s) segmented"
                            + (f"; failed: {', '.join(f['case'] for f in failed)}" if failed else ""))
     return 1 if failed else 0
+
+
+def case_failure(error: Exception, case_id: str, debug: bool) -> str:
+    """What a batch says of a case that failed: the engine's own message, or the unforeseen error named (its
+    traceback on stderr with --debug), so the batch can go on to the next case."""
+    from emim.errors import EmimError
+
+    if isinstance(error, EmimError):
+        return str(error)
+    if debug:
+        import traceback
+
+        traceback.print_exc()
+    return (f"case {case_id}: unexpected {type(error).__name__}: {error}. Check the case's files; run again with "
+            "--debug for the traceback, and report it.")
 
 
 def postprocess_settings(args: argparse.Namespace, recorded: PostProcess) -> PostProcess:

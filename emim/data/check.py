@@ -191,6 +191,18 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
                       ref_grid and ref_grid.spacing, case.label is not None, problems)
 
 
+def _checked(case: Case, spec: ModalitySpec, resample: bool, tolerance: float,
+             expected: Sequence[int] | None) -> CaseReport:
+    """`check_case`, with an unforeseen failure reported as the case's error, so every other case is still checked."""
+    try:
+        return check_case(case, spec, resample, tolerance, expected)
+    except Exception as error:  # noqa: BLE001  (one odd file must not end the data set's check)
+        problem = Problem(case.case_id, None, "unexpected", f"case {case.case_id} could not be checked: "
+                          f"{type(error).__name__}: {error}.", "open its files in a viewer to see what is wrong, "
+                          "or remove the case.", "error")
+        return CaseReport(case.case_id, dict(case.images), None, None, case.label is not None, [problem])
+
+
 def check_dataset(path: str | Path, spec: ModalitySpec | None = None, resample: bool = False,
                   tolerance: float = 1e-3, label_values: Sequence[int] | None = None,
                   on_case: Callable[[int, int, CaseReport], None] | None = None) -> DatasetReport:
@@ -203,7 +215,7 @@ def check_dataset(path: str | Path, spec: ModalitySpec | None = None, resample: 
     cases = find_cases(path, spec)
     reports = []
     for case in cases:
-        reports.append(check_case(case, spec, resample, tolerance, expected))
+        reports.append(_checked(case, spec, resample, tolerance, expected))
         if on_case is not None:
             on_case(len(reports), len(cases), reports[-1])
     return DatasetReport(reports, str(path), spec.names)

@@ -100,8 +100,12 @@ def _slope(path: Path) -> str:
 
 
 def read_voxels(image: nib.Nifti1Image, path: Path, case_id: str, what: str) -> np.ndarray:
-    """The voxels as stored (integer types stay integer), reshaped to 3D."""
+    """The voxels as stored (integer types stay integer), reshaped to 3D; colour (RGB) voxels are refused."""
     shape = spatial_shape(image, path, case_id, what)
+    if image.get_data_dtype().fields:  # NIfTI RGB24/RGBA32: a screenshot-like export, not an MR intensity
+        raise DataError(case_id, path, "colour", f"{what} file {path} holds colour (RGB) voxels, not intensities.",
+                        "export the sequence as a single-channel (greyscale) NIfTI from the scanner's or "
+                        "viewer's original data.")
     try:
         return np.asanyarray(image.dataobj).reshape(shape)
     except (OSError, EOFError, ValueError, zlib.error) as error:
