@@ -33,6 +33,7 @@ from .modalities import assign_modalities, brats_modalities, input_problems
 from .reconstruction_import import import_reconstruction_outputs
 from .segmentation_import import import_label_file
 from .synthetic_import import import_synthetic_volumes
+from .training_case import add_training_case
 from .volumes_io import load_case_folder, write_volume
 from .volumes_table import volumes_table
 
@@ -124,6 +125,12 @@ class SegmentationLogic:
         info = self.readModel(model)
         given = {m.name: inputs[m.name] for m in info.modalities if inputs.get(m.name) is not None}
         return mismatch_report(given, {m.name: m.title for m in info.modalities})
+
+    def addTrainingCase(self, inputs: dict, segmentation, model: str | Path | ModelInfo, folder: str | Path,
+                        caseName: str) -> Path:
+        """Write the inputs and the (corrected) segmentation as FOLDER/caseName, a labelled case the engine's
+        fine-tuning reads (`emim finetune FOLDER --init MODEL`); never overwrites a case."""
+        return add_training_case(inputs, segmentation, self.readModel(model), folder, caseName)
 
     def resampleInputs(self, inputs: dict, model: str | Path | ModelInfo) -> dict:
         """Inputs with every mismatched volume replaced by a new node resampled onto the reference grid."""
