@@ -20,6 +20,7 @@ from slicer.util import VTKObservationMixin
 from EMIMSegmentationLib.logic import SegmentationLogic  # first: its package finds EMIMCommonLib in a checkout
 
 from EMIMCommonLib.lifecycle import PanelLifecycle  # noqa: I100
+from EMIMCommonLib.path_connector import OptionalPath
 from emim.contract import DEVICE_CHOICES, HYBRID, MASK_CHOICES
 
 
@@ -66,6 +67,7 @@ class EMIMSegmentationParameterNode:
     input3: slicer.vtkMRMLScalarVolumeNode
     outputSegmentation: slicer.vtkMRMLSegmentationNode
     outputTable: slicer.vtkMRMLTableNode
+    trainingCases: OptionalPath = None  # where "Add to training cases" writes corrected cases
 
 
 class EMIMSegmentationWidget(PanelLifecycle, ScriptedLoadableModuleWidget, VTKObservationMixin):

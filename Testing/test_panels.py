@@ -118,7 +118,7 @@ def test_the_parameter_node_survives_a_scene_saved_and_read_back(panels, tmp_pat
     assert isinstance(slicer.mrmlScene, type(scene))
 
 
-def test_segment_the_sample_case_by_clicks(panels, segmentation):
+def test_segment_the_sample_case_by_clicks(panels, segmentation, tmp_path):
     ui = segmentation.ui
     ui.loadSampleButton.click()
     assigned = [segmentation.controller.selector(i).currentNode() for i in range(4)]
@@ -138,6 +138,10 @@ def test_segment_the_sample_case_by_clicks(panels, segmentation):
     colours = {result.GetSegmentation().GetNthSegment(i).GetColor() for i in range(len(names))}
     assert len(colours) == len(names)
     snap(panels, "EMIMSegmentation", "segmentation-done")
+    segmentation.logic.getParameterNode().trainingCases = tmp_path / "my-cases"  # after a correction, add the case
+    ui.addTrainingCaseButton.click()
+    assert ui.statusLabel.text.startswith("Added"), ui.statusLabel.text
+    assert (tmp_path / "my-cases" / "BraTS-SYN-00001-000-corrected" / "BraTS-SYN-00001-000-corrected-seg.nii.gz").is_file()
     if SCREENSHOTS:
         from slicer_scene import render_slice_png
 

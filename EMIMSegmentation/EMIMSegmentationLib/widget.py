@@ -41,6 +41,8 @@ class WidgetController:
         self.ui.modelBrowseButton.clicked.connect(self.onBrowseModel)
         self.ui.fillMissingComboBox.currentIndexChanged.connect(self.onFillChosen)
         self.ui.applyButton.clicked.connect(self.onApply)
+        self.ui.addTrainingCaseButton.clicked.connect(self.onAddTrainingCase)
+        self.ui.outputSegmentationSelector.currentNodeChanged.connect(self.updateApplyState)
         for index in range(MAX_INPUTS):
             self.selector(index).currentNodeChanged.connect(self.updateApplyState)
 
@@ -207,10 +209,28 @@ class WidgetController:
             self.ui.geometryLabel.text = tr("All inputs share one grid.") if len(given) > 1 and not problems else ""
         self.ui.applyButton.enabled = not problems
         self.ui.applyButton.toolTip = "\n".join(problems) if problems else tr("Run the model on the inputs.")
+        self.ui.addTrainingCaseButton.enabled = bool(
+            not problems and self.model.task == "segmentation" and self.parameterNode.trainingCases is not None
+            and self.ui.outputSegmentationSelector.currentNode() is not None
+            and all(node is not None for node in self.inputs().values()))
         empty = [m.title for m in (self.model.modalities if self.model else ()) if self.inputs().get(m.name) is None]
         if not problems and empty:  # inputs left empty: a model fine-tuned with modality dropout, or filling
             missing = self.logic.missingSummary(self.inputs(), self.model, self.fillMissing())
             self.ui.geometryLabel.text = "\n".join(t for t in (self.ui.geometryLabel.text, missing) if t)
+
+    def trainingCaseName(self) -> str:
+        """The added case's name: the reference input's case (its volume name without the modality), '-corrected'."""
+        reference = self.selector(0).currentNode()
+        name = reference.GetName() if reference is not None else "case"
+        first = self.model.modalities[0].name if self.model else ""
+        return (name[: -len(first) - 1] if first and name.endswith(f"-{first}") else name) + "-corrected"
+
+    def onAddTrainingCase(self) -> None:
+        with slicer.util.tryWithErrorDisplay(tr("The case could not be added."), waitCursor=True):
+            case = self.logic.addTrainingCase(self.inputs(), self.ui.outputSegmentationSelector.currentNode(),
+                                              self.model, self.parameterNode.trainingCases, self.trainingCaseName())
+            self.ui.statusLabel.text = tr("Added {case}; adapt the model to these cases in E-MIM Training.").format(
+                case=case)
 
     def onApply(self) -> None:
         if self.job is not None:
