@@ -38,7 +38,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
     An `lr` or `batch_size` of None means the preset's recipe (pretraining), said so in the help."""
     from emim.config import PRESETS
     from emim.progress import PROGRESS_MODES
-    from emim.train.device import DEVICE_CHOICES
+    from emim.contract import DEVICE_CHOICES
 
     parser.add_argument("data", nargs="?", help=data_help)
     parser.add_argument("--run-dir", "--run", dest="run", required=True,
@@ -74,7 +74,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
 
 def add_mask_arguments(parser: argparse.ArgumentParser) -> None:
     """The hybrid-mask options of pretraining, shared by `pretrain` and `collapse-report`."""
-    from emim.pretrain.masks import MASK_CHOICES, MaskConfig
+    from emim.contract import MASK_CHOICES
+    from emim.pretrain.mask_config import MaskConfig
 
     default = MaskConfig()
     parser.add_argument("--mask", default=default.pattern, choices=MASK_CHOICES)
@@ -87,7 +88,7 @@ def add_mask_arguments(parser: argparse.ArgumentParser) -> None:
 def mask_config(args: argparse.Namespace):
     """The MaskConfig of the mask options, or an EmimError that names the bad option."""
     from emim.errors import EmimError
-    from emim.pretrain.masks import MaskConfig
+    from emim.pretrain.mask_config import MaskConfig
 
     try:
         probs = tuple(float(v) for v in args.hybrid_probs.split(","))

@@ -19,7 +19,7 @@ from typing import Any
 
 from emim.commands.arguments import add_case_inputs, case_inputs, check_case_inputs
 from emim.progress import PROGRESS_MODES, Progress
-from emim.train.device import DEVICE_CHOICES
+from emim.contract import DEVICE_CHOICES
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

@@ -16,9 +16,8 @@ import argparse
 from pathlib import Path
 
 from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
-from emim.pretrain.masks import MASK_CHOICES
+from emim.contract import DEVICE_CHOICES, MASK_CHOICES
 from emim.progress import PROGRESS_MODES, Progress
-from emim.train.device import DEVICE_CHOICES
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

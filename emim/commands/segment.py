@@ -19,10 +19,9 @@ import argparse
 from pathlib import Path
 
 from emim.commands.arguments import PERMILLE, add_case_inputs, case_inputs, check_case_inputs
-from emim.contract import OUTPUT_FORMATS
+from emim.contract import DEVICE_CHOICES, OUTPUT_FORMATS
 from emim.inference.postprocess import NONE, POSTPROCESS_CHOICES, PostProcess
 from emim.progress import PROGRESS_MODES, Progress
-from emim.train.device import DEVICE_CHOICES
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:

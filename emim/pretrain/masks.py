@@ -15,32 +15,10 @@ Masks are boolean (M, N) per sample, True = hidden. Every draw keeps at least on
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 import torch
 
-from emim.contract import HYBRID, MASK_CHOICES
 from emim.contract import MASK_PATTERNS as PATTERNS
-
-
-@dataclass(frozen=True)
-class MaskConfig:
-    pattern: str = HYBRID              # one of MASK_CHOICES
-    patch_ratio: float = 0.5
-    position_ratio: float = 0.4
-    hybrid_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # patch, position, modal
-
-    def __post_init__(self) -> None:
-        if self.pattern not in MASK_CHOICES:
-            raise ValueError(f"mask pattern must be one of {MASK_CHOICES}, got {self.pattern!r}")
-        for name in ("patch_ratio", "position_ratio"):
-            if not 0.0 < getattr(self, name) < 1.0:
-                raise ValueError(f"{name} must be in (0, 1)")
-        if len(self.hybrid_probs) != 3 or min(self.hybrid_probs) < 0 or sum(self.hybrid_probs) <= 0:
-            raise ValueError("hybrid_probs needs three non-negative weights (patch, position, modal)")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from emim.pretrain.mask_config import MaskConfig
 
 
 def _hide_count(total: int, ratio: float) -> int:
