@@ -34,3 +34,13 @@ MISSING_DICE = "missing_sequence_dice"
 
 # Progress events (`--progress json`): one JSON object per line with "event" set to one of these
 EVENTS = ("start", "progress", "metrics", "warning", "checkpoint", "cache", "output", "done", "error")
+
+# names that become part of a file name (case ids, region names, added training cases): no separators, no dot first
+SAFE_NAME_RULE = "1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
+
+
+def name_problem(name: object) -> str | None:
+    """Why `name` cannot be part of a file name (SAFE_NAME_RULE, ASCII only), or None when it can."""
+    plain = isinstance(name, str) and 1 <= len(name) <= 128 and name.isascii() and name[0].isalnum() and all(
+        c.isalnum() or c in "._+-" for c in name)
+    return None if plain else f"{name!r} is not a plain name ({SAFE_NAME_RULE})"

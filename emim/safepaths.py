@@ -10,22 +10,12 @@ link is refused, and files are written only by `atomic_write`, which never follo
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from pathlib import Path
 
 from emim.atomic_write import check_not_link
+from emim.contract import name_problem
 from emim.errors import EmimError
-
-SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,127}")
-SAFE_NAME_RULE = "1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"
-
-
-def name_problem(name: object) -> str | None:
-    """Why `name` cannot be part of a file name, or None when it can."""
-    if not isinstance(name, str) or not SAFE_NAME.fullmatch(name):
-        return f"{name!r} is not a plain name ({SAFE_NAME_RULE})"
-    return None
 
 
 def check_safe_name(name: object, what: str, fix: str) -> str:

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import slicer
 
-from emim.safepaths import name_problem
+from emim.contract import name_problem
 
 from .errors import EMIMSegmentationError
 from .i18n import tr
