@@ -21,7 +21,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from EMIMTrainingLib.logic import TrainingLogic  # first: its package finds EMIMCommonLib in a checkout
-from EMIMTrainingLib.settings import AUTO_VAL_CASES, DEFAULTS
+from EMIMTrainingLib.settings import AUTO_VAL_CASES, DEFAULTS, START_FROM
 
 from EMIMCommonLib.lifecycle import PanelLifecycle  # noqa: I100
 from EMIMCommonLib.path_connector import OptionalPath
@@ -63,7 +63,8 @@ class EMIMTrainingParameterNode:
     modalityDropout: Annotated[float, Ratio] = DEFAULTS.modality_dropout
     task: Annotated[str, Choice(TRAINING_COMMANDS)] = DEFAULTS.task
     preset: Annotated[str, Choice(PRESET_NAMES)] = DEFAULTS.preset
-    pretrained: OptionalPath = None
+    startFrom: Annotated[str, Choice(START_FROM)] = DEFAULTS.start_from
+    pretrained: OptionalPath = None  # what Start from names; None = the shipped one
     labelsCsv: OptionalPath = None
     maskPattern: Annotated[str, Choice(MASK_CHOICES)] = DEFAULTS.mask
     patchRatio: Annotated[float, WithinRange(0.05, 0.95)] = DEFAULTS.patch_ratio

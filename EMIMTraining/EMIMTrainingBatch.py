@@ -27,7 +27,7 @@ from EMIMCommonLib.errors import EMIMError  # noqa: E402
 from EMIMCommonLib.headless import bootstrap, running_in_slicer  # noqa: E402
 from EMIMTrainingLib.errors import EMIMTrainingError  # noqa: E402
 from EMIMTrainingLib.logic import TrainingLogic  # noqa: E402
-from EMIMTrainingLib.settings import DEFAULTS, TrainingSettings  # noqa: E402
+from EMIMTrainingLib.settings import DEFAULTS, START_FROM, TrainingSettings  # noqa: E402
 from emim.contract import DEVICE_CHOICES, MASK_CHOICES, PRESET_NAMES, TRAINING_COMMANDS  # noqa: E402
 from EMIMTrainingLib.training_job import STOPPED  # noqa: E402
 
@@ -53,8 +53,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--position-ratio", type=float, default=DEFAULTS.position_ratio)
     parser.add_argument("--pbt-levels", type=int, default=DEFAULTS.pbt_levels)
     parser.add_argument("--pbt-weight", type=float, default=DEFAULTS.pbt_weight)
+    parser.add_argument("--start-from", choices=START_FROM, default=DEFAULTS.start_from,
+                        help="pretraining: a pretraining's whole network; model: a segmentation model's whole network "
+                             "(segmentation fine-tuning); nothing: random weights")
     parser.add_argument("--pretrained", default=DEFAULTS.pretrained,
-                        help="fine-tuning: pretraining run, checkpoint or model folder")
+                        help="what --start-from starts from: a run, checkpoint, model folder or shipped name "
+                             "(default: the shipped pretraining or starter model)")
     parser.add_argument("--val-cases", type=int, default=DEFAULTS.val_cases,
                         help="segmentation fine-tuning: validation cases (default: a fifth of the cases, 1 to 4)")
     parser.add_argument("--modality-dropout", type=float, default=DEFAULTS.modality_dropout, metavar="P",
@@ -78,7 +82,7 @@ def settings_from_args(args: argparse.Namespace) -> TrainingSettings:
         steps=args.steps, learning_rate=args.lr, device=args.device, gpus=args.gpus, log_every=args.log_every,
         eval_every=args.eval_every, checkpoint_every=args.checkpoint_every, mask=args.mask,
         patch_ratio=args.patch_ratio, position_ratio=args.position_ratio, pbt_levels=args.pbt_levels,
-        pbt_weight=args.pbt_weight, pretrained=args.pretrained, val_cases=args.val_cases,
+        pbt_weight=args.pbt_weight, start_from=args.start_from, pretrained=args.pretrained, val_cases=args.val_cases,
         modality_dropout=args.modality_dropout, labels_csv=args.labels, val_fraction=args.val_fraction)
 
 

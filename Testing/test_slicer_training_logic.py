@@ -24,7 +24,7 @@ from EMIMCommonLib.headless import bootstrap  # noqa: E402
 from EMIMSegmentationLib.logic import SegmentationLogic  # noqa: E402
 from EMIMTrainingLib.errors import EMIMTrainingError  # noqa: E402
 from EMIMTrainingLib.logic import TrainingLogic  # noqa: E402
-from EMIMTrainingLib.settings import TrainingSettings, training_command  # noqa: E402
+from EMIMTrainingLib.settings import START_PRETRAINING, TrainingSettings, training_command  # noqa: E402
 from emim.contract import FINETUNE, FINETUNE_CLASSIFIER, PRETRAIN  # noqa: E402
 from EMIMTrainingLib.training_job import STOPPED  # noqa: E402
 
@@ -266,7 +266,8 @@ def test_finetuning_from_the_checkpoint_gives_a_model_that_segmentation_uses(sli
     data = _cropped_cases(brats_mini, tmp_path / "cases")
     settings = TrainingSettings(task=FINETUNE, data=str(data), run=str(tmp_path / "finetune"), preset="tiny",
                                 crop="32", batch_size=1, steps=2, device="cpu", log_every=1, eval_every=2,
-                                checkpoint_every=2, pretrained=str(pretraining["run"]), val_cases=1)
+                                checkpoint_every=2, start_from=START_PRETRAINING, pretrained=str(pretraining["run"]),
+                                val_cases=1)
     job = logic.start(settings, waitForCompletion=True)
     assert job.state == "succeeded", job.error
     assert job.metrics.charts["validation"].GetNumberOfPlotSeriesNodes() >= 3  # TC, WT, ET (and the mean)

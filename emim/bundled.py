@@ -14,11 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from emim.contract import METADATA_FILE
+from emim.contract import METADATA_FILE, STARTER_MODEL, STARTER_PRETRAINING  # noqa: F401  (the names live there)
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "Resources" / "Models"
-STARTER_MODEL = "EMIM-starter-tiny"  # listed first, the Slicer panel's default
-STARTER_PRETRAINING = "EMIM-starter-tiny-pretraining"  # the pretraining the starter models were fine-tuned from
 
 
 def bundled_models() -> list[Path]:

@@ -13,10 +13,15 @@ from typing import Sequence
 from EMIMCommonLib.process import engine_command
 
 from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, HYBRID, LAST_CHECKPOINT, MASK_CHOICES,
-                           PRESET_NAMES, PRETRAIN, TRAINING_COMMANDS)
+                           PRESET_NAMES, PRETRAIN, STARTER_MODEL, STARTER_PRETRAINING, TRAINING_COMMANDS)
 
 from .errors import EMIMTrainingError
 from .i18n import tr
+
+# What a run starts from: a pretraining (fine-tuning: its encoder, --pretrained; pretraining: the whole network,
+# --init), a segmentation model (segmentation fine-tuning only: the whole network, --init), or random weights.
+START_PRETRAINING, START_MODEL, START_NOTHING = "pretraining", "model", "nothing"
+START_FROM = (START_PRETRAINING, START_MODEL, START_NOTHING)
 
 TASK_TITLES = {PRETRAIN: "E-MIM pretraining", FINETUNE: "Segmentation fine-tuning",
                FINETUNE_CLASSIFIER: "Classification fine-tuning"}
@@ -46,8 +51,9 @@ class TrainingSettings:
     position_ratio: float = 0.4
     pbt_levels: int = 4
     pbt_weight: float = 0.1
-    # fine-tuning
-    pretrained: str = ""  # pretraining run folder, checkpoint or model folder; empty = from scratch
+    start_from: str = START_NOTHING  # one of START_FROM
+    pretrained: str = ""  # what to start from: a run folder, checkpoint, model folder or shipped name; empty = the
+    # shipped pretraining or starter model that `start_from` names
     val_cases: int | None = None  # segmentation: whole cases held out for validation Dice; None = the engine's
     # choice (a fifth of the cases, 1 to 4)
     modality_dropout: float = 0.0  # segmentation: per batch, the chance of training without some sequences, so
@@ -71,6 +77,13 @@ class TrainingSettings:
             found.append(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_CHOICES)))
         if self.task == FINETUNE_CLASSIFIER and not self.labels_csv:
             found.append(tr("Classification fine-tuning needs a labels CSV (one `case_id,label` line per case)."))
+        if self.start_from not in START_FROM:
+            found.append(tr("Start from must be one of {choices}.").format(choices=", ".join(START_FROM)))
+        if self.start_from == START_NOTHING and self.pretrained:
+            found.append(tr("A pretraining or model to start from is given, but Start from is 'nothing'."))
+        if self.start_from == START_MODEL and self.task != FINETUNE:
+            found.append(tr("Starting from a segmentation model is for segmentation fine-tuning; start from a "
+                            "pretraining or from nothing."))
         if self.task == FINETUNE and not 0 <= self.modality_dropout <= 1:
             found.append(tr("Modality dropout is a probability between 0 and 1."))
         if self.gpus < 1:
@@ -98,13 +111,12 @@ class TrainingSettings:
             args += ["--batch-size", str(self.batch_size)]
         if self.learning_rate is not None:
             args += ["--lr", repr(float(self.learning_rate))]
+        args += self.start_arguments()
         if self.task == PRETRAIN:
             args += ["--mask", self.mask, "--patch-ratio", str(self.patch_ratio), "--position-ratio",
                      str(self.position_ratio), "--pbt-levels", str(self.pbt_levels), "--pbt-weight",
                      str(self.pbt_weight)]
         else:
-            if self.pretrained:
-                args += ["--pretrained", str(self.pretrained)]
             if self.task == FINETUNE:
                 if self.val_cases is not None:  # None: the engine's choice
                     args += ["--val-cases", str(self.val_cases)]
@@ -112,6 +124,15 @@ class TrainingSettings:
             else:
                 args += ["--labels", str(self.labels_csv), "--val-fraction", str(self.val_fraction)]
         return args + [str(a) for a in self.extra]
+
+
+    def start_arguments(self) -> list[str]:
+        """`--init` (the whole network) or `--pretrained` (the encoder) for what the run starts from."""
+        if self.start_from == START_NOTHING:
+            return []
+        source = self.pretrained or (STARTER_MODEL if self.start_from == START_MODEL else STARTER_PRETRAINING)
+        whole = self.start_from == START_MODEL or self.task == PRETRAIN
+        return ["--init" if whole else "--pretrained", str(source)]
 
 
 def training_command(subcommand: str, arguments: Sequence[str], gpus: int = 1) -> list[str]:
@@ -142,7 +163,7 @@ def settings_from_parameters(p) -> TrainingSettings:
         eval_every=p.evalEvery, checkpoint_every=p.checkpointEvery, log_every=max(1, min(DEFAULTS.log_every,
                                                                                         p.evalEvery)),
         mask=p.maskPattern, patch_ratio=p.patchRatio, position_ratio=p.positionRatio, pbt_levels=p.pbtLevels,
-        pbt_weight=p.pbtWeight, pretrained=_text(p.pretrained) if p.task != PRETRAIN else "",
+        pbt_weight=p.pbtWeight, start_from=p.startFrom, pretrained=_text(p.pretrained),
         val_cases=None if p.valCases == AUTO_VAL_CASES else p.valCases, modality_dropout=p.modalityDropout,
         labels_csv=_text(p.labelsCsv), val_fraction=p.valFraction)
 

@@ -14,7 +14,7 @@ from .errors import EMIMTrainingError
 from .i18n import tr
 from emim.contract import FINETUNE, FINETUNE_CLASSIFIER, PRETRAIN
 
-from .settings import settings_from_parameters
+from .settings import START_NOTHING, settings_from_parameters
 from .training_job import STOPPED
 
 POLL_MS = 500
@@ -207,7 +207,7 @@ class WidgetController:
                        self.ui.positionRatioLabel, self.ui.positionRatioSpinBox, self.ui.pbtLevelsLabel,
                        self.ui.pbtLevelsSpinBox, self.ui.pbtWeightLabel, self.ui.pbtWeightSpinBox):
             widget.visible = pretraining
-        self.ui.pretrainedLabel.visible = self.ui.pretrainedPathLineEdit.visible = p.task in (FINETUNE, FINETUNE_CLASSIFIER)
+        self.ui.pretrainedPathLineEdit.visible = p.startFrom != START_NOTHING
         self.ui.labelsCsvLabel.visible = self.ui.labelsCsvPathLineEdit.visible = classifying
         self.ui.valCasesLabel.visible = self.ui.valCasesSpinBox.visible = p.task == FINETUNE
         self.ui.modalityDropoutLabel.visible = self.ui.modalityDropoutSpinBox.visible = p.task == FINETUNE
