@@ -1,5 +1,8 @@
 """The preprocessing cache: every training case read, reoriented, normalised and cut to its brain box once, then
-memory-mapped, so a run's memory does not grow with the number of cases.
+memory-mapped, so a run's memory does not grow with the number of cases. A run that trains at a set voxel size (a
+fine-tuning started from a model with `--init`, or `--spacing`) has each case's brain box resampled to it, as
+`emim segment` feeds the model (trilinear with anti-aliasing for the image, nearest neighbour for the label); the
+spacing is part of the entry's name, so entries of other spacings are never mixed up.
 
 Each entry is a folder of uncompressed `.npy` files (the image in float16 when its values fit, else float32; the
 label as uint8; the flat indices of tumour and brain voxels that labelled crops are centred on, int32) and a
@@ -60,10 +63,13 @@ class CacheSettings:
     normalization: str
     resample: bool
     with_label: bool
+    spacing: tuple[float, float, float] | None = None  # voxel size (mm, RAS) the case is resampled to; None: its own
 
     def to_dict(self) -> dict:
+        # the spacing only when set, so the entries of runs at the cases' own spacing keep their names
         return {"modalities": list(self.modalities), "normalization": self.normalization,
-                "resample": self.resample, "with_label": self.with_label, "version": CACHE_VERSION}
+                "resample": self.resample, "with_label": self.with_label, "version": CACHE_VERSION,
+                **({"spacing": [float(s) for s in self.spacing]} if self.spacing is not None else {})}
 
 
 @dataclass(frozen=True)
@@ -133,10 +139,17 @@ def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) ->
     """Preprocess one case into `folder/name`, atomically; another process's finished entry wins a race."""
     from emim.data.loading import load_case
     from emim.data.brainbox import brain_box
+    from emim.inference.spacing import differs, rescale, rescale_labels, scaled_shape
 
     loaded = load_case(case, settings.modalities, settings.normalization, settings.resample,
                        with_label=settings.with_label)
     image, label = brain_box(loaded.image, loaded.label)
+    spacing = tuple(loaded.spacing)
+    if differs(spacing, settings.spacing):  # as `emim segment` runs the model: trilinear image, nearest label
+        shape = scaled_shape(image.shape[1:], spacing, settings.spacing)
+        image = rescale(image, spacing, settings.spacing, shape)
+        label = None if label is None else rescale_labels(label, spacing, settings.spacing, shape)
+        spacing = tuple(float(s) for s in settings.spacing)
     peak = float(np.abs(image).max()) if image.size else 0.0
     arrays = {"image": image.astype(np.float16 if peak <= FLOAT16_LIMIT else np.float32)}
     if label is not None:
@@ -144,7 +157,8 @@ def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) ->
 
         tumour, brain = map_binary_to_indices(label[None], image, image_threshold=0.0)
         arrays.update(label=label, tumour=np.asarray(tumour, np.int32), brain=np.asarray(brain, np.int32))
-    meta = {"case_id": case.case_id, "shape": list(image.shape[1:]), "spacing": list(loaded.spacing),
+    meta = {"case_id": case.case_id, "shape": list(image.shape[1:]), "spacing": list(spacing),
+            "source_spacing": list(loaded.spacing),
             "label_values": [] if label is None else np.unique(label).tolist(), "dtype": str(arrays["image"].dtype),
             "sources": [str(f) for f in _sources(case, settings)], **settings.to_dict()}
     needed = sum(a.nbytes for a in arrays.values())

@@ -48,3 +48,33 @@ def rescale(channels: np.ndarray, spacing: Sequence[float], target: Sequence[flo
                 for c in channels)
     return np.stack([ndimage.affine_transform(np.asarray(channel, np.float32), matrix, output_shape=shape, order=1,
                                               mode="nearest") for channel in smoothed])
+
+
+def differs(spacing: Sequence[float], target: Sequence[float] | None, rtol: float = 1e-3) -> bool:
+    """True when `target` is set and `spacing` is not that spacing (beyond rounding): training at a model's spacing
+    resamples every case that is not already on it, not only those `needs_resampling` would (inference tolerates
+    20%; training data are prepared once, so they may as well be exact)."""
+    return target is not None and any(abs(have - want) > rtol * want for have, want in zip(spacing, target))
+
+
+def rescale_labels(label: np.ndarray, spacing: Sequence[float], target: Sequence[float],
+                   shape: Sequence[int] | None = None) -> np.ndarray:
+    """An (X, Y, Z) label map (or mask) at `spacing` -> at `target` on the grid `rescale` makes: nearest neighbour,
+    never smoothed, so every voxel keeps one of the values the map holds."""
+    from scipy import ndimage
+
+    shape = tuple(shape) if shape is not None else scaled_shape(label.shape, spacing, target)
+    matrix = [t / s for s, t in zip(spacing, target)]
+    return ndimage.affine_transform(np.asarray(label), matrix, output_shape=shape, order=0, mode="nearest")
+
+
+def parse_spacing(text: str) -> tuple[float, float, float]:
+    """`2` or `1,1,2.5` (or `1x1x2.5`) -> a voxel size in mm per axis (RAS order), each above 0 and at most 20."""
+    try:
+        values = [float(v) for v in text.replace("x", ",").split(",")]
+    except ValueError:
+        values = []
+    if len(values) not in (1, 3) or not all(0 < v <= 20 and np.isfinite(v) for v in values):
+        raise ValueError(f"give a voxel size in mm, one value or three (X,Y,Z) above 0, e.g. 2 or 1,1,2.5; got "
+                         f"{text!r}")
+    return tuple(values * 3 if len(values) == 1 else values)  # type: ignore[return-value]
