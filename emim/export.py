@@ -31,7 +31,8 @@ def missing_modalities(dropout: float) -> dict[str, Any]:
 def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) -> tuple[dict, dict]:
     metadata = {
         "task": "segmentation",
-        "description": f"UNETR over an E-MIM encoder, fine-tuned on {config['data']}",
+        "description": f"UNETR over an E-MIM encoder, fine-tuned on {config['data']}"
+                       + (f", starting from the whole model {config['init']['model']}" if config.get("init") else ""),
         "modalities": config["modalities"],
         "model_config": config["model"],
         "network": {"architecture": "UNETR", "feature_size": config["feature_size"],
@@ -43,7 +44,7 @@ def _segmentation(run: RunFolder, config: dict[str, Any], state: dict[str, Any])
         "labels": config["labels"],
         "regions": config["regions"],
         "provenance": {**run_provenance(run, config, int(state["step"])), "pretrained": config.get("pretrained"),
-                       "validation": last_eval(run, "val_dice_")},
+                       "init": config.get("init"), "validation": last_eval(run, "val_dice_")},
     }
     return state["model"], metadata
 
@@ -59,8 +60,10 @@ def _pretraining(run: RunFolder, config: dict[str, Any], state: dict[str, Any]) 
         "modalities": dataset_spec(config["data"]).select(names).to_metadata(),
         "model_config": config["model"],
         "network": {"architecture": "E-MIM encoder + MIM decoder"},
-        "preprocessing": {"normalization": config["normalization"], "orientation": "RAS", "spacing": None},
+        "preprocessing": {"normalization": config["normalization"], "orientation": "RAS",
+                          "spacing": config.get("spacing")},  # set when the run resampled its cases
         "provenance": {**run_provenance(run, config, int(state["step"])), "mask": config.get("mask"),
+                       "init": config.get("init"),
                        "pbt_levels": config.get("pbt_levels"), "diagnostics": last_eval(run, "heldout_")},
     }
     return weights, metadata

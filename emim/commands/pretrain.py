@@ -1,6 +1,7 @@
 """`emim pretrain DATA --run RUN_DIR [options]`: E-MIM pretraining; `--resume` continues a run with its saved config.
 
-Ablations are flags: `--mask patch|position|modal|hybrid` and `--pbt-levels 0..4` (0 = plain MIM).
+Ablations are flags: `--mask patch|position|modal|hybrid` and `--pbt-levels 0..4` (0 = plain MIM). `--init
+PRETRAINING` continues a pretraining (encoder and decoder) on the data, with its model config.
 Multi-GPU: `torchrun --nproc_per_node N -m emim pretrain DATA --run-dir RUN ...`.
 """
 
@@ -15,14 +16,26 @@ from emim.progress import Progress
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     from emim.config import DECODER_FILLS
-    from emim.pretrain.run import HELDOUT_CROPS
+    from emim.pretrain.recipes import HELDOUT_CROPS
 
     add_training_arguments(parser, "data set: folder of cases, one case folder, or datalist JSON", steps=1000,
                            lr=None, weight_decay=0.05, eval_every=50, eval_help="collapse diagnostics every N steps",
                            batch_size=None)
     add_mask_arguments(parser)
+    parser.set_defaults(preset=None, normalization=None)  # with --init: the pretraining's
+    parser.add_argument("--init", metavar="PRETRAINING",
+                        help="continue this E-MIM pretraining (encoder and reconstruction decoder) on the data: a "
+                             "shipped pretraining's name (EMIM-starter-tiny-pretraining), a pretraining model folder, "
+                             "run folder or checkpoint. Its model config, normalisation and recorded voxel size are "
+                             "used (the data must have its modalities, in order); the learning rate defaults to a "
+                             "third of the preset's recipe")
+    parser.add_argument("--spacing", metavar="MM",
+                        help="pretrain at this voxel size, e.g. 2 or 1,1,2 (mm): every case is resampled to it "
+                             "(default: the --init pretraining's recorded voxel size, else each case's own)")
+    parser.add_argument("--native-spacing", action="store_true",
+                        help="pretrain on each case's own voxel size even when the --init pretraining records one")
     parser.add_argument("--patch-size", type=int, help="patch (token) size in voxels (default: the preset's, 16)")
-    parser.add_argument("--decoder-fill", choices=DECODER_FILLS, default=DECODER_FILLS[0],
+    parser.add_argument("--decoder-fill", choices=DECODER_FILLS,
                         help="what a hidden token starts from in the decoder (default local: the mean of the "
                              "visible tokens at its position, else around it; mask-token = MAE)")
     parser.add_argument("--pbt-levels", type=int, default=4, help="pyramid Barlow Twins levels, 0 = plain MIM")
@@ -35,23 +48,59 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workers", type=int, default=0, help="data loader worker processes")
 
 
-def config_from_args(args: argparse.Namespace):
+def _init_base(args: argparse.Namespace, modalities):
+    """The config of continuing the --init pretraining, refusing options that would change its network or input."""
+    from emim.config import preset
     from emim.errors import EmimError
+    from emim.inference.pretrained import ENCODER_FIELDS
+    from emim.pretrain.run import init_config
+    from emim.train.init import differing_fields
+
+    base = init_config(args.data, args.init, modalities, crop_size=args.crop)
+    fields = [f for f in ENCODER_FIELDS if f != "modalities"] + ["decoder_dim", "decoder_depth", "decoder_heads"]
+    differences = differing_fields(preset(args.preset), base.model, fields) if args.preset else []
+    given = {"patch_size": args.patch_size, "decoder_fill": args.decoder_fill}
+    differences += [f"--{k.replace('_', '-')} {v} vs {getattr(base.model, k)}" for k, v in given.items()
+                    if v is not None and v != getattr(base.model, k)]
+    if args.normalization is not None and args.normalization != base.normalization:
+        differences.append(f"--normalization {args.normalization} vs {base.normalization}")
+    if differences:
+        raise EmimError(f"options vs the pretraining {base.init['model']}: {'; '.join(differences)}. With --init the "
+                        "pretraining's own network and normalisation are used; leave these options out.")
+    return base
+
+
+def config_from_args(args: argparse.Namespace):
+    from emim.config import DECODER_FILLS
+    from emim.errors import EmimError
+    from emim.inference.spacing import parse_spacing
     from emim.pretrain.run import default_config
 
-    modalities = args.modalities.split(",") if args.modalities else None
+    if args.spacing and args.native_spacing:
+        raise EmimError("--spacing sets the voxel size to pretrain at and --native-spacing keeps each case's own; "
+                        "give one of them")
     try:
-        base = default_config(args.data, args.preset, modalities, crop_size=args.crop, patch_size=args.patch_size,
-                              decoder_fill=args.decoder_fill)
+        spacing = parse_spacing(args.spacing) if args.spacing else None
     except ValueError as error:
-        raise EmimError(f"--crop/--patch-size: {error}") from None
+        raise EmimError(f"--spacing: {error}") from None
+    modalities = args.modalities.split(",") if args.modalities else None
+    if args.init:
+        base = _init_base(args, modalities)
+    else:
+        try:
+            base = default_config(args.data, args.preset or "tiny", modalities, crop_size=args.crop,
+                                  patch_size=args.patch_size, decoder_fill=args.decoder_fill or DECODER_FILLS[0])
+        except ValueError as error:
+            raise EmimError(f"--crop/--patch-size: {error}") from None
     return replace(
         base,
         mask=mask_config(args),
         train=train_settings(args, base.train.lr),
         batch_size=base.batch_size if args.batch_size is None else args.batch_size, pbt_levels=args.pbt_levels,
-        pbt_weight=args.pbt_weight, pbt_off_diagonal=args.pbt_lambda, normalization=args.normalization,
-        resample=args.resample, heldout_cases=args.heldout_cases, heldout_crops=args.heldout_crops,
+        pbt_weight=args.pbt_weight, pbt_off_diagonal=args.pbt_lambda,
+        normalization=args.normalization or base.normalization, resample=args.resample,
+        spacing=None if args.native_spacing else spacing or base.spacing, heldout_cases=args.heldout_cases,
+        heldout_crops=args.heldout_crops,
         workers=args.workers, device=args.device, cache=args.cache)
 
 

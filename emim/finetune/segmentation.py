@@ -6,7 +6,9 @@ cross-entropy. Validation runs what `emim segment` runs on whole held-out cases:
 label map with the default post-processing, and Dice on the regions read back from that map, so its Dice is what
 a user will get. Pretrained weights are loaded loudly: the number of encoder tensors
 taken is logged and recorded, and a checkpoint made for other modalities or another width is refused, because a
-silently random encoder would make a "pretrained vs scratch" comparison meaningless.
+silently random encoder would make a "pretrained vs scratch" comparison meaningless. A run may instead start the
+whole network from a segmentation model (`init`, see `from_model`), at that model's voxel size (`spacing`: the
+training cases are cached resampled to it, and validation runs there and back as `emim segment` does).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from emim.train.provenance import write_cases_file
 from emim.model.unetr import EMIMUNETR
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
 from emim.progress import Progress
+from emim.finetune.recipes import INIT_RECIPE, SCRATCH_RECIPE, Recipe  # noqa: F401 (the defaults, here too)
 from emim.train.runfolder import RunFolder
 from emim.train.session import open_run, train_run
 from emim.train.trainer import TrainSettings
@@ -56,6 +59,8 @@ class FinetuneConfig:
     workers: int = 0
     device: str = "auto"
     cache: str | None = None  # preprocessing cache folder; None: `emim-cache` beside the run folder
+    init: dict[str, Any] | None = None  # the segmentation model the whole network starts from (`from_model`)
+    spacing: tuple[float, float, float] | None = None  # voxel size (mm, RAS) cases are resampled to; None: their own
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": "finetune", "task": "segmentation", "engine_version": __version__, "data": self.data,
@@ -66,13 +71,16 @@ class FinetuneConfig:
                 "val_cases": self.val_cases,
                 "overlap": self.overlap, "sw_batch_size": self.sw_batch_size, "normalization": self.normalization,
                 "resample": self.resample, "workers": self.workers, "device": self.device,
-                "cache": self.cache}
+                "cache": self.cache, "init": self.init,
+                "spacing": None if self.spacing is None else [float(v) for v in self.spacing]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "FinetuneConfig":
         plain = {k: v for k, v in data.items() if k not in ("command", "task", "engine_version", "model", "train")}
         for key in ("modalities", "labels", "regions"):
             plain[key] = tuple(plain[key])
+        if plain.get("spacing") is not None:
+            plain["spacing"] = tuple(float(v) for v in plain["spacing"])
         return cls(model=ModelConfig.from_dict(data["model"]), train=TrainSettings(**data["train"]), **plain)
 
 
@@ -117,7 +125,7 @@ class SegmentationTask:
 
     def __init__(self, model: EMIMUNETR, regions: Sequence[dict], validation: Sequence, freeze_encoder_steps: int,
                  overlap: float, sw_batch_size: int, modality_dropout: float = 0.0, seed: int = 0,
-                 rank: int = 0) -> None:
+                 rank: int = 0, spacing: Sequence[float] | None = None) -> None:
         from monai.losses import DiceLoss
 
         self.model = model
@@ -127,6 +135,7 @@ class SegmentationTask:
         self.overlap = overlap
         self.sw_batch_size = sw_batch_size
         self.modality_dropout, self.seed, self.rank = modality_dropout, seed, rank
+        self.spacing = spacing  # the training spacing: validation runs there as `emim segment` would
         self.dice_loss = DiceLoss(sigmoid=True, batch=True, smooth_nr=1.0, smooth_dr=1.0)
         self.bce = nn.BCEWithLogitsLoss()
 
@@ -143,6 +152,7 @@ class SegmentationTask:
     def evaluate(self, step: int) -> dict[str, Any]:
         from emim.inference.postprocess import DEFAULT, label_map
         from emim.inference.segment import predict_probabilities
+        from emim.inference.spacing import needs_resampling, rescale
         from emim.metrics import dice
 
         if not self.validation:
@@ -150,8 +160,12 @@ class SegmentationTask:
         device = next(self.model.parameters()).device
         scores = np.zeros((len(self.validation), len(self.regions)))
         for i, case in enumerate(self.validation):
-            probs = predict_probabilities(self.model, case.image, self.model.config.crop_size, self.overlap,
+            rescaled = needs_resampling(case.spacing, self.spacing)  # at the training spacing and back, as segment
+            image = rescale(case.image, case.spacing, self.spacing) if rescaled else case.image
+            probs = predict_probabilities(self.model, image, self.model.config.crop_size, self.overlap,
                                           self.sw_batch_size, device)
+            if rescaled:
+                probs = rescale(probs, self.spacing, case.spacing, shape=case.image.shape[1:])
             labels = label_map(probs, case.inside, case.spacing, self.regions, DEFAULT)
             predicted, truth = labels_to_regions(labels, self.regions), labels_to_regions(case.label, self.regions)
             scores[i] = [dice(predicted[c], truth[c]) for c in range(len(self.regions))]
@@ -204,7 +218,8 @@ def _cached_training(cases: list, config: FinetuneConfig, folder: Path, progress
     """This rank's training cases from the preprocessing cache, label values checked."""
     from emim.data.cache import CacheSettings, cached_cases
 
-    settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=True)
+    settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=True,
+                             spacing=config.spacing)
     entries = cached_cases(cases, settings, folder, progress)
     for case, entry in zip(cases, entries):
         _check_label_values(case, entry.label_values, config)
@@ -228,14 +243,23 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     from emim.inference.pretrained import load_pretrained_encoder
     from emim.train.batches import crop_batches
 
+    if config.init and config.pretrained:
+        raise EmimError("--init starts the whole network from a segmentation model and --pretrained only its encoder "
+                        "from a pretraining; give one of them")
     cases = find_cases(config.data)
     if config.val_cases is None:
         config = replace(config, val_cases=auto_val_cases(len(cases)))
     session = open_run(run_dir, config.device, config.train.seed, resume, progress)
     dist, run, device, progress = session.dist, session.run, session.device, session.progress
-    run.write_config(config.to_dict())
     model = EMIMUNETR(config.model, len(config.regions), config.feature_size)
     loaded_tensors, source = 0, None
+    if config.init and not resume:  # every tensor checked before any is loaded, before the run config is written
+        from emim.finetune.from_model import load_init_weights
+
+        loaded_tensors, source = load_init_weights(model, config.init)
+    run.write_config(config.to_dict())
+    if source:
+        run.log(f"loaded all {loaded_tensors} tensors (encoder, decoder, head) from {source}")
     if config.pretrained and not resume:  # on resume the checkpoint already holds the (fine-tuned) encoder
         loaded_tensors, source = load_pretrained_encoder(model.encoder, config.model, config.pretrained)
         run.log(f"loaded {loaded_tensors} encoder tensors from {source}")
@@ -244,7 +268,8 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
                         "to train on. Use fewer validation cases or add cases.")
     progress.event("start", command="finetune", run_dir=str(run.path), total=config.train.steps,
                    device=str(device), cases=len(cases), val_cases=config.val_cases, world_size=dist.world_size,
-                   pretrained=source, pretrained_tensors=loaded_tensors)
+                   pretrained=source, pretrained_tensors=loaded_tensors, init=bool(config.init),
+                   spacing=None if config.spacing is None else list(config.spacing))
     split = len(cases) - config.val_cases
     _require_labels(cases)
     folder = cache_folder(config.cache, run.path)
@@ -254,10 +279,13 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     if dist.is_main:  # the median spacing of the main rank's training cases (under torchrun: its shard)
         write_cases_file(run, [c.case_id for c in cases[:split]], [c.case_id for c in cases[split:]],
                          [entry.spacing for entry in shard])
-    run.log(f"fine-tuning on {split} cases ({len(shard)} on this rank), validating on "
+    at = (f"resampled to {' x '.join(f'{v:g}' for v in config.spacing)} mm" if config.spacing is not None else
+          "at their own spacing")
+    run.log(f"fine-tuning on {split} cases ({len(shard)} on this rank) {at}, validating on "
             f"{[c.case_id for c in cases[split:]]}, cache {folder}, device {device}")
     task = SegmentationTask(model, config.regions, validation, config.freeze_encoder_steps, config.overlap,
-                            config.sw_batch_size, config.modality_dropout, config.train.seed, dist.rank)
+                            config.sw_batch_size, config.modality_dropout, config.train.seed, dist.rank,
+                            spacing=config.spacing)
 
     def batches(start_step: int):
         return crop_batches(shard, config.model.crop_size, config.batch_size, with_label=True,

@@ -33,6 +33,8 @@ class PretrainedWeights:
     source: Path
     step: int | None
     spec: ModalitySpec  # how input files are matched to the modalities (names, titles, patterns)
+    task: str = "pretraining"  # a model folder's task, or a run's command ("pretrain" is "pretraining")
+    spacing: tuple[float, float, float] | None = None  # the voxel size the cases were resampled to, when recorded
 
 
 def _run_config(run_dir: Path, checkpoint: Path) -> dict[str, Any]:
@@ -59,12 +61,16 @@ def _from_checkpoint(checkpoint: Path, run_dir: Path) -> PretrainedWeights:
     if not isinstance(state.get("model"), dict):
         raise EmimError(f"{checkpoint} holds no model weights; point to a run folder's checkpoints/last.pt")
     model = ModelConfig.from_dict(config["model"])
+    command = config.get("command", "pretrain")
+    spacing = config.get("spacing")
     try:
         spec = dataset_spec(config.get("data", "")).select(model.modalities)
     except EmimError:  # the training datalist changed since; names still match themselves
         spec = ModalitySpec.from_metadata(list(model.modalities))
     return PretrainedWeights(state["model"], model, config.get("normalization", "zscore-nonzero"),
-                             config.get("mask"), checkpoint, int(state.get("step", 0)), spec)
+                             config.get("mask"), checkpoint, int(state.get("step", 0)), spec,
+                             "pretraining" if command == "pretrain" else command,
+                             tuple(float(v) for v in spacing) if spacing else None)
 
 
 def read_pretrained(source: str | Path) -> PretrainedWeights:
@@ -82,10 +88,12 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
             config = ModelConfig.from_dict(metadata["model_config"])
         except (ValueError, TypeError, KeyError) as error:
             raise unbuildable(path, error) from None
+        spacing = preprocessing.get("spacing")
         return PretrainedWeights(state, config,
                                  preprocessing.get("normalization", "zscore-nonzero"), provenance.get("mask"),
                                  path, provenance.get("steps"),
-                                 ModalitySpec.from_metadata(metadata["modalities"]))
+                                 ModalitySpec.from_metadata(metadata["modalities"]), metadata["task"],
+                                 tuple(float(v) for v in spacing) if spacing else None)
     if path.is_dir() and (path / CONFIG_FILE).is_file():
         checkpoint = path / LAST_CHECKPOINT
         if not checkpoint.is_file():

@@ -19,12 +19,9 @@ from emim.pretrain.task import PretrainTask
 from emim.train.batches import crop_batches
 from emim.train.runfolder import RunFolder
 from emim.train.session import open_run, train_run
+from emim.pretrain.recipes import HELDOUT_CROPS, INIT_LR_SHARE, RECIPES  # noqa: F401 (defined once there)
 from emim.train.trainer import TrainSettings
 
-# Per preset, the learning rate and batch that pretraining starts from (docs/pretraining-recipe.md): `tiny` measured
-# on the real BraTS mini cases (CPU); `small` and `base` keep MAE's 1.5e-4 until a GPU run measures them.
-RECIPES: dict[str, tuple[float, int]] = {"tiny": (3e-3, 4), "small": (1.5e-4, 2), "base": (1.5e-4, 2)}
-HELDOUT_CROPS = 8  # fixed crops the collapse diagnostics are measured on
 HELDOUT_CROP_SEED = 20240716
 
 
@@ -46,6 +43,8 @@ class PretrainConfig:
     device: str = "auto"
     cache: str | None = None  # preprocessing cache folder; None: `emim-cache` beside the run folder
     extra: dict[str, Any] = field(default_factory=dict)
+    init: dict[str, Any] | None = None  # the pretraining the whole network starts from (`init_config`)
+    spacing: tuple[float, float, float] | None = None  # voxel size (mm, RAS) cases are resampled to; None: their own
 
     def to_dict(self) -> dict[str, Any]:
         return {"command": "pretrain", "engine_version": __version__, "data": self.data,
@@ -54,7 +53,8 @@ class PretrainConfig:
                 "pbt_off_diagonal": self.pbt_off_diagonal, "normalization": self.normalization,
                 "resample": self.resample, "heldout_cases": self.heldout_cases,
                 "heldout_crops": self.heldout_crops, "workers": self.workers,
-                "device": self.device, "cache": self.cache}
+                "device": self.device, "cache": self.cache, "init": self.init,
+                "spacing": None if self.spacing is None else [float(v) for v in self.spacing]}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PretrainConfig":
@@ -66,7 +66,8 @@ class PretrainConfig:
                    pbt_off_diagonal=data["pbt_off_diagonal"], normalization=data["normalization"],
                    resample=data["resample"], heldout_cases=data["heldout_cases"],
                    heldout_crops=data.get("heldout_crops", HELDOUT_CROPS), workers=data["workers"],
-                   device=data["device"], cache=data.get("cache"))
+                   device=data["device"], cache=data.get("cache"), init=data.get("init"),
+                   spacing=tuple(float(v) for v in data["spacing"]) if data.get("spacing") else None)
 
 
 def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[str] | None = None,
@@ -78,6 +79,85 @@ def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[st
     model = preset(preset_name, modalities=names, **model_overrides)
     lr, batch_size = RECIPES[preset_name]
     return PretrainConfig(data=str(data), model=model, train=TrainSettings(lr=lr), batch_size=batch_size)
+
+
+def _preset_of(model: ModelConfig) -> str:
+    """The preset whose encoder `model` has (for its recipe), else `base`."""
+    from emim.config import PRESETS
+
+    return next((name for name, p in PRESETS.items() if (p.embed_dim, p.depth, p.num_heads) ==
+                 (model.embed_dim, model.depth, model.num_heads)), "base")
+
+
+def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
+                crop_size: Sequence[int] | None = None) -> PretrainConfig:
+    """The config of continuing the pretraining `source` (a shipped pretraining's name, a pretraining model folder,
+    run folder or checkpoint) on `data`: its model config (encoder and decoder), normalisation and recorded voxel size,
+    the preset's batch at `INIT_LR_SHARE` of its learning rate, and `init` recording what it starts from (with the
+    SHA-256 of its weights file). Refuses a source that is not a pretraining, or data with other modalities."""
+    from emim.data.cases import dataset_spec
+    from emim.inference.pretrained import read_pretrained
+    from emim.train.init import check_modalities, described
+
+    weights = read_pretrained(source)
+    folder, what = weights.source, described(source, weights.source)
+    if weights.task != "pretraining":
+        hint = (f" To fine-tune this segmentation model, use `emim finetune DATA --init {source}`."
+                if weights.task in ("segmentation", "finetune") else "")
+        raise EmimError(f"{what} is a {weights.task} model, not an E-MIM pretraining: pretrain --init continues a "
+                        "pretraining (encoder and reconstruction decoder), a shipped one "
+                        f"(EMIM-starter-tiny-pretraining), a pretraining run folder or its model folder.{hint}")
+    names = list(modalities) if modalities else list(dataset_spec(data).names)
+    check_modalities(names, weights.config.modalities, f"the pretraining {what}")
+    model = weights.config
+    if crop_size:
+        try:
+            model = replace(model, crop_size=tuple(crop_size))
+        except ValueError as error:
+            raise EmimError(f"--crop: {error}") from None
+    lr, batch_size = RECIPES[_preset_of(model)]
+    return PretrainConfig(data=str(data), model=model, train=TrainSettings(lr=lr * INIT_LR_SHARE),
+                          batch_size=batch_size, normalization=weights.normalization, spacing=weights.spacing,
+                          init={"model": str(source), "source": str(folder), "step": weights.step,
+                                "sha256": _weights_sha256(folder)})
+
+
+def _weights_sha256(source: Path) -> str:
+    """The SHA-256 of a model folder's weights (as its metadata records) or of a checkpoint file."""
+    from emim.modelfile import load_metadata
+    from emim.train.init import file_sha256
+
+    source = Path(source)
+    if source.is_file() and source.suffix != ".json" and source.name != "model.safetensors":
+        return file_sha256(source)
+    return load_metadata(source)["sha256"]
+
+
+def load_init_weights(model: EMIMPretrainer, init: dict[str, Any]) -> tuple[int, str]:
+    """Load the encoder and MIM decoder of the pretraining recorded in `init` into `model` after checking that it is
+    the one the run was configured with and that every tensor fits; the Barlow Twins projectors too when the source
+    holds them (a run's checkpoint; a model folder does not). Returns (tensors loaded, description)."""
+    from emim.inference.pretrained import read_pretrained
+    from emim.train.init import check_tensors, described
+
+    weights = read_pretrained(init["source"])
+    what = described(init["model"], weights.source)
+    if _weights_sha256(weights.source) != init["sha256"]:
+        raise EmimError(f"the pretraining {what} changed since this run was configured (SHA-256 of its weights); "
+                        "start a new run from it.")
+    own = {k: v for k, v in model.state_dict().items() if k.startswith(("encoder.", "decoder."))}
+    projectors = {k: v for k, v in model.state_dict().items() if k.startswith("pbt.")}
+    theirs = {k: v for k, v in weights.state.items() if k.startswith(("encoder.", "decoder."))}
+    check_tensors(own, theirs, f"the pretraining {what}",
+                  "Continue a pretraining on the modalities and model size it was made with.")
+    their_projectors = {k: v for k, v in weights.state.items() if k.startswith("pbt.")}
+    if their_projectors and {k: tuple(v.shape) for k, v in their_projectors.items()} == \
+            {k: tuple(v.shape) for k, v in projectors.items()}:
+        theirs.update(their_projectors)
+    model.load_state_dict(theirs, strict=False)
+    step = f", step {weights.step}" if weights.step is not None else ""
+    fresh = "" if len(theirs) > len(own) else "; the Barlow Twins projectors start fresh"
+    return len(theirs), f"{what} ({len(theirs)} tensors{step}{fresh})"
 
 
 def heldout_crops(boxes: Sequence[np.ndarray], crop_size: Sequence[int], count: int,
@@ -115,15 +195,23 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
 
     session = open_run(run_dir, config.device, config.train.seed, resume, progress)
     dist, run, device, progress = session.dist, session.run, session.device, session.progress
+    model = EMIMPretrainer(config.model, config.pbt_levels, config.pbt_weight, config.pbt_off_diagonal)
+    source = None
+    if config.init and not resume:  # every tensor checked before any is loaded (on resume the checkpoint holds them)
+        source = load_init_weights(model, config.init)[1]
     run.write_config(config.to_dict())
+    if source:
+        run.log(f"continuing the pretraining {source}")
     cases = find_cases(config.data)
     if not cases:
         raise EmimError(f"no cases found in {config.data}; run `emim check-data {config.data}`")
     progress.event("start", command="pretrain", run_dir=str(run.path), total=config.train.steps,
-                   device=str(device), cases=len(cases), world_size=dist.world_size)
+                   device=str(device), cases=len(cases), world_size=dist.world_size, init=source,
+                   spacing=None if config.spacing is None else list(config.spacing))
     heldout_count = max(min(config.heldout_cases, len(cases) - 1), 0)
     train_cases = cases[: len(cases) - heldout_count]
-    settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=False)
+    settings = CacheSettings(config.model.modalities, config.normalization, config.resample, with_label=False,
+                             spacing=config.spacing)
     folder = cache_folder(config.cache, run.path)
     def prepare() -> tuple[list, torch.Tensor]:
         shard = cached_cases(session.shard(train_cases), settings, folder, progress)
@@ -134,9 +222,10 @@ def run_pretraining(config: PretrainConfig, run_dir: str | Path, resume: bool = 
         return shard, heldout_crops(boxes, config.model.crop_size, config.heldout_crops)
 
     shard, heldout = session.prepare(prepare)
-    run.log(f"pretraining on {len(train_cases)} cases ({len(shard)} on this rank), diagnostics on {len(heldout)} "
-            f"fixed crops, cache {folder}, device {device}")
-    model = EMIMPretrainer(config.model, config.pbt_levels, config.pbt_weight, config.pbt_off_diagonal)
+    at = (f"resampled to {' x '.join(f'{v:g}' for v in config.spacing)} mm" if config.spacing is not None else
+          "at their own spacing")
+    run.log(f"pretraining on {len(train_cases)} cases ({len(shard)} on this rank) {at}, diagnostics on "
+            f"{len(heldout)} fixed crops, cache {folder}, device {device}")
     task = PretrainTask(model, config.mask, heldout, seed=config.train.seed, rank=dist.rank,
                         log_every=config.train.log_every, warmup_steps=config.train.warmup_steps,
                         total_steps=config.train.steps)

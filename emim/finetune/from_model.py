@@ -1,0 +1,114 @@
+"""`emim finetune DATA --init MODEL`: fine-tune a whole segmentation model (encoder, UNETR decoder, head) on the
+user's labelled cases, instead of a new decoder over a pretrained encoder.
+
+The model's metadata gives everything the network and its inputs were built with: the model config, the decoder
+width, the output regions and labels, the modalities with their file patterns, the normalisation and the voxel size
+it was trained at. So the user repeats none of them, and the checks here refuse a data set the model cannot mean
+anything on (other modalities or order, other output regions) before a run folder is made. At the start of the run
+the weights are read again (checked against the SHA-256 recorded in the run config) and every tensor is compared with
+the network's before any is loaded.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from emim.errors import EmimError
+
+FIX = ("Start from a model built for this network, or leave the options that change it (--feature-size, --preset, "
+       "--crop for a model whose weights depend on it) out.")
+
+
+def _regions_shown(regions: Sequence[dict]) -> str:
+    return "[" + ", ".join(f"{r['name']} (labels {', '.join(str(v) for v in r['labels'])})" for r in regions) + "]"
+
+
+def check_labels(data_regions: Sequence[dict], model_regions: Sequence[dict], what: str, data: str) -> None:
+    """Refuse data whose label set makes other output regions than the model's (names and the labels of each)."""
+    def key(regions: Sequence[dict]) -> list[tuple[str, list[int]]]:
+        return [(str(r["name"]), sorted(int(v) for v in r["labels"])) for r in regions]
+
+    if key(data_regions) != key(model_regions):
+        raise EmimError(f"the model {what} segments {_regions_shown(model_regions)} but the data's labels give "
+                        f"{_regions_shown(data_regions)} ({data}). --init keeps the model's output regions: give "
+                        "cases labelled as the model's (for BraTS: 1 necrotic core, 2 edema, 3 enhancing tumour), or "
+                        "leave --init out to train a new head for these labels.")
+
+
+def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] | None = None,
+                crop_size: Sequence[int] | None = None):
+    """The FinetuneConfig of fine-tuning the segmentation model `model` (a shipped model's name or a model folder) on
+    `data`: the model's network, regions, labels, modalities, normalisation and spacing, with `init` recording which
+    model (and its SHA-256) the run starts from. The training options are `FinetuneConfig`'s; the command line fills
+    them from `INIT_RECIPE`."""
+    from dataclasses import replace
+
+    from emim.config import ModelConfig
+    from emim.data.cases import dataset_spec
+    from emim.finetune.segmentation import DEFAULT_FEATURE_SIZE, FinetuneConfig, label_set
+    from emim.inference.model_folder import unbuildable
+    from emim.modelfile import load_metadata, model_folder
+    from emim.train.init import check_modalities, described
+
+    folder = model_folder(model)
+    metadata = load_metadata(folder)
+    what = described(model, folder)
+    if metadata["task"] != "segmentation":
+        kind = {"pretraining": "an E-MIM pretraining (encoder and reconstruction decoder)",
+                "classification": "a case classifier"}.get(metadata["task"], f"a {metadata['task']} model")
+        hint = (f" To start only the encoder from this pretraining, use --pretrained {model} instead."
+                if metadata["task"] == "pretraining" else "")
+        raise EmimError(f"{what} is {kind}, not a segmentation model: finetune --init starts the whole network "
+                        "(encoder, decoder and head) from a segmentation model, a shipped one (EMIM-starter-tiny) or "
+                        f"a folder that `emim export` wrote from a fine-tuning run.{hint}")
+    model_names = [m["name"] for m in metadata["modalities"]]
+    data_names = list(modalities) if modalities else list(dataset_spec(data).names)
+    check_modalities(data_names, model_names, f"the model {what}")
+    _, data_regions = label_set(data, data_names)
+    check_labels(data_regions, metadata["regions"], what, str(data))
+    try:
+        config = ModelConfig.from_dict(metadata["model_config"])
+    except (ValueError, TypeError, KeyError) as error:
+        raise unbuildable(folder, error) from None
+    if list(config.modalities) != model_names:
+        raise EmimError(f"{folder}: its metadata lists the modalities {model_names} but its network takes "
+                        f"{list(config.modalities)}; re-export the model.")
+    if crop_size:
+        try:
+            config = replace(config, crop_size=tuple(crop_size))
+        except ValueError as error:
+            raise EmimError(f"--crop: {error}") from None
+    network = metadata.get("network") or {}
+    preprocessing = metadata.get("preprocessing") or {}
+    missing = (metadata.get("inference") or {}).get("missing_modalities") or {}
+    spacing = preprocessing.get("spacing")
+    return FinetuneConfig(
+        data=str(data), model=config, modalities=tuple(metadata["modalities"]), labels=tuple(metadata["labels"]),
+        regions=tuple(metadata["regions"]),
+        feature_size=int(network.get("feature_size") or DEFAULT_FEATURE_SIZE.get("tiny")),
+        normalization=preprocessing.get("normalization", "zscore-nonzero"),
+        modality_dropout=float(missing.get("modality_dropout", 0.0)),
+        spacing=tuple(float(v) for v in spacing) if spacing else None,
+        init={"model": str(model), "folder": str(folder), "name": metadata.get("name"),
+              "sha256": metadata["sha256"]})
+
+
+def load_init_weights(network: torch.nn.Module, init: dict[str, Any]) -> tuple[int, str]:
+    """Load the whole model recorded in `init` into `network`, after checking that it is the model the run was
+    configured with (SHA-256) and that every tensor's name and shape fit. Returns (tensors loaded, description)."""
+    from emim.modelfile import load_model
+    from emim.train.init import check_tensors, described
+
+    folder = Path(init["folder"])
+    state, metadata = load_model(folder)
+    what = described(init["model"], folder)
+    if metadata["sha256"] != init["sha256"]:
+        raise EmimError(f"the model {what} changed since this run was configured (its weights' SHA-256 is "
+                        f"{metadata['sha256'][:12]}..., the run config records {init['sha256'][:12]}...); start a new "
+                        "run from it.")
+    check_tensors(network.state_dict(), state, f"the model {what}", FIX)
+    network.load_state_dict(state)
+    return len(state), f"{what} (sha256 {metadata['sha256'][:12]})"
