@@ -1,12 +1,14 @@
 """The README's main command, shortened: every stage runs and leaves its report, picture and evaluation."""
 
 import csv
+import json
 
 import nibabel as nib
 import numpy as np
 
 from emim.demo import run_demo
 from emim.progress import Progress
+from emim.train.runfolder import read_metrics
 
 
 def test_demo_runs_every_stage_and_writes_report_and_picture(tmp_path):
@@ -15,6 +17,13 @@ def test_demo_runs_every_stage_and_writes_report_and_picture(tmp_path):
     text = report.read_text()
     for stage in ("sample data", "check data", "pretraining", "fine-tuning", "segmentation", "evaluation"):
         assert f"| {stage} |" in text
+    # the pretraining continues the shipped one (whole network), and the report says how far from collapse it ends
+    config = json.loads((out / "runs" / "pretrain" / "config.json").read_text())
+    assert config["init"]["model"] == "EMIM-starter-tiny-pretraining"
+    last = [r for r in read_metrics(out / "runs" / "pretrain" / "metrics.jsonl") if r["kind"] == "eval"][-1]
+    assert (f"held-out reconstruction loss {last['heldout_rec_loss']:.3f} at step 2 against a collapsed loss of "
+            f"{last['heldout_collapsed_loss_sample']:.3f}, ratio {last['heldout_loss_ratio']:.2f}") in text
+    assert last["heldout_loss_ratio"] < 0.95  # the shipped pretraining is far from the collapsed solution
     assert (out / "demo.png").stat().st_size > 10_000
     (unseen,) = (out / "unseen").iterdir()
     prediction = nib.load(out / "prediction" / f"{unseen.name}.nii.gz")
