@@ -14,12 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
-
 from emim.errors import EmimError
-
-FIX = ("Start from a model built for this network, or leave the options that change it (--feature-size, --preset, "
-       "--crop for a model whose weights depend on it) out.")
 
 
 def _regions_shown(regions: Sequence[dict]) -> str:
@@ -94,21 +89,3 @@ def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] |
         spacing=tuple(float(v) for v in spacing) if spacing else None,
         init={"model": str(model), "folder": str(folder), "name": metadata.get("name"),
               "sha256": metadata["sha256"]})
-
-
-def load_init_weights(network: torch.nn.Module, init: dict[str, Any]) -> tuple[int, str]:
-    """Load the whole model recorded in `init` into `network`, after checking that it is the model the run was
-    configured with (SHA-256) and that every tensor's name and shape fit. Returns (tensors loaded, description)."""
-    from emim.modelfile import load_model
-    from emim.train.init import check_tensors, described
-
-    folder = Path(init["folder"])
-    state, metadata = load_model(folder)
-    what = described(init["model"], folder)
-    if metadata["sha256"] != init["sha256"]:
-        raise EmimError(f"the model {what} changed since this run was configured (its weights' SHA-256 is "
-                        f"{metadata['sha256'][:12]}..., the run config records {init['sha256'][:12]}...); start a new "
-                        "run from it.")
-    check_tensors(network.state_dict(), state, f"the model {what}", FIX)
-    network.load_state_dict(state)
-    return len(state), f"{what} (sha256 {metadata['sha256'][:12]})"

@@ -254,9 +254,9 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     model = EMIMUNETR(config.model, len(config.regions), config.feature_size)
     loaded_tensors, source = 0, None
     if config.init and not resume:  # every tensor checked before any is loaded, before the run config is written
-        from emim.finetune.from_model import load_init_weights
+        from emim.train.init import load_init_model
 
-        loaded_tensors, source = load_init_weights(model, config.init)
+        loaded_tensors, source = load_init_model(model, config.init)
     run.write_config(config.to_dict())
     if source:
         run.log(f"loaded all {loaded_tensors} tensors (encoder, decoder, head) from {source}")

@@ -124,11 +124,12 @@ def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
 
 def _weights_sha256(source: Path) -> str:
     """The SHA-256 of a model folder's weights (as its metadata records) or of a checkpoint file."""
+    from emim.contract import WEIGHTS_FILE
     from emim.modelfile import load_metadata
     from emim.train.init import file_sha256
 
     source = Path(source)
-    if source.is_file() and source.suffix != ".json" and source.name != "model.safetensors":
+    if source.is_file() and source.suffix != ".json" and source.name != WEIGHTS_FILE:
         return file_sha256(source)
     return load_metadata(source)["sha256"]
 

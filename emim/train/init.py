@@ -73,3 +73,24 @@ def differing_fields(first: Any, second: Any, fields: Sequence[str]) -> list[str
 
     return [f"{name} {shown(getattr(first, name))} vs {shown(getattr(second, name))}" for name in fields
             if shown(getattr(first, name)) != shown(getattr(second, name))]
+
+
+INIT_FIX = ("Start from a model built for this network, or leave the options that change it (--feature-size, "
+            "--preset, --crop for a model whose weights depend on it) out.")
+
+
+def load_init_model(network: torch.nn.Module, init: dict[str, Any]) -> tuple[int, str]:
+    """Load the whole model recorded in `init` into `network`, after checking that it is the model the run was
+    configured with (SHA-256) and that every tensor's name and shape fit. Returns (tensors loaded, description)."""
+    from emim.modelfile import load_model
+
+    folder = Path(init["folder"])
+    state, metadata = load_model(folder)
+    what = described(init["model"], folder)
+    if metadata["sha256"] != init["sha256"]:
+        raise EmimError(f"the model {what} changed since this run was configured (its weights' SHA-256 is "
+                        f"{metadata['sha256'][:12]}..., the run config records {init['sha256'][:12]}...); start a new "
+                        "run from it.")
+    check_tensors(network.state_dict(), state, f"the model {what}", INIT_FIX)
+    network.load_state_dict(state)
+    return len(state), f"{what} (sha256 {metadata['sha256'][:12]})"
