@@ -227,7 +227,7 @@ def test_a_missing_flair_with_the_dropout_model_and_filled_by_the_pretraining(pa
     assert ui.applyButton.enabled
 
 
-def test_check_pretrain_stop_resume_and_export_by_clicks(panels, brats_mini, tmp_path):
+def test_check_pretrain_stop_resume_finetune_and_export_by_clicks(panels, brats_mini, tmp_path):
     widget = panels.open("EMIMTraining")
     ui, node = widget.ui, widget.logic.getParameterNode()
     ui.dataPathLineEdit.currentPath = str(brats_mini)  # as typed or browsed
@@ -236,6 +236,7 @@ def test_check_pretrain_stop_resume_and_export_by_clicks(panels, brats_mini, tmp
     assert ui.dataTableView.model().rowCount() == 3, ui.dataSummaryLabel.text
     assert "masks:" in ui.dataSummaryLabel.text  # the collapse report, for pretraining
     ui.runFolderPathLineEdit.currentPath = str(tmp_path / "run")
+    ui.startFromComboBox.currentIndex = ui.startFromComboBox.findText("pretraining")  # the shipped one, continued
     ui.presetComboBox.currentIndex = ui.presetComboBox.findText("tiny")
     ui.cropLineEdit.setText("32")
     ui.cropLineEdit.editingFinished.emit()
@@ -248,6 +249,7 @@ def test_check_pretrain_stop_resume_and_export_by_clicks(panels, brats_mini, tmp
     panels.wait(lambda: widget.controller.job is not None and (widget.controller.job.step or 0) >= 20, 240)
     assert ui.chartSelector.currentNode() is not None and ui.progressBar.value > 0
     assert ui.stopButton.enabled and not ui.startButton.enabled
+    assert "--init EMIM-starter-tiny-pretraining" in ui.logTextEdit.toPlainText()
     snap(panels, "EMIMTraining", "training-running")
     if SCREENSHOTS:
         from EMIMTrainingLib.chart_render import render_charts_png
@@ -260,9 +262,18 @@ def test_check_pretrain_stop_resume_and_export_by_clicks(panels, brats_mini, tmp
     ui.resumeButton.click()
     panels.wait(lambda: widget.controller.job is None, 240)
     assert ui.progressLabel.text == "Finished.", ui.logTextEdit.toPlainText()[-2000:]
+
+    ui.taskComboBox.currentIndex = ui.taskComboBox.findText("finetune")  # fine-tune from this pretraining
+    ui.pretrainedPathLineEdit.currentPath = str(tmp_path / "run")
+    ui.runFolderPathLineEdit.currentPath = str(tmp_path / "finetune")
+    ui.stepsSpinBox.value, ui.valCasesSpinBox.value = 6, 0
+    ui.startButton.click()
+    panels.wait(lambda: widget.controller.job is None, 240)
+    assert ui.progressLabel.text == "Finished.", ui.logTextEdit.toPlainText()[-2000:]
+    assert f"--pretrained {tmp_path / 'run'}" in ui.logTextEdit.toPlainText()
     ui.exportFolderPathLineEdit.currentPath = str(tmp_path / "model")
     ui.exportButton.click()  # exports and hands the model on (Slicer's testing mode answers "No" to "Open now?")
     assert (tmp_path / "model" / "metadata.json").is_file(), ui.logTextEdit.toPlainText()[-1500:]
     segmentation = panels.open("EMIMSegmentation")
     assert segmentation.logic.getParameterNode().model == str(tmp_path / "model")
-    assert segmentation.ui.modelInfoLabel.text.startswith(segmentation.controller.model.name)
+    assert segmentation.controller.model.task == "segmentation"
