@@ -154,3 +154,18 @@ def case_inputs(args: argparse.Namespace, spec, allow_missing: bool = False):
     if args.image:
         return [case_from_images(dict(args.image), spec, allow_missing)]
     return resolve_cases(args.inputs, spec)
+
+
+def spacing_from_args(args: argparse.Namespace, action: str):
+    """The voxel size of `--spacing` (None: the model's, or each case's with `--native-spacing`), or an EmimError
+    naming the option; `action` is what the spacing is for ("train", "pretrain")."""
+    from emim.errors import EmimError
+    from emim.inference.spacing import parse_spacing
+
+    if args.spacing and args.native_spacing:
+        raise EmimError(f"--spacing sets the voxel size to {action} at and --native-spacing keeps each case's own; "
+                        "give one of them")
+    try:
+        return parse_spacing(args.spacing) if args.spacing else None
+    except ValueError as error:
+        raise EmimError(f"--spacing: {error}") from None

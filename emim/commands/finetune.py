@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from emim.commands.arguments import add_training_arguments, train_settings
+from emim.commands.arguments import add_training_arguments, spacing_from_args, train_settings
 from emim.progress import Progress
 
 
@@ -92,20 +92,13 @@ def config_from_args(args: argparse.Namespace):
     from emim.errors import EmimError
     from emim.finetune.recipes import INIT_RECIPE, SCRATCH_RECIPE
     from emim.finetune.segmentation import default_config
-    from emim.inference.spacing import parse_spacing
 
     if args.modality_dropout is not None and not 0 <= args.modality_dropout <= 1:
         raise EmimError(f"--modality-dropout is a probability between 0 and 1, got {args.modality_dropout}")
     if args.init and args.pretrained:
         raise EmimError("--init starts the whole network from a segmentation model and --pretrained only its encoder "
                         "from a pretraining; give one of them")
-    if args.spacing and args.native_spacing:
-        raise EmimError("--spacing sets the voxel size to train at and --native-spacing keeps each case's own; give "
-                        "one of them")
-    try:
-        spacing = parse_spacing(args.spacing) if args.spacing else None
-    except ValueError as error:
-        raise EmimError(f"--spacing: {error}") from None
+    spacing = spacing_from_args(args, "train")
 
     modalities = args.modalities.split(",") if args.modalities else None
     if args.init:

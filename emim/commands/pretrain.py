@@ -10,7 +10,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import replace
 
-from emim.commands.arguments import add_mask_arguments, add_training_arguments, mask_config, train_settings
+from emim.commands.arguments import (add_mask_arguments, add_training_arguments, mask_config, spacing_from_args,
+                                     train_settings)
 from emim.progress import Progress
 
 
@@ -73,16 +74,9 @@ def _init_base(args: argparse.Namespace, modalities):
 def config_from_args(args: argparse.Namespace):
     from emim.config import DECODER_FILLS
     from emim.errors import EmimError
-    from emim.inference.spacing import parse_spacing
     from emim.pretrain.run import default_config
 
-    if args.spacing and args.native_spacing:
-        raise EmimError("--spacing sets the voxel size to pretrain at and --native-spacing keeps each case's own; "
-                        "give one of them")
-    try:
-        spacing = parse_spacing(args.spacing) if args.spacing else None
-    except ValueError as error:
-        raise EmimError(f"--spacing: {error}") from None
+    spacing = spacing_from_args(args, "pretrain")
     modalities = args.modalities.split(",") if args.modalities else None
     if args.init:
         base = _init_base(args, modalities)
