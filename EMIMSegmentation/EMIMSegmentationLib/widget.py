@@ -74,7 +74,8 @@ class WidgetController:
     # -- model lists -------------------------------------------------------------------------------------------------
 
     def recentModels(self) -> list[str]:
-        return [str(p) for p in (qt.QSettings().value(RECENT_MODELS_KEY) or []) if p]
+        stored = qt.QSettings().value(RECENT_MODELS_KEY) or []
+        return [str(p) for p in ([stored] if isinstance(stored, str) else stored) if p]  # one entry reads as a str
 
     def listModels(self) -> None:
         """The model list: shipped models by name, then recent folders; the fill list: None and the pretrainings."""
