@@ -125,7 +125,6 @@ class TrainingSettings:
                 args += ["--labels", str(self.labels_csv), "--val-fraction", str(self.val_fraction)]
         return args + [str(a) for a in self.extra]
 
-
     def start_arguments(self) -> list[str]:
         """`--init` (the whole network) or `--pretrained` (the encoder) for what the run starts from."""
         if self.start_from == START_NOTHING:
