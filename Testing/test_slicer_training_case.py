@@ -56,3 +56,36 @@ def test_an_existing_case_is_never_overwritten_and_unknown_segments_are_refused(
     with pytest.raises(EMIMSegmentationError, match="Case name"):
         logic.addTrainingCase(inputs, segmentation, MODEL, tmp_path / "cases", "../escape")
     assert sorted(p.name for p in (tmp_path / "cases").iterdir()) == ["taken"]
+
+
+def test_segment_correct_add_adapt_and_segment_again_on_a_real_case(slicer_app, brats_mini, tmp_path):
+    """The loop of issue #25 on one real mini case: the starter segments it, the labels are corrected (here: the
+    reference labels painted over the result), the case is added, the starter is adapted to it for a few steps
+    (Start from: model, the whole network) and the adapted model segments the case again. Whether adapting pays
+    off is bench/label_efficiency.py's question; this test checks that the loop's parts fit."""
+    import sys
+
+    if str(REPO / "EMIMTraining") not in sys.path:
+        sys.path.insert(0, str(REPO / "EMIMTraining"))
+    from conftest import SMALLEST_CASE
+    from EMIMTrainingLib.logic import TrainingLogic
+    from EMIMTrainingLib.settings import START_MODEL, TrainingSettings
+
+    logic = SegmentationLogic()
+    inputs = logic.loadCase(brats_mini / SMALLEST_CASE, MODEL)
+    result = logic.segment(inputs, MODEL, device="cpu")
+    truth = next((brats_mini / SMALLEST_CASE).glob("*-seg.nii.gz"))
+    corrected = import_label_file(truth, inputs["t1n"], logic.readModel(MODEL).labels, segmentation=result)
+    case = logic.addTrainingCase(inputs, corrected, MODEL, tmp_path / "cases", "corrected-01404")
+    assert np.array_equal(np.asarray(nib.load(case / "corrected-01404-seg.nii.gz").dataobj),
+                          np.asarray(nib.load(truth).dataobj))
+    training = TrainingLogic()
+    settings = TrainingSettings(task="finetune", data=str(tmp_path / "cases"), run=str(tmp_path / "run"),
+                                start_from=START_MODEL, steps=3, val_cases=0, device="cpu", eval_every=10,
+                                checkpoint_every=3, learning_rate=2e-4)
+    job = training.start(settings, waitForCompletion=True)
+    assert job.state == "succeeded", job.error
+    adapted = training.exportModel(tmp_path / "run", tmp_path / "adapted")
+    again = logic.segment(inputs, adapted, device="cpu")
+    assert logic.readModel(adapted).provenance["init"]["model"] == MODEL
+    assert again.GetSegmentation().GetNumberOfSegments() == len(logic.readModel(adapted).labels)

@@ -28,7 +28,7 @@ from EMIMTrainingLib.settings import START_PRETRAINING, TrainingSettings, traini
 from emim.contract import FINETUNE, FINETUNE_CLASSIFIER, PRETRAIN  # noqa: E402
 from EMIMTrainingLib.training_job import STOPPED  # noqa: E402
 
-STEPS = 200  # long enough that the test can stop it part-way, even on a quiet machine (~30 ms a step)
+STEPS = 100  # long enough that the test can stop it part-way (after step 10), even on a quiet machine (~30 ms a step)
 TIMEOUT_S = 240
 
 
