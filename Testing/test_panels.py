@@ -144,7 +144,8 @@ def test_segment_the_sample_case_by_clicks_leaving_and_reentering_while_it_runs(
     segmentation.logic.getParameterNode().trainingCases = tmp_path / "my-cases"  # after a correction, add the case
     ui.addTrainingCaseButton.click()
     assert ui.statusLabel.text.startswith("Added"), ui.statusLabel.text
-    assert (tmp_path / "my-cases" / "BraTS-SYN-00001-000-corrected" / "BraTS-SYN-00001-000-corrected-seg.nii.gz").is_file()
+    added = tmp_path / "my-cases" / "BraTS-SYN-00001-000-corrected"
+    assert (added / "BraTS-SYN-00001-000-corrected-seg.nii.gz").is_file()
     if SCREENSHOTS:
         from slicer_scene import render_slice_png
 
@@ -182,8 +183,8 @@ def test_closing_the_scene_cancels_a_running_segmentation(panels, segmentation):
     panels.headless.scene.Clear(0)  # File > Close Scene: the inputs are gone
     panels.wait(lambda: segmentation.controller.job is None, 120)
     assert segmentation.ui.statusLabel.text == "Cancelled."
-    assert not [n for n in (panels.headless.scene.GetNthNode(i) for i in range(panels.headless.scene.GetNumberOfNodes()))
-                if n.IsA("vtkMRMLSegmentationNode")]
+    scene = panels.headless.scene
+    assert not scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode")
 
 
 def test_the_masked_reconstruction_view_of_the_shipped_pretraining(panels, segmentation):

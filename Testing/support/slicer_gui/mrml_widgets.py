@@ -100,7 +100,8 @@ class qMRMLNodeComboBox(QWidget):
             self._scene.RemoveObserver(tag)
         self._scene, self._tags = scene, []
         if scene is not None:
-            self._tags = [scene.AddObserver(getattr(scene, event), lambda *a: self._refresh()) for event in SCENE_EVENTS]
+            self._tags = [scene.AddObserver(getattr(scene, event), lambda *a: self._refresh())
+                          for event in SCENE_EVENTS]
         self._refresh()
 
     def nodes(self) -> list:
@@ -118,7 +119,8 @@ class qMRMLNodeComboBox(QWidget):
         for node, tag in self._nodeTags:
             node.RemoveObserver(tag)
         nodes = self.nodes()
-        self._nodeTags = [(node, node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._onNodeModified)) for node in nodes]
+        self._nodeTags = [(node, node.AddObserver(vtk.vtkCommand.ModifiedEvent, self._onNodeModified))
+                          for node in nodes]
         entries = ([(self.NONE, "None")] if self._noneEnabled else []) + [(n.GetID(), n.GetName()) for n in nodes]
         if self._addEnabled and self._nodeTypes:
             entries.append((self.CREATE, f"Create new {self._nodeTypes[0].replace('vtkMRML', '').replace('Node', '')}"))
