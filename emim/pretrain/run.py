@@ -126,7 +126,7 @@ def _weights_sha256(source: Path) -> str:
     """The SHA-256 of a model folder's weights (as its metadata records) or of a checkpoint file."""
     from emim.contract import WEIGHTS_FILE
     from emim.modelfile import load_metadata
-    from emim.train.init import file_sha256
+    from emim.inference.report import file_sha256
 
     source = Path(source)
     if source.is_file() and source.suffix != ".json" and source.name != WEIGHTS_FILE:

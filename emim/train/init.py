@@ -6,7 +6,6 @@ differs instead of being half loaded.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,14 +20,6 @@ def described(given: str | Path, folder: Path) -> str:
     from emim.bundled import bundled_model
 
     return str(given) if isinstance(given, str) and bundled_model(given) == folder else str(folder)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def check_modalities(data: Sequence[str], model: Sequence[str], what: str) -> None:
