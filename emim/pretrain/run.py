@@ -125,8 +125,8 @@ def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
 def _weights_sha256(source: Path) -> str:
     """The SHA-256 of a model folder's weights (as its metadata records) or of a checkpoint file."""
     from emim.contract import WEIGHTS_FILE
-    from emim.modelfile import load_metadata
     from emim.inference.report import file_sha256
+    from emim.modelfile import load_metadata
 
     source = Path(source)
     if source.is_file() and source.suffix != ".json" and source.name != WEIGHTS_FILE:
