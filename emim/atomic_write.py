@@ -73,3 +73,17 @@ def write_file(path: Path, content: Content) -> Path:
         temporary.unlink(missing_ok=True)
         raise
     return Path(path)
+
+
+def write_files(files: dict[Path, Content]) -> None:
+    """Write several files all-or-nothing: every temporary first, then the renames in `files`' order (put the file
+    whose absence readers notice first); on a failure no temporary is left behind."""
+    temporaries: list[tuple[Path, Path]] = []
+    try:
+        for path, content in files.items():
+            temporaries.append((write_temporary(path, content), Path(path)))
+        for temporary, path in temporaries:
+            replace_into(temporary, path)
+    finally:
+        for temporary, _ in temporaries:
+            temporary.unlink(missing_ok=True)

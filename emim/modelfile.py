@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from emim import __version__
-from emim.atomic_write import replace_into, write_temporary
+from emim.atomic_write import write_files
 from emim.contract import METADATA_FILE, MODEL_TASKS, WEIGHTS_FILE
 from emim.errors import EmimError
 from emim.safepaths import check_safe_name
@@ -193,16 +193,7 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
     stamped["sha256"] = hashlib.sha256(data).hexdigest()
     files = {folder / WEIGHTS_FILE: data,
              folder / METADATA_FILE: json.dumps(stamped, indent=2, allow_nan=False) + "\n"}
-    temporaries = []
-    try:
-        for path, content in files.items():
-            temporaries.append(write_temporary(path, content))
-        # weights first: a crash between the two renames leaves a hash mismatch, which loading refuses
-        for temporary, path in zip(temporaries, files):
-            replace_into(temporary, path)
-    finally:
-        for temporary in temporaries:
-            temporary.unlink(missing_ok=True)
+    write_files(files)  # weights first: a crash between the renames leaves a hash mismatch, which loading refuses
     return folder
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from emim.atomic_write import replace_into, write_temporary
+from emim.atomic_write import write_files
 from emim.data.cases import Case
 from emim.data.loading import LoadedCase, nifti_bytes
 from emim.data.modalities import ModalitySpec
@@ -46,15 +46,12 @@ def write_case_outputs(files: dict[Path, tuple[LoadedCase, np.ndarray, Any] | st
     each into a temporary (`atomic_write`: never through a planted link) and rename them all; on failure remove the
     temporaries. A value is a NIfTI file's (case, array, dtype), a text file's content or a binary file's bytes."""
     check_case_outputs(files, root, case)
-    temporaries: list[tuple[Path, Path]] = []
-    try:
-        for path, content in files.items():
-            if not isinstance(content, (str, bytes)):
-                loaded, array, dtype = content
-                content = nifti_bytes(loaded.image_like_reference(array, dtype), path)
-            temporaries.append((write_temporary(path, content), path))
-        for temporary, path in temporaries:
-            replace_into(temporary, path)
-    finally:
-        for temporary, _ in temporaries:
-            temporary.unlink(missing_ok=True)
+    write_files({path: _file_content(path, content) for path, content in files.items()})
+
+
+def _file_content(path: Path, content: tuple[LoadedCase, np.ndarray, Any] | str | bytes) -> str | bytes:
+    """A NIfTI file's (case, array, dtype) as the bytes of a label or probability map on the case's grid."""
+    if isinstance(content, (str, bytes)):
+        return content
+    loaded, array, dtype = content
+    return nifti_bytes(loaded.image_like_reference(array, dtype), path)
