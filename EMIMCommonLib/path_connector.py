@@ -46,8 +46,3 @@ class ctkPathLineEditToOptionalPathConnector(GuiConnector):
 
     def write(self, value: pathlib.Path | None) -> None:
         self._widget.currentPath = "" if value is None else str(value)
-
-
-def path_text(value: pathlib.Path | None) -> str:
-    """An optional path parameter as the engine's command line takes it ("" for none)."""
-    return "" if value is None else str(value)
