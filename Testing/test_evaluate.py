@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import math
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,13 +17,13 @@ from emim.errors import EmimError
 from emim.evaluate import case_id, evaluate_case, label_files, pair_cases
 from emim.metrics import HD95_PENALTY_MM, hd95
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, regions_to_labels
+from support.cli import emim_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _emim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emim", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300)
+    return emim_in_process(*args, cwd=REPO)
 
 
 def _real_label(brats_mini: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -6,7 +6,6 @@ import hashlib
 import json
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from emim.errors import EmimError
 from emim.labels import BRATS_LABELS, BRATS_REGIONS
 from emim.modelfile import (FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, describe_model, load_metadata, load_model,
                             save_model)
+from support.cli import emim_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -48,8 +48,7 @@ def _state_dict() -> dict[str, torch.Tensor]:
 
 
 def _emim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emim", *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=120)
+    return emim_in_process(*args, cwd=REPO)
 
 
 @pytest.fixture()

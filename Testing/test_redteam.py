@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from emim.errors import EmimError
+from support.cli import emim_in_process as _emim  # the CLI's code, without starting a Python per call
 
 CASE = "BraTS-GLI-01404-000"  # the smallest of the real mini cases
 
@@ -23,10 +24,6 @@ CASE = "BraTS-GLI-01404-000"  # the smallest of the real mini cases
 def _digests(folder: Path) -> dict[str, str]:
     return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
-def _emim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emim", *args], capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture()
@@ -413,9 +410,7 @@ def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tm
     for model, folder, sha256 in ((STARTER_MODEL, MODELS_DIR / STARTER_MODEL, shipped),
                                   (f"./{STARTER_MODEL}", here / STARTER_MODEL, local)):
         out = tmp_path / "out" / sha256
-        result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", model, "--output", str(out),
-                                 "--device", "cpu", str(case)], cwd=here, capture_output=True, text=True,
-                                timeout=300)
+        result = _emim("segment", "--model", model, "--output", str(out), "--device", "cpu", str(case), cwd=here)
         assert result.returncode == 0, result.stderr
         report = json.loads((out / f"{case.name}.report.json").read_text())
         assert (report["model"]["sha256"], report["model"]["folder"]) == (sha256, str(folder)), model

@@ -9,7 +9,6 @@ cover (its single foci measure about 20-230 mL whole tumour, 4-55 mL core).
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -21,6 +20,7 @@ from emim.sample import make_sample_cases, synthesize_case
 from emim.sample.contrast import MODALITIES
 from emim.sample.generate import write_case
 from emim.sample.grid import GRIDS
+from support.cli import emim_in_process
 
 REPO = Path(__file__).resolve().parents[1]
 SEED = 20250
@@ -35,7 +35,7 @@ def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 
 def _emim(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "emim", *args], cwd=REPO, capture_output=True, text=True, timeout=300)
+    return emim_in_process(*args, cwd=REPO)
 
 
 @pytest.fixture(scope="module")
