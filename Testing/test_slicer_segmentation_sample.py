@@ -21,7 +21,7 @@ from slicer_scene import MODULE_DIR, slicer, slicer_app  # noqa: F401  (fixture)
 from EMIMSegmentationLib.logic import SegmentationLogic
 from EMIMCommonLib.sample_data import (CASE_ID, MODALITIES, SAMPLE_FOLDER, sample_case_folder,
                                              sample_data_source, sample_files)
-from EMIMSegmentationLib.self_test import make_test_model, segmentation_problems
+from EMIMSegmentationLib.self_test import segmentation_problems, self_test_model
 
 from emim.sample import make_sample_cases
 
@@ -86,25 +86,9 @@ def test_sample_data_source_loads_four_named_volumes_on_the_brats_grid(slicer_ap
     assert list(inputs) == list(MODALITIES)
 
 
-@pytest.fixture(scope="module")
-def self_test_model(tmp_path_factory) -> Path:
-    """The model the self-test makes when $EMIM_TEST_MODEL is unset (2 CPU steps on the sample case)."""
-    return make_test_model(tmp_path_factory.mktemp("self-test-model"))
-
-
-def test_module_self_test_segments_the_sample_case(slicer_app, tmp_path, self_test_model):
-    """EMIMSegmentationTest's body on slicer-core: sample nodes -> self-made tiny model -> checked segmentation."""
+def test_self_test_reports_a_missing_modality(slicer_app, tmp_path):
     nodes = fetch_sample_source(sample_data_source(ICON), tmp_path)
-    model = self_test_model
-    assert (model / "model.safetensors").is_file()
-    assert segmentation_problems(SegmentationLogic(), nodes, model) == []
-    segmentations = slicer.util.getNodesByClass("vtkMRMLSegmentationNode")
-    assert len(segmentations) == 1
-
-
-def test_self_test_reports_a_missing_modality(slicer_app, tmp_path, self_test_model):
-    nodes = fetch_sample_source(sample_data_source(ICON), tmp_path)
-    problems = segmentation_problems(SegmentationLogic(), nodes[:3], self_test_model)
+    problems = segmentation_problems(SegmentationLogic(), nodes[:3], self_test_model())
     assert problems and "FLAIR" in " ".join(problems)
 
 
@@ -140,6 +124,7 @@ def test_the_starter_model_is_the_panels_default_and_finds_the_sample_tumour(sli
     logic = SegmentationLogic()
     default = logic.defaultModelPath()  # the panel chooses models by name
     assert default == STARTER_MODEL and logic.bundledModels()[0].name == default
+    assert self_test_model() == default  # what the module's own self-test segments with (segmentation_problems)
     assert logic.readModel(STARTER_MODEL).task == "segmentation"  # the engine's name for it works here too
     nodes = fetch_sample_source(sample_data_source(ICON), tmp_path)
     assert segmentation_problems(logic, nodes, default) == []

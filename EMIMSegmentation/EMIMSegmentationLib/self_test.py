@@ -13,44 +13,15 @@ from pathlib import Path
 import slicer
 import vtk
 
-from .errors import EMIMSegmentationError
-from EMIMCommonLib.job import EngineJob, run_engine
-from EMIMCommonLib.process import engine_command
-from EMIMCommonLib.sample_data import sample_case_folder
+from emim.contract import STARTER_MODEL
 
 TEST_MODEL_VARIABLE = "EMIM_TEST_MODEL"
 
 
-def run_engine_command(subcommand: str, arguments: list[str]) -> None:
-    """Run one engine command to completion; a failure raises with the engine's own message."""
-    run_engine(engine_command(subcommand, arguments), lambda process: EngineJob(
-        process, None, lambda outputs, done: None, error_type=EMIMSegmentationError), wait=True)
-
-
-def make_test_model(workdir: Path) -> Path:
-    """A tiny UNETR fine-tuned for 2 CPU steps on the sample case and exported (about 10 s on 2 cores).
-
-    Its weights are untrained: the self-test checks the whole path and the geometry, not accuracy.
-    """
-    run = workdir / "run"
-    run_engine_command("finetune", [str(sample_case_folder().parent), "--run-dir", str(run), "--preset", "tiny",
-                            "--feature-size", "4", "--steps", "2", "--batch-size", "1", "--val-cases", "0",
-                            "--eval-every", "100", "--checkpoint-every", "2", "--device", "cpu"])
-    model = workdir / "model"
-    run_engine_command("export", [str(run), "--out", str(model)])
-    return model
-
-
-def self_test_model(workdir: Path) -> Path:
-    """The model named by $EMIM_TEST_MODEL (e.g. the one `make demo` exports), else the shipped starter model,
-    else a freshly made tiny one."""
-    from emim.bundled import bundled_models
-
+def self_test_model() -> str | Path:
+    """The model named by $EMIM_TEST_MODEL (e.g. the one `make demo` exports), else the shipped starter model."""
     named = os.environ.get(TEST_MODEL_VARIABLE)
-    if named:
-        return Path(named)
-    shipped = bundled_models()
-    return shipped[0] if shipped else make_test_model(workdir)
+    return Path(named) if named else STARTER_MODEL
 
 
 def reference_geometry(volume) -> str:
@@ -63,7 +34,7 @@ def reference_geometry(volume) -> str:
     return slicer.vtkSegmentationConverter.SerializeImageGeometry(image)
 
 
-def segmentation_problems(logic, nodes: list, model: Path) -> list[str]:
+def segmentation_problems(logic, nodes: list, model: str | Path) -> list[str]:
     """Segment the loaded sample volumes end to end; every way the result is wrong, in words (empty: passed)."""
     inputs = logic.autoAssignInputs(model, nodes)
     problems = logic.inputProblems(inputs, model)
