@@ -143,9 +143,9 @@ class EMIMTrainingTest(ScriptedLoadableModuleTest):
         data = os.environ.get("EMIM_TEST_DATA") or str(sample_case_folder().parent)
         run = os.path.join(tempfile.mkdtemp(prefix="emim-training-test-"), "run")
         logic = EMIMTrainingLogic()
-        # 200 steps (~30 ms each): long enough to be stopped part-way even on a fast, quiet machine
+        # 100 CPU steps (~30 ms each): the stop comes a few steps in, long before the end even on a fast machine
         settings = TrainingSettings(task="pretrain", data=data, run=run, preset="tiny", crop="32", batch_size=1,
-                                    steps=200, device="cpu", log_every=1, eval_every=50, checkpoint_every=50)
+                                    steps=100, device="cpu", log_every=1, eval_every=50, checkpoint_every=50)
         job = logic.start(settings)
         while job.metrics.tables.get("train") is None or job.metrics.tables["train"].GetNumberOfRows() < 2:
             self.assertFalse(job.poll() and job.state == "failed", job.error)
@@ -154,8 +154,8 @@ class EMIMTrainingTest(ScriptedLoadableModuleTest):
         logic.stop(job)
         self.assertEqual(job.state, "stopped")
         saved = job.checkpoint_step
-        self.assertLess(saved, 200, "the run ended before the stop; nothing is left to resume")
+        self.assertLess(saved, settings.steps, "the run ended before the stop; nothing is left to resume")
         job = logic.resume(run, device="cpu", waitForCompletion=True)
         self.assertEqual(job.resumed_step, saved)
-        self.assertEqual(job.metrics.last_step, 200)
+        self.assertEqual(job.metrics.last_step, settings.steps)
         self.delayDisplay("E-MIM training start/stop/resume passed")

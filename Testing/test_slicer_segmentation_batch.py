@@ -1,4 +1,4 @@
-"""The batch script run with plain Python on slicer-core: two real cases and one broken case."""
+"""The batch script run with plain Python on slicer-core: a real case, the sample case and a broken case."""
 
 from __future__ import annotations
 
@@ -11,23 +11,29 @@ import pytest
 import nibabel as nib
 import numpy as np
 
+from conftest import SMALLEST_CASE
 from slicer_scene import MODULE_DIR, REPO, write_model_metadata
+
+from EMIMCommonLib.sample_data import CASE_ID, sample_case_folder
 
 SCRIPT = MODULE_DIR / "EMIMSegmentationBatch.py"
 
 
+GOOD_CASES = (SMALLEST_CASE, CASE_ID)
+
+
 @pytest.fixture
 def batch_input(brats_mini, tmp_path) -> Path:
-    """Two real cases (linked, not copied) and one case whose FLAIR is a truncated file."""
+    """A real case and the shipped sample case (linked, not copied), and a case whose FLAIR is a truncated file."""
     root = tmp_path / "cases"
-    for case in ("BraTS-GLI-00360-000", "BraTS-GLI-00500-001"):
+    for case, folder in zip(GOOD_CASES, (brats_mini / SMALLEST_CASE, sample_case_folder()), strict=True):
         (root / case).mkdir(parents=True)
-        for source in (brats_mini / case).glob("*-t*.nii.gz"):
+        for source in folder.glob("*-t*.nii.gz"):
             (root / case / source.name).symlink_to(source)
     broken = root / "BraTS-broken-000"
     broken.mkdir()
-    for source in (brats_mini / "BraTS-GLI-01404-000").glob("*-t*.nii.gz"):
-        target = broken / source.name.replace("GLI-01404", "broken")
+    for source in (brats_mini / SMALLEST_CASE).glob("*-t*.nii.gz"):
+        target = broken / source.name.replace(SMALLEST_CASE, broken.name)
         if "t2f" in source.name:
             target.write_bytes(source.read_bytes()[:2000])
         else:
@@ -60,7 +66,7 @@ def test_batch_segments_cases_and_writes_seg_nrrd(batch_input, tiny_segmentation
     assert result.returncode == 1, result.stderr
     assert "Summary: 2 of 3 cases succeeded, 1 failed." in result.stdout
     assert "FAILED BraTS-broken-000:" in result.stdout
-    for case in ("BraTS-GLI-00360-000", "BraTS-GLI-00500-001"):
+    for case in GOOD_CASES:
         labels = nib.load(out / f"{case}.nii.gz")
         reference = nib.load(batch_input / case / f"{case}-t1n.nii.gz")
         assert labels.shape == reference.shape
