@@ -20,6 +20,7 @@ from emim.modelfile import load_model
 from emim.progress import Progress
 from emim.train.checkpoint import load_checkpoint
 from emim.train.trainer import TrainSettings
+from support.model_edit import edit_metadata
 
 # one optimiser step at learning rate 0: the data, cache and loop all run, and no weight may move
 STILL = TrainSettings(steps=1, lr=0.0, warmup_steps=1, log_every=1, eval_every=100, checkpoint_every=1)
@@ -155,9 +156,7 @@ def test_models_that_do_not_fit_are_refused_with_what_differs(brats_mini, tmp_pa
 
     # a model whose metadata describes another decoder width than its weights have: every tensor is compared
     folder = shutil.copytree(bundled_model(STARTER_MODEL), tmp_path / "wider")
-    metadata = json.loads((folder / "metadata.json").read_text())
-    metadata["network"]["feature_size"] = 16
-    (folder / "metadata.json").write_text(json.dumps(metadata))
+    edit_metadata(folder, lambda metadata: metadata["network"].update(feature_size=16))
     config = replace(init_config(str(case), str(folder)), val_cases=0, device="cpu", cache=str(tmp_path / "cache"))
     with pytest.raises(EmimError, match=r"tensor\(s\) differ in shape \(.*: \[.*\] in the weights, \[.*\] here"):
         run_finetuning(config, tmp_path / "run", progress=Progress("none"))

@@ -17,6 +17,7 @@ from emim.labels import BRATS_LABELS, BRATS_REGIONS
 from emim.modelfile import (FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, describe_model, load_metadata, load_model,
                             save_model)
 from support.cli import emim_in_process
+from support.model_edit import edit_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,9 +59,8 @@ def model(tmp_path: Path) -> Path:
 
 def _rehash(folder: Path) -> None:
     """What an attacker (or a careless copy script) would do: make the metadata hash match the new file."""
-    metadata = json.loads((folder / METADATA_FILE).read_text())
-    metadata["sha256"] = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
-    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    digest = hashlib.sha256((folder / WEIGHTS_FILE).read_bytes()).hexdigest()
+    edit_metadata(folder, lambda metadata: metadata.update(sha256=digest))
 
 
 def test_round_trip_keeps_tensors_and_metadata(model: Path) -> None:
@@ -156,9 +156,7 @@ def test_missing_files_and_unsupported_format_version_are_refused(tmp_path: Path
     with pytest.raises(EmimError, match=f"{WEIGHTS_FILE} is missing"):
         load_model(no_weights)
     future = save_model(tmp_path / "c", _state_dict(), _metadata())
-    metadata = json.loads((future / METADATA_FILE).read_text())
-    metadata["format_version"] = FORMAT_VERSION + 1
-    (future / METADATA_FILE).write_text(json.dumps(metadata))
+    edit_metadata(future, lambda metadata: metadata.update(format_version=FORMAT_VERSION + 1))
     with pytest.raises(EmimError, match="upgrade emim"):
         load_model(future)
     with pytest.raises(EmimError, match="not a model folder"):

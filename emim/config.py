@@ -22,6 +22,7 @@ LEGACY_DECODER_FILL = "mask-token"
 # exhaust memory while the network is being built (a metadata depth of 1,000,000 reached 5 GB in 28 s).
 LIMITS = {"patch_size": 64, "embed_dim": 4096, "depth": 64, "num_heads": 64, "decoder_dim": 4096,
           "decoder_depth": 64, "decoder_heads": 64, "projector_dim": 16384}
+MAX_CROP = 256  # voxels per side: a 512^3 crop grew past 12 GB of memory before it was stopped
 
 
 @dataclass(frozen=True)
@@ -48,6 +49,10 @@ class ModelConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= high:
                 raise ValueError(f"{name} must be a whole number between 1 and {high}, got {value!r}")
+        sides = self.crop_size
+        if len(sides) != 3 or not all(isinstance(s, int) and not isinstance(s, bool) and 1 <= s <= MAX_CROP
+                                      for s in sides):
+            raise ValueError(f"crop_size must be three whole numbers between 1 and {MAX_CROP}, got {sides!r}")
         if any(s % self.patch_size for s in self.crop_size):
             raise ValueError(f"crop size {self.crop_size} must be a multiple of the patch size {self.patch_size}")
         if self.embed_dim % self.num_heads:

@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 from emim import __version__
 from emim.atomic_write import write_files
 from emim.contract import METADATA_FILE, MODEL_TASKS, WEIGHTS_FILE
+from emim.data.modalities import pattern_problem
+from emim.inference.spacing import spacing_problem
 from emim.errors import EmimError
 from emim.safepaths import check_safe_name
 
@@ -29,8 +31,15 @@ FORMAT = "emim-model"
 FORMAT_VERSION = 1
 TASKS = MODEL_TASKS
 REQUIRED_KEYS = ("format", "format_version", "engine_version", "task", "modalities", "model_config", "sha256")
+# SHA-256 of the rest of metadata.json, so a hand edit or a damaged copy (two modalities swapped: results change
+# while the weights still match `sha256`) is refused. A checksum, not a signature: whoever edits the file on purpose
+# can recompute it. Models exported before it existed lack it and are read as before.
+METADATA_CHECKSUM = "metadata_sha256"
 TASK_KEYS = {"segmentation": ("labels", "regions"), "classification": ("classes",), "pretraining": ()}
 
+# The base preset's UNETR is about 0.4 GB in float32: a weights file past this is not an emim model, and is refused
+# from its size before a byte of it is read into memory (a 6 GB file used to be read whole to be hashed).
+MAX_WEIGHTS_BYTES = 4 * 2**30
 _PICKLE_MAGIC = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 
@@ -75,6 +84,16 @@ def _validate(metadata: dict[str, Any], where: str) -> None:
     fix = "Correct the name in metadata.json, or re-export the model with emim."
     for modality in metadata["modalities"]:
         check_safe_name(modality["name"], f"{where}: modality name", fix)
+        patterns = modality.get("patterns") or []
+        for pattern in patterns if isinstance(patterns, list) else [patterns]:
+            problem = pattern_problem(pattern)
+            if problem:
+                raise EmimError(f"{where}: the name pattern {str(pattern)[:80]!r} of modality {modality['name']!r} "
+                                f"{problem}. {fix}")
+    preprocessing = metadata.get("preprocessing")
+    spacing = preprocessing.get("spacing") if isinstance(preprocessing, dict) else None
+    if spacing is not None and spacing_problem(spacing):
+        raise EmimError(f"{where}: the training spacing (preprocessing.spacing) {spacing_problem(spacing)}. {fix}")
     if task == "segmentation":
         values = set()
         for label in metadata["labels"]:
@@ -91,6 +110,18 @@ def _validate(metadata: dict[str, Any], where: str) -> None:
             check_safe_name(region["name"], f"{where}: region name", fix)
 
 
+def metadata_checksum(metadata: dict[str, Any]) -> str:
+    """SHA-256 of the metadata without its own checksum, as canonical JSON (sorted keys, no spaces)."""
+    rest = {key: value for key, value in metadata.items() if key != METADATA_CHECKSUM}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def with_metadata_checksum(metadata: dict[str, Any]) -> dict[str, Any]:
+    """The metadata with its `metadata_sha256` (re)computed, as `save_model` writes it."""
+    return {**metadata, METADATA_CHECKSUM: metadata_checksum(metadata)}
+
+
 def load_metadata(model: str | os.PathLike) -> dict[str, Any]:
     """Read and validate `metadata.json` of a model folder (does not touch the weights)."""
     path = model_folder(model) / METADATA_FILE
@@ -99,8 +130,13 @@ def load_metadata(model: str | os.PathLike) -> dict[str, Any]:
                         "Copy the whole folder, or re-export the model with emim.")
     try:
         metadata = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as error:
         raise EmimError(f"{path} is not valid JSON ({error}); copy the model folder again or re-export it.") from None
+    if isinstance(metadata, dict) and METADATA_CHECKSUM in metadata \
+            and metadata[METADATA_CHECKSUM] != metadata_checksum(metadata):
+        raise EmimError(f"{path} was changed after the model was exported (its {METADATA_CHECKSUM} does not match "
+                        "its content), and an edited description can make the same weights read the wrong inputs. "
+                        "Copy the model folder again from its source, or re-export the model with emim.")
     _validate(metadata, str(path))
     return metadata
 
@@ -134,6 +170,11 @@ def read_weights(model: str | os.PathLike, metadata: dict[str, Any]) -> bytes:
     if not path.is_file():
         raise EmimError(f"{path} is missing; a model folder needs {WEIGHTS_FILE} next to {METADATA_FILE}. "
                         "Copy the whole folder, or re-export the model with emim.")
+    size = path.stat().st_size
+    if size > MAX_WEIGHTS_BYTES:
+        raise EmimError(f"{path} is refused: it is {size / 2**30:.1f} GiB, more than any emim model "
+                        f"({MAX_WEIGHTS_BYTES / 2**30:.0f} GiB at most), so it is not the weights of an exported "
+                        "model. Copy the model folder again, or re-export it with emim.")
     data = path.read_bytes()
     if data.startswith(_PICKLE_MAGIC) and data[8:9] != b"{" or data.startswith(_ZIP_MAGIC):
         raise EmimError(f"{path} is a pickle/torch.save file, refusing to unpickle (loading a pickle can run any "
@@ -190,7 +231,7 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
     # clone: safetensors refuses tensors that share memory (tied weights, views)
     data = save({name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()},
                 metadata={"format": "pt"})
-    stamped["sha256"] = hashlib.sha256(data).hexdigest()
+    stamped = with_metadata_checksum({**stamped, "sha256": hashlib.sha256(data).hexdigest()})
     files = {folder / WEIGHTS_FILE: data,
              folder / METADATA_FILE: json.dumps(stamped, indent=2, allow_nan=False) + "\n"}
     write_files(files)  # weights first: a crash between the renames leaves a hash mismatch, which loading refuses
@@ -230,4 +271,6 @@ def describe_model(metadata: dict[str, Any]) -> str:
         for key, value in metadata["provenance"].items():
             lines.append(f"  {key}: {value}")
     lines.append(f"sha256: {metadata['sha256']}")
+    lines.append(f"metadata checksum: {metadata[METADATA_CHECKSUM]}" if METADATA_CHECKSUM in metadata
+                 else "metadata checksum: none (exported before emim wrote one); an edit would go unnoticed")
     return "\n".join(lines)

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from emim.config import MAX_CROP
+
 PERMILLE = 1000  # progress units over a whole inference job: windows of each case, cases of the batch
-
-
-MAX_CROP = 256  # voxels per side: a 512^3 crop grew past 12 GB of memory before it was stopped
 
 
 def int_triple(text: str) -> tuple[int, int, int]:

@@ -17,6 +17,12 @@ from dataclasses import dataclass
 from typing import Sequence
 
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
+# Name patterns come from a model's metadata.json and run on every file and volume name, and Python's re has no
+# time limit, so patterns are held to a subset that cannot backtrack for long: bounded length, no repeat inside a
+# repeat or an alternation inside a repeat (`(a+)+`, `(a|a)*` take exponential time), no back-references, and few
+# unbounded repeats (each multiplies the work by the name's length).
+MAX_PATTERN_LENGTH = 200
+MAX_UNBOUNDED_REPEATS = 3
 
 
 def token(regex: str) -> str:
@@ -33,6 +39,50 @@ def strip_extension(name: str) -> str:
     return name
 
 
+def pattern_problem(pattern: object) -> str | None:
+    """Why a name pattern is outside the safe subset above (or not a regular expression), or None."""
+    from re import _constants as ops, _parser  # the stdlib's own parse of a pattern
+
+    if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_PATTERN_LENGTH:
+        return f"must be a regular expression of 1 to {MAX_PATTERN_LENGTH} characters"
+    try:
+        parsed = _parser.parse(pattern)
+    except re.error as error:
+        return f"is not a regular expression ({error})"
+    repeats = (ops.MAX_REPEAT, ops.MIN_REPEAT, ops.POSSESSIVE_REPEAT)
+    unbounded = 0
+
+    def walk(items, in_repeat: bool) -> str | None:
+        nonlocal unbounded
+        for op, value in items:
+            if op in (ops.GROUPREF, ops.GROUPREF_EXISTS):
+                return "uses a back-reference"
+            if op in repeats:
+                many = value[1] > 1
+                if many and in_repeat:
+                    return "repeats something that itself repeats (like (a+)+), which can take exponential time"
+                unbounded += value[1] == ops.MAXREPEAT
+                problem = walk(value[2], in_repeat or many)
+            elif op == ops.BRANCH:
+                if in_repeat:
+                    return "repeats an alternation (like (a|b)*), which can take exponential time"
+                problem = next(filter(None, (walk(branch, in_repeat) for branch in value[1])), None)
+            elif op == ops.SUBPATTERN:
+                problem = walk(value[3], in_repeat)
+            elif op in (ops.ASSERT, ops.ASSERT_NOT):
+                problem = walk(value[1], in_repeat)
+            else:
+                continue
+            if problem:
+                return problem
+        return None
+
+    problem = walk(parsed, False)
+    if problem is None and unbounded > MAX_UNBOUNDED_REPEATS:
+        problem = f"has {unbounded} unbounded repeats (* or +); at most {MAX_UNBOUNDED_REPEATS} are accepted"
+    return problem
+
+
 @dataclass(frozen=True)
 class ModalitySpec:
     """An ordered modality set: the channel order of every model and data set that uses it."""
@@ -46,7 +96,9 @@ class ModalitySpec:
             raise ValueError(f"modality names must be non-empty and unique, got {self.names}")
         for name in self.names:
             for pattern in self.patterns.get(name, ()):
-                re.compile(pattern)
+                problem = pattern_problem(pattern)
+                if problem:
+                    raise ValueError(f"name pattern {pattern!r} of modality {name!r} {problem}")
 
     def title(self, name: str) -> str:
         return self.titles.get(name, name)

@@ -32,7 +32,7 @@ from emim.inference.fill_missing import SYNTHETIC, check_filler, synthesise
 from emim.inference.postprocess import PostProcess, label_map
 from emim.inference.reconstruct import Reconstructor
 from emim.inference.report import REPORT, RunReport
-from emim.inference.spacing import needs_resampling, rescale
+from emim.inference.spacing import mm_text, needs_resampling, rescale
 from emim.progress import Progress
 from emim.train.device import autocast
 from emim.volumes import region_volumes, structure_volumes, voxel_volume_mm3, volumes_csv
@@ -142,10 +142,6 @@ def predict_probabilities(network: torch.nn.Module, image: np.ndarray, roi: Sequ
     full = np.zeros((probabilities.shape[0], *image.shape[1:]), dtype=np.float32)
     full[(slice(None), *box)] = probabilities
     return full
-
-
-def _mm(spacing: Sequence[float]) -> str:
-    return " x ".join(f"{v:g}" for v in spacing) + " mm"
 
 
 def case_from_images(images: dict[str, str | Path], spec: ModalitySpec, allow_missing: bool = False) -> Case:
@@ -285,7 +281,8 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     if rescaled and native_spacing:
         rescaled = False
         report.warnings.append(
-            f"case {case.case_id} has {_mm(loaded.spacing)} voxels but the model was trained on {_mm(trained)}, "
+            f"case {case.case_id} has {mm_text(loaded.spacing)} voxels but the model was trained on "
+            f"{mm_text(trained)}, "
             "and --native-spacing keeps the case's own; expect a worse segmentation. Leave it out to let the "
             "model run at its own spacing (the result is still written on the case's grid).")
         progress.event("warning", case=case.case_id, message=report.warnings[-1])
@@ -338,7 +335,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id, format=output_format,
                    postprocess=settings.to_metadata(), missing=absent,
-                   **({"ran_at": _mm(trained), "case_spacing": _mm(loaded.spacing)} if rescaled else {}))
+                   **({"ran_at": mm_text(trained), "case_spacing": mm_text(loaded.spacing)} if rescaled else {}))
     progress.event("output", path=str(paths["volumes"]), kind="volumes", case=case.case_id,
                    volumes_ml=region_volumes(volumes))
     progress.event("output", path=str(paths["report"]), kind="report", case=case.case_id)

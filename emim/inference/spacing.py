@@ -20,6 +20,10 @@ from collections.abc import Sequence
 import numpy as np
 
 TOLERANCE = 0.2  # relative spacing difference on any axis above which the case is resampled
+MAX_SPACING_MM = 20.0  # coarser than any MRI a tumour can be seen in
+# Voxels per channel of a resampled grid (about 400^3; a BraTS case at 0.5 mm has 31 M): a model recorded as trained
+# at 0.1 mm would otherwise make a 240 mm case a 20 GiB array before anything is said.
+MAX_RESAMPLED_VOXELS = 2**26
 
 
 def needs_resampling(spacing: Sequence[float], trained: Sequence[float] | None) -> bool:
@@ -28,8 +32,30 @@ def needs_resampling(spacing: Sequence[float], trained: Sequence[float] | None) 
 
 
 def scaled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequence[float]) -> tuple[int, ...]:
-    """Voxels per axis at `target` spacing that stay inside the field of view of `shape` at `spacing`."""
-    return tuple(int(np.floor((n - 1) * s / t + 1e-6)) + 1 for n, s, t in zip(shape, spacing, target))
+    """Voxels per axis at `target` spacing that stay inside the field of view of `shape` at `spacing`; refused past
+    MAX_RESAMPLED_VOXELS."""
+    scaled = tuple(int(np.floor((n - 1) * s / t + 1e-6)) + 1 for n, s, t in zip(shape, spacing, target))
+    if np.prod(scaled, dtype=np.float64) > MAX_RESAMPLED_VOXELS:
+        from emim.errors import EmimError
+
+        raise EmimError(f"resampling a {'x'.join(map(str, shape))} grid of {mm_text(spacing)} voxels to {mm_text(target)} "
+                        f"would make {'x'.join(map(str, scaled))} voxels, more than {MAX_RESAMPLED_VOXELS:,}; "
+                        "give a coarser --spacing (or --native-spacing), or use a model trained at a coarser spacing")
+    return scaled
+
+
+def spacing_problem(values: object) -> str | None:
+    """Why `values` is not a voxel size in mm (three finite numbers above 0 and at most MAX_SPACING_MM), or None."""
+    if not (isinstance(values, (list, tuple)) and len(values) == 3
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
+            and all(np.isfinite(v) and 0 < v <= MAX_SPACING_MM for v in values)):
+        return f"must be three voxel sizes in mm above 0 and at most {MAX_SPACING_MM:g}, got {values!r}"
+    return None
+
+
+def mm_text(spacing: Sequence[float]) -> str:
+    """A voxel size as people write it: `1 x 1 x 2.5 mm`."""
+    return " x ".join(f"{v:g}" for v in spacing) + " mm"
 
 
 def rescale(channels: np.ndarray, spacing: Sequence[float], target: Sequence[float],
@@ -69,12 +95,12 @@ def rescale_labels(label: np.ndarray, spacing: Sequence[float], target: Sequence
 
 
 def parse_spacing(text: str) -> tuple[float, float, float]:
-    """`2` or `1,1,2.5` (or `1x1x2.5`) -> a voxel size in mm per axis (RAS order), each above 0 and at most 20."""
+    """`2` or `1,1,2.5` (or `1x1x2.5`) -> a voxel size in mm per axis (RAS order), each in (0, MAX_SPACING_MM]."""
     try:
         values = [float(v) for v in text.replace("x", ",").split(",")]
     except ValueError:
         values = []
-    if len(values) not in (1, 3) or not all(0 < v <= 20 and np.isfinite(v) for v in values):
+    if len(values) not in (1, 3) or spacing_problem(values * 3 if len(values) == 1 else values):
         raise ValueError(f"give a voxel size in mm, one value or three (X,Y,Z) above 0, e.g. 2 or 1,1,2.5; got "
                          f"{text!r}")
     return tuple(values * 3 if len(values) == 1 else values)  # type: ignore[return-value]
