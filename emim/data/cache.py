@@ -43,6 +43,7 @@ from emim.data.cases import Case
 from emim.errors import EmimError
 from emim.progress import Progress
 
+LABEL_ARRAYS = ("label", "tumour", "brain")  # beside `image` in an entry of a labelled case
 CACHE_VERSION = 1  # bump when what `load_case` or `build_entry` produces changes: old entries are then ignored
 CACHE_FOLDER = "emim-cache"  # the default cache, beside the run folder, so runs on the same data share it
 FLOAT16_LIMIT = 60000.0  # largest magnitude stored as float16 (its maximum is 65504); z-scores are far below
@@ -119,15 +120,35 @@ def entry_name(case: Case, settings: CacheSettings) -> tuple[str, str]:
     return identity, f"{identity}-{_digest(state)}"
 
 
+def _complete(path: Path) -> bool:
+    """True when an .npy file holds exactly the bytes its header declares (not cut short by a copy or a full disk,
+    which memory-mapping it would only find later, as `mmap length` errors on every run)."""
+    from numpy.lib import format as npy
+
+    try:
+        with open(path, "rb") as file:
+            version = npy.read_magic(file)
+            read_header = {(1, 0): npy.read_array_header_1_0, (2, 0): npy.read_array_header_2_0}.get(version)
+            if read_header is None:
+                return False
+            shape, _, dtype = read_header(file)
+            return path.stat().st_size == file.tell() + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    except (OSError, ValueError):
+        return False
+
+
 def _read_entry(folder: Path) -> CachedCase | None:
+    """The entry in `folder`, or None when it is missing, from another cache version or damaged (then rebuilt)."""
     try:
         meta = json.loads((folder / "meta.json").read_text())
         if meta.get("version") != CACHE_VERSION:
             return None
-        return CachedCase(str(meta["case_id"]), folder, tuple(int(s) for s in meta["shape"]),
-                          tuple(float(s) for s in meta["spacing"]), tuple(int(v) for v in meta["label_values"]))
+        entry = CachedCase(str(meta["case_id"]), folder, tuple(int(s) for s in meta["shape"]),
+                           tuple(float(s) for s in meta["spacing"]), tuple(int(v) for v in meta["label_values"]))
     except (OSError, ValueError, KeyError, TypeError):
         return None
+    arrays = ("image",) + (LABEL_ARRAYS if entry.has_label else ())
+    return entry if all(_complete(folder / f"{name}.npy") for name in arrays) else None
 
 
 def _disk_full(folder: Path, needed: int) -> EmimError:
