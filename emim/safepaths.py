@@ -53,3 +53,20 @@ def check_outputs(outputs: Iterable[Path], root: Path, inputs: Iterable[Path], c
             raise EmimError(f"output {output} would be written into the case folder {case_folder}, which holds "
                             "input images of this case; refusing (it would be read back as one of them). Choose an "
                             "--output outside the case folders.")
+
+
+def check_output_folder(output: Path, case_folders: Iterable[Path | None], data_folders: Iterable[Path]) -> None:
+    """Refuse, before the first case, an output folder that is or lies in one of the batch's case folders, or that is
+    a folder the cases were found in: the other cases' outputs would land among a case's images (which is then
+    refused as ambiguous on every later run), or the next run would read the outputs as a case of their own."""
+    target = output.resolve()
+    for folder in filter(None, case_folders):
+        case = folder.resolve()
+        if target == case or case in target.parents:
+            raise EmimError(f"--output {output} is inside the case folder {folder}, which holds input images; "
+                            "refusing (the outputs would be read back as that case's images). Choose an --output "
+                            "outside the case folders.")
+    for folder in data_folders:
+        if folder.is_dir() and target == folder.resolve():
+            raise EmimError(f"--output {output} is the folder the cases are read from; refusing (the next run would "
+                            "read the outputs as a case). Choose an --output outside it, e.g. a folder beside it.")

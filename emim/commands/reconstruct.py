@@ -41,6 +41,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from emim.errors import EmimError
     from emim.inference.reconstruct import load_reconstructor, reconstruct_case
+    from emim.safepaths import check_output_folder
 
     check_case_inputs(args)
     progress = Progress(args.progress)
@@ -53,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
     model = load_reconstructor(args.model, args.device, lambda m: progress.event("warning", message=m))
     spec = model.weights.spec
     cases = case_inputs(args, spec)
+    check_output_folder(Path(args.output), [case.folder for case in cases], [Path(p) for p in args.inputs or ()])
     progress.event("start", command="reconstruct", total=len(cases), device=str(model.device), mask=args.mask,
                    seed=args.seed, model=str(args.model))
     outputs = []

@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from emim.inference.fill_missing import check_filler
     from emim.inference.reconstruct import load_reconstructor
     from emim.inference.segment import load_segmentation_model, output_paths, segment_case
+    from emim.safepaths import check_output_folder
 
     check_case_inputs(args)
     progress = Progress(args.progress)
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
     settings = postprocess_settings(args, model.postprocess)
     settings.check_regions(model.regions)
     output = Path(args.output)
+    check_output_folder(output, [case.folder for case in cases], [Path(p) for p in args.inputs or ()])
     if len(cases) > 1 and output.name.lower().endswith(".nii.gz"):
         raise EmimError(f"{len(cases)} cases cannot all be written to the one file {output}; give a folder")
     progress.event("start", command="segment", total=len(cases), cases=[c.case_id for c in cases],
