@@ -42,7 +42,7 @@ def break_cases(root: Path) -> dict[str, tuple[str, str, str]]:
     with_nan[10, 10, 8] = np.nan
     write_nifti(root / "nan" / "nan-t2f.nii.gz", with_nan)
     write_nifti(root / "empty" / "empty-t1c.nii.gz", np.zeros_like(image))
-    write_nifti(root / "grid" / "grid-t2w.nii.gz", image, shifted(LPS_AFFINE, (3, 0, 0)))
+    write_nifti(root / "grid" / "grid-t2w.nii.gz", image * 3, shifted(LPS_AFFINE, (3, 0, 0)))
     write_nifti(root / "labelgrid" / "labelgrid-seg.nii.gz", label, LPS_AFFINE @ np.diag([1, 1, 1.5, 1]))
     write_nifti(root / "labelvalues" / "labelvalues-seg.nii.gz", np.where(label == 3, 4, label).astype(np.uint8))
     return {"missing": ("missing", "error", "missing-t2f.nii.gz"),
@@ -107,7 +107,7 @@ def test_resample_turns_grid_errors_into_warnings(tmp_path: Path):
     for case_id in ("good", "grid", "labelgrid"):
         write_case(tmp_path, case_id)
     image, label = brain()
-    write_nifti(tmp_path / "grid" / "grid-t2w.nii.gz", image, shifted(LPS_AFFINE, (3, 0, 0)))
+    write_nifti(tmp_path / "grid" / "grid-t2w.nii.gz", image * 3, shifted(LPS_AFFINE, (3, 0, 0)))
     write_nifti(tmp_path / "labelgrid" / "labelgrid-seg.nii.gz", label, LPS_AFFINE @ np.diag([1, 1, 1.5, 1]))
     assert emim("check-data", str(tmp_path)).returncode == 1
     result = emim("check-data", str(tmp_path), "--resample", "--json")
@@ -121,7 +121,7 @@ def test_resample_turns_grid_errors_into_warnings(tmp_path: Path):
 
 def test_tolerance_accepts_header_rounding(tmp_path: Path):
     write_case(tmp_path, "c")
-    write_nifti(tmp_path / "c" / "c-t2w.nii.gz", brain()[0], shifted(LPS_AFFINE, (1e-5, 0, 0)))
+    write_nifti(tmp_path / "c" / "c-t2w.nii.gz", brain()[0] * 3, shifted(LPS_AFFINE, (1e-5, 0, 0)))
     assert check_dataset(tmp_path).ok()
     assert not check_dataset(tmp_path, tolerance=1e-6).ok()
 

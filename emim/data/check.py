@@ -14,7 +14,8 @@ import numpy as np
 
 from emim.data.cases import Case, dataset_spec, expected_labels, find_cases
 from emim.data.geometry import Grid, canonical_grid, grid_differences
-from emim.data.loading import DataError, check_values, missing_error, open_image, read_voxels, spatial_shape
+from emim.data.loading import (DataError, check_image_values, check_values, identical_error, missing_error,
+                               open_image, read_voxels, spatial_shape, voxel_digest)
 from emim.data.modalities import ModalitySpec
 
 
@@ -166,6 +167,7 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
             images.pop(modality, None)
             problems.append(_problem(error))
     reference = next(iter(grids), None)
+    digests: dict[str, str] = {}  # modality -> SHA-256 of its voxels
     for modality, grid in grids.items():
         differences = grid_differences(grid, grids[reference], tolerance)
         if differences:
@@ -180,8 +182,12 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
                                         "reference in physical space, or register/resample the files to one grid.",
                                         "error"))
         try:
-            check_values(read_voxels(images[modality], case.images[modality], cid, modality),
-                         case.images[modality], cid, modality)
+            voxels = read_voxels(images[modality], case.images[modality], cid, modality)
+            check_image_values(voxels, case.images[modality], cid, modality)
+            digests[modality] = voxel_digest(voxels)
+            copied = next((m for m in digests if m != modality and digests[m] == digests[modality]), None)
+            if copied is not None:
+                problems.append(_problem(identical_error(case, modality, copied)))
         except DataError as error:
             problems.append(_problem(error))
     if case.label is not None and "label" not in case.ambiguous:

@@ -9,6 +9,7 @@ resamples them onto the reference in physical space; arrays are never resized to
 from __future__ import annotations
 
 import gzip
+import hashlib
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,6 +134,40 @@ def check_values(array: np.ndarray, path: Path, case_id: str, what: str, allow_e
                         "re-export the volume; an all-zero file usually means a failed conversion.")
 
 
+def voxel_digest(array: np.ndarray) -> str:
+    """SHA-256 of an array's voxels (the same file copied under two sequence names gives the same digest)."""
+    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
+
+
+def identical_error(case: Case, modality: str, copied: str) -> DataError:
+    """The error for a sequence whose file holds the voxels of another: a copy, which a model reads as tumour."""
+    path = case.images[modality]
+    return DataError(case.case_id, path, "identical", f"{modality} file {path} holds the same voxels as the "
+                     f"{copied} file {case.images[copied]}: one sequence was copied over another.",
+                     f"give the real {modality} file, or leave it out (a model that takes a missing sequence, "
+                     "--missing or --fill-missing, segments without it).")
+
+
+LABEL_LIKE_VALUES = 8  # an MR image has hundreds of distinct values; a label map (a `-seg` file) a handful
+
+
+def check_image_values(array: np.ndarray, path: Path, case_id: str, what: str) -> None:
+    """Refuse what cannot be an MR image of the case: one value everywhere, or a handful of whole numbers (a label
+    map given as a sequence). Both were segmented as tens of mL of tumour."""
+    check_values(array, path, case_id, what)
+    low, high = float(array.min()), float(array.max())
+    if low == high:
+        raise DataError(case_id, path, "constant", f"{what} file {path} holds one value ({low:g}) everywhere, not "
+                        "an image.", "re-export the sequence; a constant volume usually means a failed conversion.")
+    sample = np.unique(array.ravel()[::97])  # a cheap first look; the whole volume only when it looks like labels
+    if sample.size <= LABEL_LIKE_VALUES and np.array_equal(sample, np.rint(sample)):
+        values = np.unique(array)
+        if values.size <= LABEL_LIKE_VALUES and np.array_equal(values, np.rint(values)):
+            raise DataError(case_id, path, "label-like", f"{what} file {path} holds only the values "
+                            f"{', '.join(f'{v:g}' for v in values)}: a label map (segmentation), not an MR image.",
+                            f"give the {what} image file; a label map is the case's -seg file.")
+
+
 def normalize(array: np.ndarray, method: str = "zscore-nonzero") -> np.ndarray:
     """Per-modality intensity normalisation (float32).
 
@@ -210,7 +245,10 @@ def _load_volume(path: Path, case_id: str, what: str) -> tuple[np.ndarray, Grid]
     """One 3D volume, checked, as float32 in canonical order, with its canonical grid."""
     image = open_image(path, case_id, what)
     voxels = read_voxels(image, path, case_id, what)
-    check_values(voxels, path, case_id, what, allow_empty=what == "label")
+    if what == "label":
+        check_values(voxels, path, case_id, what, allow_empty=True)
+    else:
+        check_image_values(voxels, path, case_id, what)
     affine = image.affine
     return to_canonical(voxels.astype(np.float32), affine), canonical_grid(affine, voxels.shape)
 
@@ -252,6 +290,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
                             "rename or remove all but one of them.")
     reference = case.images.get(modalities[0])
     channels = []
+    digests: dict[str, str] = {}  # modality -> voxel_digest, to find a sequence copied over another
     inside: np.ndarray | None = None
     target: Grid | None = None
     for modality in modalities:
@@ -263,6 +302,10 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
             target = grid
         else:
             array = _on_reference(array, grid, target, path, reference, case.case_id, modality, resample, False)
+        digests[modality] = voxel_digest(array)
+        copied = next((m for m in digests if m != modality and digests[m] == digests[modality]), None)
+        if copied is not None:
+            raise identical_error(case, modality, copied)
         inside = (array != 0) if inside is None else inside | (array != 0)
         channels.append(normalize(array, normalization))
     label = None
