@@ -17,6 +17,7 @@ import pytest
 
 from emim.errors import EmimError
 from support.cli import emim_in_process as _emim  # the CLI's code, without starting a Python per call
+from support.model_edit import edit_metadata
 
 CASE = "BraTS-GLI-01404-000"  # the smallest of the real mini cases
 
@@ -36,15 +37,12 @@ def sandbox(brats_mini: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def hostile_model(tiny_segmentation_model: Path, tmp_path: Path) -> Path:
-    """A copy of a real exported model whose metadata the test may edit (no checksum covers metadata.json)."""
+    """A copy of a real exported model whose metadata the test edits (`edit_metadata`, checksum made to match)."""
     return Path(shutil.copytree(tiny_segmentation_model, tmp_path / "model"))
 
 
 def _set_region_name(model: Path, name: str) -> None:
-    metadata_path = model / "metadata.json"
-    metadata = json.loads(metadata_path.read_text())
-    metadata["regions"][0]["name"] = name
-    metadata_path.write_text(json.dumps(metadata))
+    edit_metadata(model, lambda metadata: metadata["regions"][0].update(name=name))
 
 
 @pytest.mark.parametrize("name", ["../../../elsewhere/x", "/tmp/x", "..", "wt/../../x"])
@@ -62,11 +60,15 @@ def test_a_region_name_that_is_a_path_is_refused_everywhere(sandbox, hostile_mod
 def test_an_output_that_is_an_input_file_is_refused(sandbox, tiny_segmentation_model):
     case = sandbox / "data" / CASE
     before = _digests(sandbox)
+    images = [f"--image={m}={case / f'{CASE}-{m}.nii.gz'}" for m in ("t1n", "t1c", "t2w", "t2f")]
     result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(case / f"{CASE}-t1n.nii.gz"),
-                   "--device", "cpu", "--progress", "json", str(case))
+                   "--device", "cpu", "--progress", "json", *images)  # files one by one: no case folder to refuse
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [json.loads(line) for line in result.stdout.splitlines() if '"error"' in line]
     assert errors and "one of the input files" in errors[0]["message"]
+    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(case / f"{CASE}-t1n.nii.gz"),
+                   "--device", "cpu", str(case))
+    assert result.returncode == 2 and "is inside the case folder" in result.stderr, result.stderr
     assert _digests(sandbox) == before
 
 
@@ -200,12 +202,9 @@ def test_bad_training_options_are_refused_before_anything_starts(sandbox, option
 
 
 @pytest.mark.parametrize("field, value", [("depth", 1_000_000), ("num_heads", 0), ("patch_size", 0),
-                                          ("embed_dim", "96")])
+                                          ("embed_dim", "96"), ("crop_size", [4096] * 3)])
 def test_network_sizes_in_metadata_are_checked_before_anything_is_built(sandbox, hostile_model, field, value):
-    metadata_path = hostile_model / "metadata.json"
-    metadata = json.loads(metadata_path.read_text())
-    metadata["model_config"][field] = value
-    metadata_path.write_text(json.dumps(metadata))
+    edit_metadata(hostile_model, lambda metadata: metadata["model_config"].update({field: value}))
     result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
                    str(sandbox / "data" / CASE))
     assert result.returncode == 2 and field in result.stderr and "Traceback" not in result.stderr, result.stderr
@@ -449,3 +448,119 @@ def test_under_progress_none_a_batch_says_every_failed_case_on_stderr_and_segmen
     assert any(missing.name in f for f in failures), failures
     assert any(long_name.name in f for f in failures), result.stderr  # said, not a traceback
     assert (out / f"{good.name}.nii.gz").is_file()
+
+
+# Model files (issue #26, MEDIUM).
+
+def test_a_hand_edited_metadata_is_refused_and_one_exported_before_the_checksum_still_reads(sandbox, hostile_model):
+    """Swapping two modalities in metadata.json changes what the same weights read; the weights' SHA-256 cannot
+    see it, the metadata's own checksum does."""
+    path = hostile_model / "metadata.json"
+    metadata = json.loads(path.read_text())
+    metadata["modalities"][0], metadata["modalities"][1] = metadata["modalities"][1], metadata["modalities"][0]
+    path.write_text(json.dumps(metadata))
+    for command in (["model-info", str(hostile_model)],
+                    ["segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
+                     str(sandbox / "data" / CASE)]):
+        result = _emim(*command)
+        assert result.returncode == 2 and "was changed after the model was exported" in result.stderr, result.stderr
+    assert list((sandbox / "out").iterdir()) == []
+    del metadata["metadata_sha256"]  # as written by an emim before the checksum
+    path.write_text(json.dumps(metadata))
+    result = _emim("model-info", str(hostile_model))
+    assert result.returncode == 0 and "metadata checksum: none" in result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("pattern, problem", [("(a+)+$", "exponential"), ("(t1|t1n)*x", "exponential"),
+                                              (r"(t1)\1", "back-reference"), ("a.*b.*c.*d.*e", "unbounded")])
+def test_a_name_pattern_that_can_backtrack_for_ever_is_refused(sandbox, hostile_model, pattern, problem):
+    edit_metadata(hostile_model, lambda metadata: metadata["modalities"][0].update(patterns=[pattern]))
+    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
+                   str(sandbox / "data" / CASE))
+    assert result.returncode == 2 and problem in result.stderr and "metadata.json" in result.stderr, result.stderr
+
+
+def test_a_weights_file_larger_than_any_model_is_refused_before_it_is_read(hostile_model):
+    import os
+
+    from emim.modelfile import MAX_WEIGHTS_BYTES, load_model
+
+    weights = hostile_model / "model.safetensors"
+    os.truncate(weights, MAX_WEIGHTS_BYTES + 1)  # sparse: no disk used, and a read would take 4 GiB of memory
+    with pytest.raises(EmimError, match=r"it is 4\.0 GiB, more than any emim model"):
+        load_model(hostile_model)
+
+
+def test_a_training_spacing_that_would_resample_to_a_huge_grid_is_refused_before_any_allocation(sandbox,
+                                                                                                 hostile_model):
+    edit_metadata(hostile_model, lambda metadata: metadata["preprocessing"].update(spacing=[0.1, 0.1, 0.1]))
+    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
+                   str(sandbox / "data" / CASE))
+    assert result.returncode == 1 and "more than 67,108,864" in result.stderr, result.stderr
+    assert list((sandbox / "out").iterdir()) == []
+    edit_metadata(hostile_model, lambda metadata: metadata["preprocessing"].update(spacing=[0, 1, 1]))
+    result = _emim("model-info", str(hostile_model))
+    assert result.returncode == 2 and "preprocessing.spacing" in result.stderr, result.stderr
+
+
+def test_a_truncated_cache_array_is_rebuilt_not_failed_on_every_run(tmp_path):
+    import numpy as np
+
+    from emim.data.cache import CacheSettings, cached_cases
+    from emim.data.cases import find_cases
+
+    case, cache = _sample_case(tmp_path / "data"), tmp_path / "cache"
+    settings = CacheSettings(("t1n",), "zscore-nonzero", False, with_label=False)
+    (entry,) = cached_cases(find_cases(case), settings, cache)
+    expected = np.array(entry.array("image"))
+    image = entry.folder / "image.npy"
+    image.write_bytes(image.read_bytes()[:-1000])  # a copy cut short, a full disk
+    (again,) = cached_cases(find_cases(case), settings, cache)
+    np.testing.assert_array_equal(again.array("image"), expected)
+    assert again.folder == entry.folder and [p.name for p in cache.iterdir() if p.name.startswith(".")] == [
+        ".emim-cache"]
+
+
+def test_an_output_in_another_case_folder_or_the_data_folder_is_refused_before_the_first_case(tmp_path):
+    from emim.bundled import STARTER_MODEL
+    from emim.sample import make_sample_cases
+
+    data = tmp_path / "data"
+    first, second = make_sample_cases(data, 2, seed=3, size="small")
+    before = _digests(data)
+    for output, said in ((second, "is inside the case folder"), (second / "labels", "is inside the case folder"),
+                         (data, "is the folder the cases are read from")):
+        for command in ("segment", "reconstruct"):
+            model = STARTER_MODEL if command == "segment" else "EMIM-starter-tiny-pretraining"
+            result = _emim(command, "--model", model, "--output", str(output), "--device", "cpu", str(data))
+            assert result.returncode == 2 and said in result.stderr, (command, result.stderr)
+    assert _digests(data) == before and not (second / "labels").exists()
+
+
+# Inputs that are not a case's images (issue #26, MEDIUM).
+
+@pytest.mark.parametrize("kind", ["constant", "copied", "label map"])
+def test_a_constant_a_copied_or_a_label_map_sequence_is_refused_by_check_data_and_segment(sandbox, kind):
+    import nibabel as nib
+    import numpy as np
+
+    case = sandbox / "data" / CASE
+    t1n, t1c = case / f"{CASE}-t1n.nii.gz", case / f"{CASE}-t1c.nii.gz"
+    if kind == "constant":
+        image = nib.load(t1c)
+        nib.save(nib.Nifti1Image(np.full(image.shape, 412, np.int16), image.affine), t1c)
+        said = "holds one value (412) everywhere"
+    elif kind == "copied":
+        for name in ("t1c", "t2w", "t2f"):
+            shutil.copy(t1n, case / f"{CASE}-{name}.nii.gz")
+        said = "holds the same voxels as the t1n file"
+    else:
+        shutil.copy(case / f"{CASE}-seg.nii.gz", t1c)
+        said = "a label map (segmentation), not an MR image"
+    before = _digests(sandbox)
+    check = _emim("check-data", str(case))
+    assert check.returncode == 1 and said in check.stdout + check.stderr, check.stdout
+    result = _emim("segment", "--model", "EMIM-starter-tiny", "--output", str(sandbox / "out"), "--device", "cpu",
+                   str(case))
+    assert result.returncode == 1 and said in result.stderr and "t1c" in result.stderr, result.stderr
+    assert list((sandbox / "out").iterdir()) == [] and _digests(sandbox) == before
