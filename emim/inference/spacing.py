@@ -38,8 +38,8 @@ def scaled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequenc
     if np.prod(scaled, dtype=np.float64) > MAX_RESAMPLED_VOXELS:
         from emim.errors import EmimError
 
-        raise EmimError(f"resampling a {'x'.join(map(str, shape))} grid of {mm_text(spacing)} voxels to {mm_text(target)} "
-                        f"would make {'x'.join(map(str, scaled))} voxels, more than {MAX_RESAMPLED_VOXELS:,}; "
+        raise EmimError(f"resampling a {'x'.join(map(str, shape))} grid of {mm_text(spacing)} voxels to "
+                        f"{mm_text(target)} would make {'x'.join(map(str, scaled))} voxels, more than {MAX_RESAMPLED_VOXELS:,}; "
                         "give a coarser --spacing (or --native-spacing), or use a model trained at a coarser spacing")
     return scaled
 
