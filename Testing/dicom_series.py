@@ -11,9 +11,10 @@ MR_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.4"
 
 
 def write_series(nifti: Path, folder: Path, description: str, study_uid: str, series_uid: str,
-                 frame_of_reference: str, series_number: int, shift_slice: int | None = None) -> list[Path]:
-    """The volume as `folder`/slice-NNN.dcm; `shift_slice` moves that slice's position by half a slice (uneven
-    spacing, to test the refusal)."""
+                 frame_of_reference: str, series_number: int, shift_slice: int | None = None,
+                 patient: str = "EMIM-TEST") -> list[Path]:
+    """The volume as `folder`/slice-NNN.dcm of PatientID `patient`; `shift_slice` moves that slice's position by
+    half a slice (uneven spacing, to test the refusal)."""
     volume = sitk.ReadImage(str(nifti))
     folder.mkdir(parents=True, exist_ok=True)
     direction = volume.GetDirection()
@@ -29,7 +30,7 @@ def write_series(nifti: Path, folder: Path, description: str, study_uid: str, se
         tags = {
             "0008|0016": MR_IMAGE_STORAGE, "0008|0018": f"{series_uid}.{k + 1}", "0008|0060": "MR",
             "0008|0020": "20260101", "0008|0030": "120000", "0008|0050": "ACC1", "0008|0090": "",
-            "0010|0010": "Test^Patient", "0010|0020": "EMIM-TEST", "0010|0030": "19700101", "0010|0040": "O",
+            "0010|0010": "Test^Patient", "0010|0020": patient, "0010|0030": "19700101", "0010|0040": "O",
             "0020|000d": study_uid, "0020|000e": series_uid, "0020|0010": "1", "0020|0011": str(series_number),
             "0020|0013": str(k + 1), "0020|0052": frame_of_reference, "0008|103e": description,
             "0018|1030": description, "0020|0032": "\\".join(f"{v:.10g}" for v in position),

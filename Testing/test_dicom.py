@@ -16,6 +16,8 @@ import numpy as np
 import pytest
 
 from emim.data.cases import find_cases
+from emim.data.dicom import convert_case
+from emim.data.loading import load_case
 from emim.data.modalities import BRATS
 from emim.errors import EmimError
 from emim.inference.segment import load_segmentation_model, segment_case
@@ -38,10 +40,17 @@ def starter():
     return load_segmentation_model(STARTER, "cpu")
 
 
+def load(folder: Path) -> None:
+    """Find the one case in `folder` and load it: its series are checked and converted then."""
+    (case,) = find_cases(folder, BRATS)
+    load_case(case, BRATS.names, with_label=False)
+
+
 def test_series_are_matched_by_description_and_converted_exactly(dicom_case, brats_mini):
     (case,) = find_cases(dicom_case, BRATS)
     assert case.case_id == SMALLEST_CASE and set(case.images) == set(BRATS.names)
     assert {m: s.description for m, s in case.dicom.items()} == DESCRIPTIONS
+    convert_case(case, BRATS.names)  # as loading the case does
     for modality, path in case.images.items():
         converted, original = nib.load(path), nib.load(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-{modality}.nii.gz")
         assert converted.shape == original.shape and np.allclose(converted.affine, original.affine, atol=1e-5)
@@ -100,7 +109,7 @@ def test_dicom_problems_are_refused_with_the_fix(dicom_case, brats_mini, starter
     pydicom = pytest.importorskip("pydicom")
     uneven = write_case(brats_mini / SMALLEST_CASE, SMALLEST_CASE, tmp_path / "uneven", DESCRIPTIONS, uneven="t2w")
     with pytest.raises(EmimError, match=r"'T2W TSE AX'.*uneven slice spacing.*dcm2niix"):
-        find_cases(uneven, BRATS)
+        load(uneven)
     twice = tmp_path / "twice"
     shutil.copytree(dicom_case, twice)
     write_series(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-t2f.nii.gz", twice / "series9", "COR T2 FLAIR",
@@ -128,7 +137,7 @@ def test_dicom_problems_are_refused_with_the_fix(dicom_case, brats_mini, starter
         del dataset.ImagePositionPatient
         dataset.save_as(path)
     with pytest.raises(EmimError, match="'T2 FLAIR AX'.*lacks the slice position"):
-        find_cases(no_position, BRATS)
+        load(no_position)
     with pytest.raises(EmimError, match="inside the DICOM folder"):
         segment_case(starter, dicom_case, dicom_case / "results", single=False)
     assert not (dicom_case / "results").exists()

@@ -10,9 +10,10 @@ label as uint8; the flat indices of tumour and brain voxels that labelled crops 
 `<hash of the case's files and the preprocessing settings>-<hash of their sizes and modification times>`, so a
 changed setting makes a separate entry, and a changed (touched) file rebuilds only its case. The entry it replaces is
 kept: a run started before may still be reading it (crops reopen their files), so outdated entries are left for
-the user to delete with the cache folder when no run uses it. An entry is written into a temporary folder and renamed
-into place, so two processes building the same cache at once both end with one complete entry, and a failed build (a
-full disk) leaves nothing half made.
+the user to delete with the cache folder when no run uses it. A sequence read from DICOM counts as its series (its
+UID and slice files), not as the temporary NIfTI file it is converted to in each run. An entry is written into a
+temporary folder and renamed into place, so two processes building the same cache at once both end with one complete
+entry, and a failed build (a full disk) leaves nothing half made.
 
 The cache deletes only what it made, since `--cache DIR` may name any folder: it marks a folder it takes as a cache
 (`.emim-cache`), refuses a non-empty folder without that mark, and its sweep of a killed builder's leftovers removes
@@ -106,10 +107,22 @@ def _digest(value: object) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def _keys(case: Case, settings: CacheSettings) -> tuple[list[str], list[Path]]:
+    """What names each source of an entry, and the files whose state it is: a modality converted from DICOM by its
+    series UID and slice files (its NIfTI is a new temporary file in every run), any other file by its path."""
+    converted = {case.images[m]: series for m, series in case.dicom.items()}
+    names, files = [], []
+    for source in _sources(case, settings):
+        series = converted.get(source)
+        names.append(series.uid if series else str(source.resolve()))
+        files += series.files if series else [source]
+    return names, files
+
+
 def entry_name(case: Case, settings: CacheSettings) -> tuple[str, str]:
     """(identity, full entry name): the identity names the case and settings, the rest its files' state."""
-    files = _sources(case, settings)
-    identity = _digest([case.case_id, [str(f.resolve()) for f in files], settings.to_dict()])
+    names, files = _keys(case, settings)
+    identity = _digest([case.case_id, names, settings.to_dict()])
     state = []
     for f in files:
         try:

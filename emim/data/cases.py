@@ -19,7 +19,8 @@ Three layouts are accepted, so BraTS downloads work as they come and any other m
 
 Missing files are not errors here: the Case simply lacks them, and `check_dataset`/`load_case` report them with
 the file name and the fix. Only NIfTI files (.nii, .nii.gz) are read here; a folder without any NIfTI file is
-searched for DICOM series (`emim.data.dicom`: one case per study, series matched by their descriptions).
+searched for DICOM series (`emim.data.dicom`: one case per study and patient, series matched by their
+descriptions, converted when the case is loaded).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ class Case:
     # modality (or "label") -> the files that all matched it; the case cannot be used until one is chosen
     ambiguous: dict[str, list[Path]] = field(default_factory=dict)
     folder: Path | None = None  # the case folder (folder layouts), where a missing file is expected
-    dicom: dict[str, Any] = field(default_factory=dict)  # modality -> the DicomSeries its image was converted from
+    dicom: dict[str, Any] = field(default_factory=dict)  # modality -> the DicomSeries its image is converted from
 
 
 def is_nifti(path: Path) -> bool:

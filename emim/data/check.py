@@ -13,6 +13,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from emim.data.cases import Case, dataset_spec, expected_labels, find_cases
+from emim.data.dicom import convert_case
 from emim.data.geometry import Grid, canonical_grid, grid_differences
 from emim.data.loading import (DataError, check_image_values, check_values, identical_error, missing_error,
                                open_image, read_voxels, spatial_shape, voxel_digest)
@@ -151,6 +152,10 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
     problems = [Problem(cid, None, "ambiguous", f"several files match {what}: {', '.join(map(str, files))}.",
                         "rename or remove all but one of them.", "error")
                 for what, files in case.ambiguous.items() if what in spec.names or what == "label"]
+    try:
+        convert_case(case, spec.names)
+    except DataError as error:  # a DICOM series that cannot be read: no file to check
+        return CaseReport(cid, dict(case.images), None, None, case.label is not None, problems + [_problem(error)])
     images, grids = {}, {}
     for modality in spec.names:
         if modality in case.ambiguous:

@@ -277,8 +277,11 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
     """Read, check, reorient, (optionally) resample and normalise the requested modalities of one case.
 
     The first requested modality is the reference: its grid is the case's grid and its file is what outputs
-    are saved like. Problems raise `DataError` (an EmimError) naming the case, the file and the fix.
+    are saved like. Problems raise `DataError` (an EmimError) naming the case, the file and the fix. A DICOM case's
+    series are converted here, on first use (`emim.data.dicom.convert_case`).
     """
+    from emim.data.dicom import convert_case  # not at the top: it imports DataError from here
+
     if normalization not in NORMALIZATIONS:
         raise EmimError(f"unknown normalisation {normalization!r}; choose one of {NORMALIZATIONS}.")
     if not modalities:
@@ -288,6 +291,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
             files = ", ".join(str(f) for f in case.ambiguous[modality])
             raise DataError(case.case_id, None, "ambiguous", f"several files match modality {modality}: {files}.",
                             "rename or remove all but one of them.")
+    convert_case(case, modalities)
     reference = case.images.get(modalities[0])
     channels = []
     digests: dict[str, str] = {}  # modality -> voxel_digest, to find a sequence copied over another

@@ -130,15 +130,23 @@ class ModalitySpec:
         )
 
 
+# A contrast keyword later in a T1 series' description ("T1 3D GD", "T1_MPRAGE_GADO", "t1_mprage_sag_post"): the
+# match runs from the T1 to the keyword, so it is longer than the plain T1 match and the name is t1c; a keyword right
+# after a negation ("T1 pre contrast", "T1 w/o gd") is not one.
+NEGATED = r"(?<!(?:pre|non|w/o)[ _-])(?<!(?:no|wo)[ _-])(?<!without[ _-])"
+T1_THEN_CONTRAST = token(r"t1w?") + ".*" + NEGATED + token(r"gd|gado|gadolinium|post|ce|contrast|\+[ _-]?c")
+
 BRATS = ModalitySpec(
     names=("t1n", "t1c", "t2w", "t2f"),
     titles={"t1n": "T1 native", "t1c": "T1 contrast-enhanced", "t2w": "T2 weighted", "t2f": "T2 FLAIR"},
     patterns={
-        # BraTS 2023 "-t1n", BraTS 2021 "_t1", and what Slicer users call a plain T1
-        "t1n": (token(r"t1n"), token(r"t1w?"), token(r"t1[ _-]?(?:native|pre|pre[ _-]?contrast)")),
-        # BraTS 2023 "-t1c", BraTS 2021 "_t1ce", and T1Gd / T1post / T1+C
+        # BraTS 2023 "-t1n", BraTS 2021 "_t1", what Slicer users call a plain T1, and a T1-weighted FLAIR (longer
+        # than the FLAIR match, so "AX T1 FLAIR" is not t2f)
+        "t1n": (token(r"t1n"), token(r"t1w?"), token(r"t1[ _-]?(?:native|pre|pre[ _-]?contrast)"),
+                token(r"t1w?[ _-]?flair")),
+        # BraTS 2023 "-t1c", BraTS 2021 "_t1ce", T1Gd / T1post / T1+C, and a contrast keyword later in the name
         "t1c": (token(r"t1c"), token(r"t1ce"),
-                token(r"t1w?[ _-]?(?:gd|ce|c|post|post[ _-]?contrast|contrast|\+[ _-]?c)")),
+                token(r"t1w?[ _-]?(?:gd|ce|c|post|post[ _-]?contrast|contrast|\+[ _-]?c)"), T1_THEN_CONTRAST),
         "t2w": (token(r"t2w"), token(r"t2"), token(r"t2[ _-]?weighted")),
         "t2f": (token(r"t2f"), token(r"flair"), token(r"t2[ _-]?flair")),
     },
