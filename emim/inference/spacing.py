@@ -40,7 +40,8 @@ def scaled_shape(shape: Sequence[int], spacing: Sequence[float], target: Sequenc
 
         raise EmimError(f"resampling a {'x'.join(map(str, shape))} grid of {mm_text(spacing)} voxels to "
                         f"{mm_text(target)} would make {'x'.join(map(str, scaled))} voxels, more than "
-                        f"{MAX_RESAMPLED_VOXELS:,}; give a coarser --spacing (or --native-spacing), or use a model trained at a coarser spacing")
+                        f"{MAX_RESAMPLED_VOXELS:,}; give a coarser --spacing (or --native-spacing), or use a model "
+                        "trained at a coarser spacing")
     return scaled
 
 
