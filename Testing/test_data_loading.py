@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from emim.data.cases import Case, find_cases
-from emim.data.loading import DataError, load_case, normalize
-from emim.errors import EmimError
+from emim.data.loading import load_case, normalize
+from emim.errors import DataError, EmimError
 from test_data_cases import LPS_AFFINE, brain, write_case, write_nifti
 
 BRATS = ("t1n", "t1c", "t2w", "t2f")

@@ -50,7 +50,7 @@ def test_series_are_matched_by_description_and_converted_exactly(dicom_case, bra
     (case,) = find_cases(dicom_case, BRATS)
     assert case.case_id == SMALLEST_CASE and set(case.images) == set(BRATS.names)
     assert {m: s.description for m, s in case.dicom.items()} == DESCRIPTIONS
-    convert_case(case, BRATS.names)  # as loading the case does
+    convert_case(case.case_id, case.images, case.dicom, BRATS.names)  # as loading the case does
     for modality, path in case.images.items():
         converted, original = nib.load(path), nib.load(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-{modality}.nii.gz")
         assert converted.shape == original.shape and np.allclose(converted.affine, original.affine, atol=1e-5)

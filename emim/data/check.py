@@ -15,9 +15,10 @@ import numpy as np
 from emim.data.cases import Case, dataset_spec, expected_labels, find_cases
 from emim.data.dicom import convert_case
 from emim.data.geometry import Grid, canonical_grid, grid_differences
-from emim.data.loading import (DataError, check_image_values, check_values, identical_error, missing_error,
-                               open_image, read_voxels, spatial_shape, voxel_digest)
+from emim.data.loading import (check_image_values, check_values, identical_error, missing_error, open_image,
+                               read_voxels, spatial_shape, voxel_digest)
 from emim.data.modalities import ModalitySpec
+from emim.errors import DataError
 
 
 @dataclass
@@ -153,7 +154,7 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
                         "rename or remove all but one of them.", "error")
                 for what, files in case.ambiguous.items() if what in spec.names or what == "label"]
     try:
-        convert_case(case, spec.names)
+        convert_case(cid, case.images, case.dicom, spec.names)
     except DataError as error:  # a DICOM series that cannot be read: no file to check
         return CaseReport(cid, dict(case.images), None, None, case.label is not None, problems + [_problem(error)])
     images, grids = {}, {}

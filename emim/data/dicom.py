@@ -27,16 +27,14 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from emim.data.cases import Case
-from emim.data.loading import DataError
 from emim.data.modalities import ModalitySpec, match_modalities
-from emim.errors import EmimError
+from emim.errors import DataError, EmimError
 
 TAGS = {"study": "0020|000d", "series": "0020|000e", "description": "0008|103e", "protocol": "0018|1030",
         "patient": "0010|0020", "date": "0008|0020", "position": "0020|0032", "orientation": "0020|0037",
@@ -292,15 +290,16 @@ def convert_series(series: DicomSeries, path: Path, case_id: str) -> Path:
     return path
 
 
-def convert_case(case: Case, modalities: Sequence[str]) -> None:
-    """Check, then convert, the case's DICOM series of `modalities` that are not converted yet to the files its
-    `images` name (nothing for a NIfTI case). Run when the case is loaded, so that a study that cannot be read is
-    that case's error; every series is checked before any is read."""
-    pending = {m: case.dicom[m] for m in modalities if m in case.dicom and not case.images[m].exists()}
+def convert_case(case_id: str, images: Mapping[str, Path], dicom: Mapping[str, DicomSeries],
+                 modalities: Sequence[str]) -> None:
+    """Check, then convert, a case's DICOM series (`Case.dicom`) of `modalities` that are not converted yet to the
+    files its `images` name (nothing for a NIfTI case). Run when the case is loaded, so that a study that cannot be
+    read is that case's error; every series is checked before any is read."""
+    pending = {m: dicom[m] for m in modalities if m in dicom and not images[m].exists()}
     for series in pending.values():
-        check_series(series, case.case_id)
+        check_series(series, case_id)
     for modality, series in pending.items():
-        convert_series(series, case.images[modality], case.case_id)
+        convert_series(series, images[modality], case_id)
 
 
 def _safe(text: str) -> str:

@@ -21,19 +21,12 @@ import numpy as np
 from emim.data.cases import Case
 from emim.data.geometry import Grid, canonical_grid, from_canonical, grid_differences, to_canonical
 from emim.data.geometry import resample as resample_onto
-from emim.errors import EmimError
+from emim.data.dicom import convert_case
+from emim.errors import DataError, EmimError
 
 NORMALIZATIONS = ("zscore-nonzero", "zscore", "max", "none")
 # Voxel values above this overflow in float32 arithmetic (normalisation squares them): refused on reading.
 FLOAT32_LIMIT = float(np.sqrt(np.finfo(np.float32).max))
-
-
-class DataError(EmimError):
-    """A problem with one file of one case: what kind, which file, and how to fix it (also used by check-data)."""
-
-    def __init__(self, case_id: str, file: Path | None, kind: str, message: str, fix: str) -> None:
-        super().__init__(f"case {case_id}: {message} Fix: {fix}")
-        self.case_id, self.file, self.kind, self.message, self.fix = case_id, file, kind, message, fix
 
 
 def missing_error(case: Case, modality: str) -> DataError:
@@ -280,8 +273,6 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
     are saved like. Problems raise `DataError` (an EmimError) naming the case, the file and the fix. A DICOM case's
     series are converted here, on first use (`emim.data.dicom.convert_case`).
     """
-    from emim.data.dicom import convert_case  # not at the top: it imports DataError from here
-
     if normalization not in NORMALIZATIONS:
         raise EmimError(f"unknown normalisation {normalization!r}; choose one of {NORMALIZATIONS}.")
     if not modalities:
@@ -291,7 +282,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
             files = ", ".join(str(f) for f in case.ambiguous[modality])
             raise DataError(case.case_id, None, "ambiguous", f"several files match modality {modality}: {files}.",
                             "rename or remove all but one of them.")
-    convert_case(case, modalities)
+    convert_case(case.case_id, case.images, case.dicom, modalities)
     reference = case.images.get(modalities[0])
     channels = []
     digests: dict[str, str] = {}  # modality -> voxel_digest, to find a sequence copied over another
