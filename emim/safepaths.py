@@ -5,7 +5,7 @@ which no checksum covers. Each becomes part of an output file name, so each must
 and every output path is checked, after resolving links, to lie inside the chosen output folder and to be none
 of the inputs, nor inside the case folder they were found in (a label map written there would be read back as
 one of the case's images; files given one by one with `--image` have no case folder). An output that is itself a
-link is refused, and files are written only by `atomic_write`, which never follows one.
+link is refused, and outputs are written only by `atomic_write`, which never follows one.
 """
 
 from __future__ import annotations

@@ -1,2 +1,2 @@
-"""Fine-tuning the pretrained E-MIM encoder for downstream tasks: segmentation (UNETR, `unetr` + `segmentation`)
-and case-level classification."""
+"""Fine-tuning the pretrained E-MIM encoder for downstream tasks: segmentation (UNETR from `emim.model.unetr`,
+trained by `segmentation`; a whole model adapted by `from_model`) and case-level classification."""
