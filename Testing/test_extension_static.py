@@ -100,6 +100,12 @@ def _imported_modules(folder: Path) -> set[str]:
     return names
 
 
+def test_the_engine_imports_no_slicer_qt_ctk_or_vtk():
+    """The engine runs without Slicer (CLI, torchrun, a plain Python): no import of the application's packages."""
+    imported = {name.split(".")[0] for name in _imported_modules(REPO / "emim")}
+    assert imported.isdisjoint({"slicer", "qt", "ctk", "vtk", "PythonQt", "PySide6"}), imported
+
+
 def test_both_modules_use_the_shared_client_package_and_training_never_imports_segmentation_code():
     segmentation, training = (_imported_modules(REPO / name) for name in ("EMIMSegmentation", "EMIMTraining"))
     assert not [name for name in training if name.startswith("EMIMSegmentationLib")]
