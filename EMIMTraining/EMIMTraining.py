@@ -21,7 +21,7 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from EMIMTrainingLib.logic import TrainingLogic  # first: its package finds EMIMCommonLib in a checkout
-from EMIMTrainingLib.settings import AUTO_VAL_CASES, DEFAULTS, START_FROM
+from EMIMTrainingLib.settings import AUTO_VAL_CASES, DEFAULTS, RECIPE, START_FROM
 
 from EMIMCommonLib.lifecycle import PanelLifecycle  # noqa: I100
 from EMIMCommonLib.path_connector import OptionalPath
@@ -74,9 +74,9 @@ class EMIMTrainingParameterNode:
     cropSize: str = DEFAULTS.crop
     batchSize: Annotated[int, WithinRange(0, 256)] = DEFAULTS.batch_size or 0  # 0 = the preset's default
     learningRate: Annotated[float, Ratio] = DEFAULTS.learning_rate or 0.0  # 0 = the preset's default
-    steps: Annotated[int, WithinRange(1, 10_000_000)] = DEFAULTS.steps
-    evalEvery: Annotated[int, WithinRange(1, 1_000_000)] = DEFAULTS.eval_every
-    checkpointEvery: Annotated[int, WithinRange(1, 1_000_000)] = DEFAULTS.checkpoint_every
+    steps: Annotated[int, WithinRange(RECIPE, 10_000_000)] = DEFAULTS.steps or RECIPE
+    evalEvery: Annotated[int, WithinRange(RECIPE, 1_000_000)] = DEFAULTS.eval_every or RECIPE
+    checkpointEvery: Annotated[int, WithinRange(RECIPE, 1_000_000)] = DEFAULTS.checkpoint_every or RECIPE
     device: Annotated[str, Choice(DEVICE_CHOICES)] = DEFAULTS.device
     gpus: Annotated[int, WithinRange(1, 64)] = DEFAULTS.gpus
     runFolder: OptionalPath = None

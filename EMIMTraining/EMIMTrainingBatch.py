@@ -43,7 +43,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--crop", default=DEFAULTS.crop, help="crop size, e.g. 96 or 128,128,96")
     parser.add_argument("--batch-size", type=int, default=DEFAULTS.batch_size,
                         help="crops per step (default: the preset's)")
-    parser.add_argument("--steps", type=int, default=DEFAULTS.steps)
+    parser.add_argument("--steps", type=int, default=DEFAULTS.steps, help="default: the task's recipe")
     parser.add_argument("--lr", type=float, default=DEFAULTS.learning_rate)
     parser.add_argument("--device", choices=DEVICE_CHOICES, default=DEFAULTS.device)
     parser.add_argument("--gpus", type=int, default=DEFAULTS.gpus,
@@ -68,8 +68,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--val-fraction", type=float, default=DEFAULTS.val_fraction,
                         help="classification fine-tuning: share of cases held out")
     parser.add_argument("--log-every", type=int, default=DEFAULTS.log_every)
-    parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every)
-    parser.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every)
+    parser.add_argument("--eval-every", type=int, default=DEFAULTS.eval_every, help="default: the task's recipe")
+    parser.add_argument("--checkpoint-every", type=int, default=DEFAULTS.checkpoint_every,
+                        help="default: the engine's")
     parser.add_argument("--export", type=Path, help="write the model folder here when the run has finished")
     parser.add_argument("--charts", type=Path, help="write the charts as a PNG when the run ends")
     return parser.parse_args(argv)

@@ -112,7 +112,7 @@ def test_the_parameter_node_survives_a_scene_saved_and_read_back(panels, tmp_pat
     scene.SetURL(str(tmp_path / "scene.mrml"))
     assert scene.Commit()
     scene.Clear(0)
-    assert widget.logic.getParameterNode().steps == 1000
+    assert widget.logic.getParameterNode().steps == 0  # "recipe default" again
     scene.SetURL(str(tmp_path / "scene.mrml"))
     assert scene.Import()
     restored = widget.logic.getParameterNode()

@@ -312,6 +312,12 @@ def test_each_task_with_default_settings_gives_a_command_line_the_engine_accepts
     command = training_command(task, settings.arguments())
     parsed = build_parser(task).parse_args(command[3:])
     assert parsed.run == str(tmp_path / "run")
+    # steps and intervals are left to the engine's recipe, so the panel and `emim TASK` start the same run
+    assert not {"--steps", "--eval-every", "--checkpoint-every"} & set(command)
+    required = ["--labels", str(labels)] if task == FINETUNE_CLASSIFIER else []
+    engine = build_parser(task).parse_args([task, str(tmp_path), "--run", "r", *required])
+    assert (parsed.steps, parsed.eval_every, parsed.checkpoint_every) == (
+        engine.steps, engine.eval_every, engine.checkpoint_every)
     assert (task == FINETUNE) == hasattr(parsed, "val_cases") and getattr(parsed, "val_cases", None) is None
 
 

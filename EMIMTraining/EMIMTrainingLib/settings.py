@@ -38,13 +38,15 @@ class TrainingSettings:
     modalities: Sequence[str] = ()
     crop: str = ""
     batch_size: int | None = None  # None = the preset's default
-    steps: int = 1000
+    # None: the engine's recipe for the task and its start (e.g. fine-tuning a whole model takes fewer steps), so
+    # the panel and `emim TASK` start the same run unless a number is given
+    steps: int | None = None
     learning_rate: float | None = None
     device: str = DEVICE_CHOICES[0]
     gpus: int = 1
     log_every: int = 5
-    eval_every: int = 50
-    checkpoint_every: int = 50
+    eval_every: int | None = None
+    checkpoint_every: int | None = None
     # pretraining
     mask: str = HYBRID
     patch_ratio: float = 0.5
@@ -100,9 +102,12 @@ class TrainingSettings:
         problems = self.problems()
         if problems:
             raise EMIMTrainingError(" ".join(problems))
-        args = [str(self.data), "--run", str(self.run), "--preset", self.preset, "--steps", str(self.steps),
-                "--device", self.device, "--log-every", str(self.log_every), "--eval-every", str(self.eval_every),
-                "--checkpoint-every", str(self.checkpoint_every)]
+        args = [str(self.data), "--run", str(self.run), "--preset", self.preset, "--device", self.device,
+                "--log-every", str(self.log_every)]
+        for option, value in (("--steps", self.steps), ("--eval-every", self.eval_every),
+                              ("--checkpoint-every", self.checkpoint_every)):
+            if value is not None:
+                args += [option, str(value)]
         if self.modalities:
             args += ["--modalities", ",".join(self.modalities)]
         if self.crop:
@@ -150,6 +155,7 @@ def training_command(subcommand: str, arguments: Sequence[str], gpus: int = 1) -
 
 DEFAULTS = TrainingSettings(task=PRETRAIN, data="", run="")  # the one place a knob's default is written
 AUTO_VAL_CASES = -1  # the parameter node's valCases for "the engine's choice" (0 is a real choice: no validation)
+RECIPE = 0  # the parameter node's steps, evalEvery, checkpointEvery for "the engine's recipe" (None here)
 
 
 def settings_from_parameters(p) -> TrainingSettings:
@@ -157,10 +163,9 @@ def settings_from_parameters(p) -> TrainingSettings:
     return TrainingSettings(
         task=p.task, data=_text(p.dataPath), run=_text(p.runFolder), preset=p.preset,
         modalities=tuple(m.strip() for m in p.modalities.split(",") if m.strip()), crop=p.cropSize,
-        batch_size=p.batchSize or None, steps=p.steps, learning_rate=p.learningRate or None, device=p.device,
-        gpus=p.gpus,
-        eval_every=p.evalEvery, checkpoint_every=p.checkpointEvery, log_every=max(1, min(DEFAULTS.log_every,
-                                                                                        p.evalEvery)),
+        batch_size=p.batchSize or None, steps=p.steps or None, learning_rate=p.learningRate or None,
+        device=p.device, gpus=p.gpus, eval_every=p.evalEvery or None, checkpoint_every=p.checkpointEvery or None,
+        log_every=min(DEFAULTS.log_every, p.evalEvery or DEFAULTS.log_every),
         mask=p.maskPattern, patch_ratio=p.patchRatio, position_ratio=p.positionRatio, pbt_levels=p.pbtLevels,
         pbt_weight=p.pbtWeight, start_from=p.startFrom, pretrained=_text(p.pretrained),
         val_cases=None if p.valCases == AUTO_VAL_CASES else p.valCases, modality_dropout=p.modalityDropout,
