@@ -18,6 +18,14 @@ PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER = "pretrain", "finetune", "finetune-clas
 TRAINING_COMMANDS = (PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER)  # also `command` in a run's config.json
 PROGRESS_MODES = ("bar", "json", "none")
 
+# Defaults both sides start a run with: the engine's parsers and configs, the Slicer panel and batch script
+PATCH_RATIO = 0.5  # share of each view's patches the patch mask hides
+POSITION_RATIO = 0.4  # share of positions the position mask hides in every modality
+PBT_LEVELS = 4  # pyramid Barlow Twins levels (0 = plain masked image modelling)
+PBT_WEIGHT = 0.1  # weight of the PBT loss beside the reconstruction loss
+LOG_EVERY = 5  # steps between training log lines and metrics records
+VAL_FRACTION = 0.2  # classification fine-tuning: share of the cases held out for validation
+
 # A run folder
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"

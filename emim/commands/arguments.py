@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from emim.config import MAX_CROP
+from emim.contract import LOG_EVERY
 
 PERMILLE = 1000  # progress units over a whole inference job: windows of each case, cases of the batch
 
@@ -64,7 +65,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
     parser.add_argument("--cache", metavar="DIR",
                         help="preprocessing cache: each case prepared once, then memory-mapped (default: emim-cache "
                              "beside the run folder; runs on the same data share it)")
-    parser.add_argument("--log-every", type=int, default=5)
+    parser.add_argument("--log-every", type=int, default=LOG_EVERY)
     parser.add_argument("--eval-every", type=int, default=eval_every, help=eval_help)
     parser.add_argument("--checkpoint-every", type=int, default=50)
     parser.add_argument("--device", default="auto", help=f"one of {DEVICE_CHOICES} or cuda:N")

@@ -12,6 +12,7 @@ import argparse
 import os
 
 from emim.commands.arguments import add_training_arguments, train_settings
+from emim.contract import VAL_FRACTION
 from emim.progress import Progress
 
 
@@ -22,7 +23,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained", metavar="SOURCE",
                         help="initialise the encoder from a pretraining run folder, checkpoint, model folder or "
                              "shipped pretraining's name (EMIM-starter-tiny-pretraining)")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
+    parser.add_argument("--val-fraction", type=float, default=VAL_FRACTION,
                         help="share of cases held out for validation AUC/accuracy, stratified by class "
                              "(0: validate on the training cases)")
     parser.add_argument("--export", metavar="MODEL", help="write the trained model folder here when done")

@@ -12,6 +12,7 @@ from dataclasses import replace
 
 from emim.commands.arguments import (add_mask_arguments, add_training_arguments, mask_config, spacing_from_args,
                                      train_settings)
+from emim.contract import PBT_LEVELS, PBT_WEIGHT
 from emim.progress import Progress
 
 
@@ -39,8 +40,8 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder-fill", choices=DECODER_FILLS,
                         help="what a hidden token starts from in the decoder (default local: the mean of the "
                              "visible tokens at its position, else around it; mask-token = MAE)")
-    parser.add_argument("--pbt-levels", type=int, default=4, help="pyramid Barlow Twins levels, 0 = plain MIM")
-    parser.add_argument("--pbt-weight", type=float, default=0.1)
+    parser.add_argument("--pbt-levels", type=int, default=PBT_LEVELS, help="pyramid Barlow Twins levels, 0 = plain MIM")
+    parser.add_argument("--pbt-weight", type=float, default=PBT_WEIGHT)
     parser.add_argument("--pbt-lambda", type=float, default=0.0051, help="Barlow Twins off-diagonal weight")
     parser.add_argument("--heldout-cases", type=int, default=0,
                         help="cases kept out for collapse diagnostics (default 0: fixed crops of training cases)")

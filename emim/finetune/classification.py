@@ -20,6 +20,7 @@ from torch import nn
 
 from emim import __version__
 from emim.config import ModelConfig
+from emim.contract import VAL_FRACTION
 from emim.data.cache import CachedCase
 from emim.errors import EmimError
 from emim.finetune.class_metrics import accuracy, macro_auc
@@ -39,7 +40,7 @@ class ClassifierConfig:
     train: TrainSettings = TrainSettings(steps=500, lr=1e-4, warmup_steps=25)
     pretrained: str | None = None      # pretraining run / checkpoint / model folder, None = random init
     batch_size: int = 2
-    val_fraction: float = 0.2          # 0: evaluate on the training cases (only to smoke-test tiny data sets)
+    val_fraction: float = VAL_FRACTION  # 0: evaluate on the training cases (only to smoke-test tiny data sets)
     normalization: str = "zscore-nonzero"
     resample: bool = False
     device: str = "auto"

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from emim.contract import HYBRID, MASK_CHOICES
+from emim.contract import HYBRID, MASK_CHOICES, PATCH_RATIO, POSITION_RATIO
 
 
 @dataclass(frozen=True)
 class MaskConfig:
     pattern: str = HYBRID              # one of MASK_CHOICES
-    patch_ratio: float = 0.5
-    position_ratio: float = 0.4
+    patch_ratio: float = PATCH_RATIO
+    position_ratio: float = POSITION_RATIO
     hybrid_probs: tuple[float, float, float] = (1 / 3, 1 / 3, 1 / 3)  # patch, position, modal
 
     def __post_init__(self) -> None:

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from emim.config import ModelConfig
+from emim.contract import PBT_LEVELS, PBT_WEIGHT
 from emim.model.decoder import MIMDecoder
 from emim.model.encoder import EMIMEncoder
 from emim.model.tokens import patchify
@@ -17,7 +18,7 @@ from emim.pretrain.pbt import PyramidBarlowTwins
 
 
 class EMIMPretrainer(nn.Module):
-    def __init__(self, config: ModelConfig, pbt_levels: int = 4, pbt_weight: float = 0.1,
+    def __init__(self, config: ModelConfig, pbt_levels: int = PBT_LEVELS, pbt_weight: float = PBT_WEIGHT,
                  off_diagonal_weight: float = 0.0051) -> None:
         super().__init__()
         self.config = config

@@ -11,6 +11,7 @@ import torch
 
 from emim import __version__
 from emim.config import ModelConfig, preset
+from emim.contract import PBT_LEVELS, PBT_WEIGHT
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.pretrain.masks import MaskConfig
@@ -32,8 +33,8 @@ class PretrainConfig:
     mask: MaskConfig = MaskConfig()
     train: TrainSettings = TrainSettings()
     batch_size: int = 2
-    pbt_levels: int = 4
-    pbt_weight: float = 0.1
+    pbt_levels: int = PBT_LEVELS
+    pbt_weight: float = PBT_WEIGHT
     pbt_off_diagonal: float = 0.0051
     normalization: str = "zscore-nonzero"
     resample: bool = False

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from emim.contract import CHECKPOINT_FOLDER, RUN_WARNING
+from emim.contract import CHECKPOINT_FOLDER, LOG_EVERY, RUN_WARNING
 from emim.progress import Progress
 from emim.train.checkpoint import load_checkpoint, save_checkpoint
 from emim.train.device import autocast
@@ -40,7 +40,7 @@ class TrainSettings:
     warmup_steps: int = 50
     grad_clip: float = 1.0
     accumulate: int = 1
-    log_every: int = 5
+    log_every: int = LOG_EVERY
     eval_every: int = 50
     checkpoint_every: int = 50
     keep_every: int = 0  # also keep checkpoints/step-N.pt every this many steps (0 = only last.pt)
