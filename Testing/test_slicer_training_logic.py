@@ -24,8 +24,9 @@ from EMIMCommonLib.headless import bootstrap  # noqa: E402
 from EMIMSegmentationLib.logic import SegmentationLogic  # noqa: E402
 from EMIMTrainingLib.errors import EMIMTrainingError  # noqa: E402
 from EMIMTrainingLib.logic import TrainingLogic  # noqa: E402
-from EMIMTrainingLib.settings import START_PRETRAINING, TrainingSettings, training_command  # noqa: E402
-from emim.contract import FINETUNE, FINETUNE_CLASSIFIER, PRETRAIN  # noqa: E402
+from EMIMTrainingLib.settings import (DEFAULTS, START_MODEL, START_NOTHING, START_PRETRAINING,  # noqa: E402
+                                      TrainingSettings, training_command)
+from emim.contract import FINETUNE, FINETUNE_CLASSIFIER, PRETRAIN, STARTER_PRETRAINING  # noqa: E402
 from EMIMTrainingLib.training_job import STOPPED  # noqa: E402
 
 STEPS = 100  # long enough that the test can stop it part-way (after step 10), even on a quiet machine (~30 ms a step)
@@ -330,3 +331,30 @@ def test_modality_dropout_reaches_the_segmentation_fine_tuning_and_is_checked(tm
     assert parsed.modality_dropout == 0.5
     settings.modality_dropout = 1.5
     assert settings.problems() == ["Modality dropout is a probability between 0 and 1."]
+
+
+@pytest.mark.parametrize("task, start_from, engine_start", [
+    (PRETRAIN, START_NOTHING, []), (PRETRAIN, START_PRETRAINING, ["--init", STARTER_PRETRAINING]),
+    (FINETUNE, START_NOTHING, []), (FINETUNE, START_MODEL, ["--init", "EMIM-starter-tiny-dropout"]),
+    (FINETUNE_CLASSIFIER, START_NOTHING, [])])
+def test_the_panels_defaults_start_the_run_the_engine_would(task, start_from, engine_start, tmp_path):
+    """The panel's and batch script's default settings resolve to the same run configuration as `emim TASK` with
+    only the data, the run folder and what it starts from: sizes, steps, intervals, masks, PBT, dropout, fractions.
+    (Starting from a dropout model keeps its modality dropout; the size comes from the model.)"""
+    from dataclasses import replace
+
+    from EMIMCommonLib.sample_data import sample_case_folder
+    from emim.cli import build_parser
+    from emim.commands import finetune, finetune_classifier, pretrain
+
+    data = str(sample_case_folder().parent)
+    required = ["--labels", str(tmp_path / "labels.csv")] if task == FINETUNE_CLASSIFIER else []
+    settings = replace(DEFAULTS, task=task, data=data, run=str(tmp_path / "run"), start_from=start_from,
+                       pretrained=engine_start[1] if engine_start else "", labels_csv=" ".join(required[1:]))
+    config_from_args = {PRETRAIN: pretrain, FINETUNE: finetune, FINETUNE_CLASSIFIER: finetune_classifier}[
+        task].config_from_args
+    parser = build_parser(task)
+    panel = config_from_args(parser.parse_args(training_command(task, settings.arguments())[3:]))
+    engine = config_from_args(parser.parse_args([task, data, "--run", str(tmp_path / "run"), *engine_start,
+                                                 *required, "--device", DEFAULTS.device]))
+    assert panel == engine

@@ -12,8 +12,9 @@ from typing import Sequence
 
 from EMIMCommonLib.process import engine_command
 
-from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, HYBRID, LAST_CHECKPOINT, MASK_CHOICES,
-                           PRESET_NAMES, PRETRAIN, STARTER_MODEL, STARTER_PRETRAINING, TRAINING_COMMANDS)
+from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, HYBRID, LAST_CHECKPOINT, LOG_EVERY,
+                           MASK_CHOICES, PATCH_RATIO, PBT_LEVELS, PBT_WEIGHT, POSITION_RATIO, PRESET_NAMES, PRETRAIN,
+                           STARTER_MODEL, STARTER_PRETRAINING, TRAINING_COMMANDS, VAL_FRACTION)
 
 from .errors import EMIMTrainingError
 from .i18n import tr
@@ -44,24 +45,25 @@ class TrainingSettings:
     learning_rate: float | None = None
     device: str = DEVICE_CHOICES[0]
     gpus: int = 1
-    log_every: int = 5
+    log_every: int = LOG_EVERY
     eval_every: int | None = None
     checkpoint_every: int | None = None
     # pretraining
     mask: str = HYBRID
-    patch_ratio: float = 0.5
-    position_ratio: float = 0.4
-    pbt_levels: int = 4
-    pbt_weight: float = 0.1
+    patch_ratio: float = PATCH_RATIO
+    position_ratio: float = POSITION_RATIO
+    pbt_levels: int = PBT_LEVELS
+    pbt_weight: float = PBT_WEIGHT
     start_from: str = START_NOTHING  # one of START_FROM
     pretrained: str = ""  # what to start from: a run folder, checkpoint, model folder or shipped name; empty = the
     # shipped pretraining or starter model that `start_from` names
     val_cases: int | None = None  # segmentation: whole cases held out for validation Dice; None = the engine's
     # choice (a fifth of the cases, 1 to 4)
     modality_dropout: float = 0.0  # segmentation: per batch, the chance of training without some sequences, so
-    # that the model also segments cases that lack one (docs/missing-modalities.md)
+    # that the model also segments cases that lack one (docs/missing-modalities.md); 0 when starting from a model:
+    # the model's own
     labels_csv: str = ""  # classification: `case_id,label` lines
-    val_fraction: float = 0.2  # classification
+    val_fraction: float = VAL_FRACTION  # classification
     extra: Sequence[str] = field(default_factory=tuple)  # further engine options, passed as they are
 
     def problems(self) -> list[str]:
@@ -102,8 +104,9 @@ class TrainingSettings:
         problems = self.problems()
         if problems:
             raise EMIMTrainingError(" ".join(problems))
-        args = [str(self.data), "--run", str(self.run), "--preset", self.preset, "--device", self.device,
-                "--log-every", str(self.log_every)]
+        args = [str(self.data), "--run", str(self.run), "--device", self.device, "--log-every", str(self.log_every)]
+        if not self.starts_whole():  # a whole network started from has its own size
+            args += ["--preset", self.preset]
         for option, value in (("--steps", self.steps), ("--eval-every", self.eval_every),
                               ("--checkpoint-every", self.checkpoint_every)):
             if value is not None:
@@ -125,18 +128,22 @@ class TrainingSettings:
             if self.task == FINETUNE:
                 if self.val_cases is not None:  # None: the engine's choice
                     args += ["--val-cases", str(self.val_cases)]
-                args += ["--modality-dropout", str(self.modality_dropout)]
+                if self.modality_dropout or not self.starts_whole():  # 0 with --init: the model's own
+                    args += ["--modality-dropout", str(self.modality_dropout)]
             else:
                 args += ["--labels", str(self.labels_csv), "--val-fraction", str(self.val_fraction)]
         return args + [str(a) for a in self.extra]
+
+    def starts_whole(self) -> bool:
+        """True when the run starts the whole network from a model or pretraining (`--init`), not the encoder."""
+        return self.start_from != START_NOTHING and (self.start_from == START_MODEL or self.task == PRETRAIN)
 
     def start_arguments(self) -> list[str]:
         """`--init` (the whole network) or `--pretrained` (the encoder) for what the run starts from."""
         if self.start_from == START_NOTHING:
             return []
         source = self.pretrained or (STARTER_MODEL if self.start_from == START_MODEL else STARTER_PRETRAINING)
-        whole = self.start_from == START_MODEL or self.task == PRETRAIN
-        return ["--init" if whole else "--pretrained", str(source)]
+        return ["--init" if self.starts_whole() else "--pretrained", str(source)]
 
 
 def training_command(subcommand: str, arguments: Sequence[str], gpus: int = 1) -> list[str]:
