@@ -20,7 +20,8 @@ from emim.data.dicom import convert_case
 from emim.data.loading import load_case
 from emim.data.modalities import BRATS
 from emim.errors import EmimError
-from emim.inference.segment import load_segmentation_model, segment_case
+from emim.inference.segment import segment_case
+from emim.inference.segmentation_model import load_segmentation_model
 
 from conftest import SMALLEST_CASE
 from dicom_series import write_case, write_series

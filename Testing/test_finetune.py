@@ -121,7 +121,7 @@ def test_stopped_run_resumes_and_validates_each_region(finetune_run):
 
 def test_export_of_both_runs_loads_as_model_folders(finetune_run, tiny_pretraining, tmp_path):
     from emim.export import export_model
-    from emim.inference.segment import load_segmentation_model
+    from emim.inference.segmentation_model import load_segmentation_model
     from emim.modelfile import load_model
 
     folder = export_model(finetune_run["dir"], tmp_path / "seg")

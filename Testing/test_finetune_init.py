@@ -98,7 +98,7 @@ def test_init_options_come_from_the_model_and_the_recipe(brats_mini):
 
 def test_validation_runs_at_the_training_spacing_and_scores_on_the_case_grid(monkeypatch):
     """As `emim segment`: the 1 mm case goes to the network at 2 mm, the probabilities come back to 1 mm."""
-    import emim.inference.segment as segment
+    import emim.inference.prediction as prediction
     from emim.config import preset
     from emim.data.loading import LoadedCase
     from emim.finetune.segmentation import SegmentationTask
@@ -118,7 +118,7 @@ def test_validation_runs_at_the_training_spacing_and_scores_on_the_case_grid(mon
         step = label.shape[0] // image.shape[1]
         return truth[:, ::step, ::step, ::step]  # the truth, at the resolution the network is given
 
-    monkeypatch.setattr(segment, "predict_probabilities", predict)
+    monkeypatch.setattr(prediction, "predict_probabilities", predict)
     model = EMIMUNETR(preset("tiny", crop_size=(32, 32, 32)), 3, 4)
     task = SegmentationTask(model, BRATS_REGIONS, [case], 0, 0.0, 1, spacing=(2.0, 2.0, 2.0))
     record = task.evaluate(0)

@@ -12,7 +12,8 @@ import pytest
 
 from emim.errors import EmimError
 from emim.finetune.modality_dropout import draw_present, zero_absent
-from emim.inference.segment import load_segmentation_model, segment_case
+from emim.inference.segment import segment_case
+from emim.inference.segmentation_model import load_segmentation_model
 from emim.progress import Progress
 
 from conftest import SMALLEST_CASE

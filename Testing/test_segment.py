@@ -29,7 +29,7 @@ def model_dir(tiny_segmentation_model):
 
 @pytest.fixture(scope="module")
 def loaded_model(model_dir):
-    from emim.inference.segment import load_segmentation_model
+    from emim.inference.segmentation_model import load_segmentation_model
 
     return load_segmentation_model(model_dir, "cpu")
 
@@ -180,7 +180,7 @@ def test_window_count_matches_monai(loaded_model):
     """Progress percentages rely on counting MONAI's windows the way MONAI places them."""
     from monai.data.utils import dense_patch_slices
 
-    from emim.inference.segment import count_windows
+    from emim.inference.prediction import count_windows
 
     for shape, overlap in (((133, 175, 70), 0.5), ((64, 64, 64), 0.25), ((40, 200, 90), 0.0)):
         padded = [max(s, 64) for s in shape]

@@ -53,7 +53,8 @@ def predictions(model: Path, work: Path) -> list[dict[str, str]]:
     """(case, pred, gt) for the real cases (raw and post-processed) and three generated cases (raw)."""
     from emim.data.cases import find_cases
     from emim.inference.postprocess import NONE
-    from emim.inference.segment import load_segmentation_model, segment_case
+    from emim.inference.segment import segment_case
+    from emim.inference.segmentation_model import load_segmentation_model
     from emim.sample import make_sample_cases
 
     loaded = load_segmentation_model(model, "cpu")

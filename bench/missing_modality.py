@@ -145,7 +145,7 @@ def main() -> int:
         raise SystemExit(f"needs the real mini cases in {common.MINI_DATA}")
     common.ensure_malloc_env()
     from emim.inference.reconstruct import load_reconstructor
-    from emim.inference.segment import load_segmentation_model
+    from emim.inference.segmentation_model import load_segmentation_model
     from emim.modelfile import load_model, save_model
     from emim.sample import make_sample_cases
 

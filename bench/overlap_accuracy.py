@@ -38,7 +38,9 @@ def main() -> None:
     import torch
 
     from emim.evaluate import evaluate_case
-    from emim.inference.segment import load_segmentation_model, resolve_cases, segment_case
+    from emim.data.case_inputs import resolve_cases
+    from emim.inference.segment import segment_case
+    from emim.inference.segmentation_model import load_segmentation_model
 
     model = load_segmentation_model(args.model, args.device)
     overlaps = [float(v) for v in args.overlaps.split(",")]

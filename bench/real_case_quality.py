@@ -42,7 +42,8 @@ def evaluate_model(model: Path, work: Path, sweep: bool = False) -> dict[str, An
     from emim.data.cases import find_cases
     from emim.evaluate import mean_row, score_labels
     from emim.inference.postprocess import label_map
-    from emim.inference.segment import load_segmentation_model, segment_case
+    from emim.inference.segment import segment_case
+    from emim.inference.segmentation_model import load_segmentation_model
 
     loaded = load_segmentation_model(model, "cpu")
     names = [r["name"] for r in loaded.regions]

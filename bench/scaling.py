@@ -1,7 +1,7 @@
 """Scaling: segmentation inference time and memory versus volume size, pretraining throughput versus batch size,
 and versus GPU count (torchrun, one process per GPU) where more than one GPU is visible.
 
-Segmentation runs `emim.inference.segment.predict_probabilities` (sliding window, Gaussian blending, the model's
+Segmentation runs `emim.inference.prediction.predict_probabilities` (sliding window, Gaussian blending, the model's
 default overlap and sw_batch_size) on random non-zero volumes, so every window of the volume is computed (no
 brain bounding box), and the window count grows with the volume as in the worst case. Sizes run smallest first in
 one process: with the bench allocator settings RSS never shrinks, so each size's peak is max(its own, smaller ones).
@@ -34,7 +34,9 @@ def segmentation_vs_size(preset_name: str, sizes: list[tuple[int, int, int]], de
     import numpy as np
     import torch
 
-    from emim.inference.segment import count_windows, load_segmentation_model, predict_probabilities
+    from emim.inference.prediction import count_windows, predict_probabilities
+
+    from emim.inference.segmentation_model import load_segmentation_model
 
     model = load_segmentation_model(common.make_model_folder(preset_name, common.CACHE / "models" / preset_name),
                                     str(device))

@@ -50,7 +50,7 @@ def window_gflop(model: Any) -> float:
     """Forward FLOPs of one window, counted on a meta-device copy of the network (no compute)."""
     import torch
 
-    from emim.inference.segment import build_network
+    from emim.inference.segmentation_model import build_network
 
     meta = model.metadata
     with torch.device("meta"):
@@ -157,7 +157,9 @@ def measure(preset_name: str, cases: list[tuple[str, Path]], args: argparse.Name
     import numpy as np
     import torch
 
-    from emim.inference.segment import count_windows, load_segmentation_model
+    from emim.inference.prediction import count_windows
+
+    from emim.inference.segmentation_model import load_segmentation_model
 
     model_dir = common.make_model_folder(preset_name, common.CACHE / "models" / preset_name)
     started = time.perf_counter()

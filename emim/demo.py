@@ -25,7 +25,7 @@ from emim.progress import Progress
 from emim.train.trainer import TrainSettings
 
 if TYPE_CHECKING:
-    from emim.inference.segment import SegmentationModel
+    from emim.inference.segmentation_model import SegmentationModel
 
 
 def _settings(steps: int, lr: float, eval_every: int) -> TrainSettings:
@@ -42,7 +42,8 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     from emim.evaluate import evaluate, mean_row, write_csv
     from emim.export import export_model
     from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
-    from emim.inference.segment import load_segmentation_model, segment_case
+    from emim.inference.segment import segment_case
+    from emim.inference.segmentation_model import load_segmentation_model
     from emim.bundled import STARTER_PRETRAINING
     from emim.pretrain.run import init_config as pretrain_config, run_pretraining
     from emim.sample import make_sample_cases
@@ -145,7 +146,8 @@ def _reconstruction(run: Path, source: str) -> list[str]:
 def _real_cases(loaded: SegmentationModel, folder: Path, out: Path, progress: Progress) -> list[dict]:
     """Segment and evaluate every labelled case of `folder` with the demo's (loaded) model."""
     from emim.evaluate import evaluate
-    from emim.inference.segment import resolve_cases, segment_case
+    from emim.data.case_inputs import resolve_cases
+    from emim.inference.segment import segment_case
 
     cases = [case for case in resolve_cases([folder], loaded.spec) if case.label is not None]
     if not cases:

@@ -149,7 +149,7 @@ def check_case_inputs(args: argparse.Namespace) -> None:
 
 def case_inputs(args: argparse.Namespace, spec, allow_missing: bool = False):
     """The cases the inference command works on, with files assigned by the model's modality spec."""
-    from emim.inference.segment import case_from_images, resolve_cases
+    from emim.data.case_inputs import case_from_images, resolve_cases
 
     if args.image:
         return [case_from_images(dict(args.image), spec, allow_missing)]

@@ -68,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     from emim.errors import EmimError
     from emim.inference.fill_missing import check_filler
     from emim.inference.reconstruct import load_reconstructor
-    from emim.inference.segment import load_segmentation_model, output_paths, segment_case
+    from emim.inference.segment import output_paths, segment_case
+    from emim.inference.segmentation_model import load_segmentation_model
     from emim.safepaths import check_output_folder
 
     check_case_inputs(args)

@@ -151,7 +151,7 @@ class SegmentationTask:
 
     def evaluate(self, step: int) -> dict[str, Any]:
         from emim.inference.postprocess import DEFAULT, label_map
-        from emim.inference.segment import predict_probabilities
+        from emim.inference.prediction import predict_probabilities
         from emim.inference.spacing import needs_resampling, rescale
         from emim.metrics import dice
 
