@@ -66,7 +66,7 @@ def measure_emim(config: Any, batch: int, device: Any, steps: int, warmup: int, 
 
     from emim.pretrain.masks import MaskConfig, sample_batch
     from emim.pretrain.model import EMIMPretrainer
-    from emim.train.device import autocast
+    from emim.device import autocast
     from emim.train.optim import build_optimizer
 
     torch.manual_seed(seed)
@@ -110,7 +110,7 @@ def measure_vitautoenc(config: Any, batch: int, device: Any, steps: int, warmup:
     from monai.networks.nets import ViTAutoEnc
 
     from emim.pretrain.masks import MaskConfig, sample_batch
-    from emim.train.device import autocast
+    from emim.device import autocast
     from emim.train.optim import build_optimizer
 
     torch.manual_seed(seed)

@@ -78,7 +78,7 @@ class Reference:
         from monai.inferers import sliding_window_inference
 
         from emim.labels import regions_to_labels
-        from emim.train.device import autocast
+        from emim.device import autocast
 
         stages = stages if stages is not None else defaultdict(float)
         model, device = self.model, self.model.device
@@ -140,7 +140,7 @@ def warm_up(model: Any, case: Path) -> None:
 
     from emim.data.cases import find_cases
     from emim.data.loading import load_case
-    from emim.train.device import autocast
+    from emim.device import autocast
 
     load_case(find_cases(case, model.spec)[0], model.spec.names, model.normalization, with_label=False)
     batch = int(model.inference_default("sw_batch_size", 2))

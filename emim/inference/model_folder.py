@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from emim.errors import EmimError
-from emim.train.device import resolve_device
+from emim.device import resolve_device
 
 
 def unbuildable(where: object, error: Exception) -> EmimError:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
-from emim.train.device import autocast
+from emim.device import autocast
 
 
 def count_windows(shape: Sequence[int], roi: Sequence[int], overlap: float) -> int:

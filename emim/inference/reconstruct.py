@@ -38,7 +38,7 @@ from emim.model.tokens import unpatchify
 from emim.pretrain.masks import MaskConfig, modal_mask, sample_mask
 from emim.pretrain.model import EMIMPretrainer
 from emim.progress import Progress
-from emim.train.device import autocast, resolve_device
+from emim.device import autocast, resolve_device
 
 KINDS = ("masked", "reconstruction", "mask")
 

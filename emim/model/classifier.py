@@ -20,7 +20,7 @@ from torch import nn
 
 from emim.config import ModelConfig
 from emim.model.encoder import EMIMEncoder, init_weights
-from emim.train.device import autocast
+from emim.device import autocast
 
 
 class ClassifierNet(nn.Module):

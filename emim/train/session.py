@@ -14,7 +14,7 @@ from emim.contract import LAST_CHECKPOINT
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train import distributed
-from emim.train.device import resolve_device
+from emim.device import resolve_device
 from emim.train.runfolder import RunFolder
 from emim.train.trainer import Task, TrainSettings, seed_everything, train
 

@@ -26,7 +26,7 @@ from torch.nn.parallel import DistributedDataParallel
 from emim.contract import CHECKPOINT_FOLDER, LOG_EVERY, RUN_WARNING
 from emim.progress import Progress
 from emim.train.checkpoint import load_checkpoint, save_checkpoint
-from emim.train.device import autocast
+from emim.device import autocast
 from emim.train.distributed import DistInfo, any_rank, mean_over_ranks
 from emim.train.optim import build_optimizer, warmup_cosine
 from emim.train.runfolder import RunFolder
