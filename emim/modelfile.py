@@ -113,7 +113,7 @@ def _validate(metadata: dict[str, Any], where: str) -> None:
 def metadata_checksum(metadata: dict[str, Any]) -> str:
     """SHA-256 of the metadata without its own checksum, as canonical JSON (sorted keys, no spaces)."""
     rest = {key: value for key, value in metadata.items() if key != METADATA_CHECKSUM}
-    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 

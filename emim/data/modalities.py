@@ -41,7 +41,11 @@ def strip_extension(name: str) -> str:
 
 def pattern_problem(pattern: object) -> str | None:
     """Why a name pattern is outside the safe subset above (or not a regular expression), or None."""
-    from re import _constants as ops, _parser  # the stdlib's own parse of a pattern
+    try:  # the standard library's own parse of a pattern
+        from re import _constants as ops, _parser
+    except ImportError:  # Python 3.10
+        import sre_constants as ops
+        import sre_parse as _parser
 
     if not isinstance(pattern, str) or not 0 < len(pattern) <= MAX_PATTERN_LENGTH:
         return f"must be a regular expression of 1 to {MAX_PATTERN_LENGTH} characters"
@@ -49,7 +53,7 @@ def pattern_problem(pattern: object) -> str | None:
         parsed = _parser.parse(pattern)
     except re.error as error:
         return f"is not a regular expression ({error})"
-    repeats = (ops.MAX_REPEAT, ops.MIN_REPEAT, ops.POSSESSIVE_REPEAT)
+    repeats = (ops.MAX_REPEAT, ops.MIN_REPEAT, getattr(ops, "POSSESSIVE_REPEAT", ops.MAX_REPEAT))  # 3.11+
     unbounded = 0
 
     def walk(items, in_repeat: bool) -> str | None:
