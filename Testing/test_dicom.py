@@ -116,21 +116,21 @@ def test_dicom_problems_are_refused_with_the_fix(dicom_case, brats_mini, starter
     write_series(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-t2f.nii.gz", twice / "series9", "COR T2 FLAIR",
                  "1.2.826.0.1.3680043.10.1234.1", "1.2.826.0.1.3680043.10.1234.2.9", "1.2.826.0.1.3680043.10.1234.3", 9)
     with pytest.raises(EmimError, match="several DICOM series match t2f"):
-        find_cases(twice, BRATS)
+        load(twice)
     same_name = tmp_path / "same_name"  # a repeated FLAIR under the same description is not silently dropped
     shutil.copytree(dicom_case, same_name)
     write_series(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-t2f.nii.gz", same_name / "series9", DESCRIPTIONS["t2f"],
                  "1.2.826.0.1.3680043.10.1234.1", "1.2.826.0.1.3680043.10.1234.2.9", "1.2.826.0.1.3680043.10.1234.3", 9)
     both = r"several DICOM series match t2f.*1234\.2\.4.*1234\.2\.9|1234\.2\.9.*1234\.2\.4"  # both UIDs named
     with pytest.raises(EmimError, match=both):
-        find_cases(same_name, BRATS)
+        load(same_name)
     split = tmp_path / "split"  # half of the FLAIR's slices in another folder: never half a brain
     shutil.copytree(dicom_case, split)
     (split / "series4b").mkdir()
     for path in sorted((split / "series4").glob("*.dcm"))[::2]:
         path.rename(split / "series4b" / path.name)
     with pytest.raises(EmimError, match="'T2 FLAIR AX'.*split across the folders"):
-        find_cases(split, BRATS)
+        load(split)
     no_position = tmp_path / "no_position"  # e.g. a secondary capture: no geometry to place the voxels
     shutil.copytree(dicom_case, no_position)
     for path in (no_position / "series4").glob("*.dcm"):

@@ -122,6 +122,19 @@ def test_a_study_that_cannot_be_converted_is_that_cases_error_and_the_others_go_
     assert [p.kind for p in reports[bad.case_id].problems] == ["dicom"]
 
 
+def test_a_study_whose_series_cannot_be_matched_is_that_cases_error_and_the_others_go_on(tmp_path):
+    """Two series for one sequence used to stop the whole folder while it was searched."""
+    series(tmp_path / "studies" / "good", number=1, study=1, patient="GOOD")
+    series(tmp_path / "studies" / "twice-1", number=2, study=2, patient="TWICE")
+    series(tmp_path / "studies" / "twice-2", number=3, study=2, patient="TWICE", description="SAG T1")
+    good, twice = sorted(find_cases(tmp_path / "studies", BRATS), key=lambda case: bool(case.problem))
+    assert load_case(good, T1, with_label=False).image.shape == (1, 16, 16, 6)
+    with pytest.raises(EmimError, match=f"case {twice.case_id}: several DICOM series match t1n.*Fix: keep one"):
+        load_case(twice, T1, with_label=False)
+    reports = {r.case_id: r for r in check_dataset(tmp_path / "studies", BRATS.select(T1)).cases}
+    assert reports[good.case_id].usable and not reports[twice.case_id].usable
+
+
 def test_conversions_of_a_killed_process_are_removed_by_the_next_one_and_nothing_else(tmp_path):
     series(tmp_path / "case" / "t1")
     temporary = tmp_path / "tmp"

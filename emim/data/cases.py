@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from emim.data.modalities import BRATS, ModalitySpec, match_modalities, strip_extension, token
-from emim.errors import EmimError
+from emim.errors import DataError, EmimError
 from emim.safepaths import check_safe_name
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -51,6 +51,14 @@ class Case:
     ambiguous: dict[str, list[Path]] = field(default_factory=dict)
     folder: Path | None = None  # the case folder (folder layouts), where a missing file is expected
     dicom: dict[str, Any] = field(default_factory=dict)  # modality -> the DicomSeries its image is converted from
+    # (what is wrong, the fix) of a case found but unusable as it is (a DICOM study whose series cannot be matched):
+    # said when the case is loaded, checked or segmented, so the other cases of a folder go on
+    problem: tuple[str, str] | None = None
+
+    def check_usable(self) -> None:
+        """Raise the problem the case was found with, if any, as this case's DataError."""
+        if self.problem is not None:
+            raise DataError(self.case_id, self.folder, "dicom", *self.problem)
 
 
 def is_nifti(path: Path) -> bool:
@@ -189,7 +197,7 @@ def find_cases(path: str | Path, spec: ModalitySpec | None = None) -> list[Case]
     if not cases:
         from emim.data.dicom import dicom_cases
 
-        cases = [Case(found.case_id, found.images, folder=path, dicom=found.series)
+        cases = [Case(found.case_id, found.images, folder=path, dicom=found.series, problem=found.problem)
                  for found in dicom_cases(path, spec)]
     if not cases:
         raise EmimError(f"no cases found in {path}: expected case folders with NIfTI files (CASE/CASE-t1n.nii.gz, "

@@ -154,8 +154,9 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
                         "rename or remove all but one of them.", "error")
                 for what, files in case.ambiguous.items() if what in spec.names or what == "label"]
     try:
+        case.check_usable()
         convert_case(cid, case.images, case.dicom, spec.names)
-    except DataError as error:  # a DICOM series that cannot be read: no file to check
+    except DataError as error:  # a DICOM study that cannot be matched or read: no file to check
         return CaseReport(cid, dict(case.images), None, None, case.label is not None, problems + [_problem(error)])
     images, grids = {}, {}
     for modality in spec.names:

@@ -314,6 +314,7 @@ class DicomCase:
     case_id: str
     images: dict[str, Path]
     series: dict[str, DicomSeries]
+    problem: tuple[str, str] | None = None  # (what is wrong, the fix) when the study's series cannot be matched
 
 
 def dicom_cases(folder: Path, spec: ModalitySpec) -> list[DicomCase]:
@@ -325,25 +326,34 @@ def dicom_cases(folder: Path, spec: ModalitySpec) -> list[DicomCase]:
     for study in sorted(studies.values(), key=lambda s: (s[0].date, s[0].study, s[0].patient)):
         first = study[0]
         case_id = _safe(folder.name) if len(studies) == 1 else _safe(f"{first.patient}_{first.date}_{first.study[-8:]}")
-        matched = match_modalities(sorted({s.name for s in study}), spec)
-        chosen: dict[str, DicomSeries] = {}
-        for modality, names in matched.items():
-            candidates = [s for s in study if s.name in names]  # two series may share one description
-            if len(candidates) > 1 and len({c.uid for c in candidates}) == 1:  # found once per folder it is in
-                raise EmimError(f"case {case_id}: DICOM series '{candidates[0].name}' ({candidates[0].uid}) is split "
-                                f"across the folders {', '.join(str(c.files[0].parent) for c in candidates)}; move "
-                                "all its files into one folder.")
-            if len(candidates) > 1:
-                listed = "; ".join(f"'{c.name}' ({c.uid}, {c.files[0].parent})" for c in candidates)
-                raise EmimError(f"case {case_id}: several DICOM series match {modality}: {listed}. Keep one of them "
-                                "in the folder, or give the files explicitly (--image NAME=FILE after converting).")
-            if candidates:
-                chosen[modality] = candidates[0]
-        if not chosen:
-            found = ", ".join(f"'{s.name}'" for s in study) or "none"
-            raise EmimError(f"case {case_id} ({folder}): no DICOM series matches a modality ({', '.join(spec.names)});"
-                            f" the series are called {found}. Give each series a description that names its sequence "
-                            "(e.g. 'AX T1 POST GD', 'T2 FLAIR'), or convert them to NIfTI and pass --image NAME=FILE.")
+        chosen, problem = _match_study(study, spec, folder)
+        if problem is not None:  # this study's error, said when it is used; the other studies go on
+            cases.append(DicomCase(case_id, {}, {}, problem))
+            continue
         target = Path(tempfile.mkdtemp(dir=_conversion_folder())) / case_id  # one folder per call: never reused
         cases.append(DicomCase(case_id, {m: target / f"{case_id}-{m}.nii.gz" for m in chosen}, chosen))
     return cases
+
+
+def _match_study(study: Sequence[DicomSeries], spec: ModalitySpec, folder: Path
+                 ) -> tuple[dict[str, DicomSeries], tuple[str, str] | None]:
+    """The series of each modality, or why the study cannot be matched: (what is wrong, the fix)."""
+    chosen: dict[str, DicomSeries] = {}
+    for modality, names in match_modalities(sorted({s.name for s in study}), spec).items():
+        candidates = [s for s in study if s.name in names]  # two series may share one description
+        if len(candidates) > 1 and len({c.uid for c in candidates}) == 1:  # found once per folder it is in
+            return {}, (f"DICOM series '{candidates[0].name}' ({candidates[0].uid}) is split across the folders "
+                        f"{', '.join(str(c.files[0].parent) for c in candidates)}.", "move all its files into one "
+                        "folder.")
+        if len(candidates) > 1:
+            listed = "; ".join(f"'{c.name}' ({c.uid}, {c.files[0].parent})" for c in candidates)
+            return {}, (f"several DICOM series match {modality}: {listed}.", "keep one of them in the folder, or "
+                        "give the files explicitly (--image NAME=FILE after converting).")
+        if candidates:
+            chosen[modality] = candidates[0]
+    if not chosen:
+        found = ", ".join(f"'{s.name}'" for s in study) or "none"
+        return {}, (f"no DICOM series in {folder} matches a modality ({', '.join(spec.names)}); the series are "
+                    f"called {found}.", "give each series a description that names its sequence (e.g. 'AX T1 POST "
+                    "GD', 'T2 FLAIR'), or convert them to NIfTI and pass --image NAME=FILE.")
+    return chosen, None

@@ -282,6 +282,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscor
             files = ", ".join(str(f) for f in case.ambiguous[modality])
             raise DataError(case.case_id, None, "ambiguous", f"several files match modality {modality}: {files}.",
                             "rename or remove all but one of them.")
+    case.check_usable()
     convert_case(case.case_id, case.images, case.dicom, modalities)
     reference = case.images.get(modalities[0])
     channels = []

@@ -82,6 +82,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     spec = model.spec
     takes_missing = model.takes_missing or fill is not None
     case = _one_case(case, spec, takes_missing)
+    case.check_usable()
     absent = absent_modalities(case, spec, missing, takes_missing)
     present = [m for m in spec.names if m not in absent]
     filled = list(absent) if fill is not None else []
