@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -13,13 +12,7 @@ import pytest
 from emim.data.check import check_dataset
 from emim.data.modalities import BRATS
 from test_data_cases import LPS_AFFINE, brain, write_case, write_nifti
-from support.cli import emim_in_process
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def emim(*args: str) -> subprocess.CompletedProcess:
-    return emim_in_process(*args, cwd=REPO)
+from support.cli import emim_in_process as emim
 
 
 def shifted(affine: np.ndarray, voxels) -> np.ndarray:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import math
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -17,13 +16,7 @@ from emim.errors import EmimError
 from emim.evaluate import case_id, evaluate_case, label_files, pair_cases
 from emim.metrics import HD95_PENALTY_MM, hd95
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, regions_to_labels
-from support.cli import emim_in_process
-
-REPO = Path(__file__).resolve().parents[1]
-
-
-def _emim(*args: str) -> subprocess.CompletedProcess:
-    return emim_in_process(*args, cwd=REPO)
+from support.cli import emim_in_process as _emim
 
 
 def _real_label(brats_mini: Path) -> tuple[np.ndarray, np.ndarray]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import pickle
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,10 +15,8 @@ from emim.errors import EmimError
 from emim.labels import BRATS_LABELS, BRATS_REGIONS
 from emim.modelfile import (FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, describe_model, load_metadata, load_model,
                             save_model)
-from support.cli import emim_in_process
+from support.cli import emim_in_process as _emim
 from support.model_edit import edit_metadata
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _metadata() -> dict:
@@ -46,10 +43,6 @@ def _state_dict() -> dict[str, torch.Tensor]:
         "steps": torch.tensor([3, 5], dtype=torch.int64),
         "mask": torch.tensor([True, False, True]),
     }
-
-
-def _emim(*args: str) -> subprocess.CompletedProcess:
-    return emim_in_process(*args, cwd=REPO)
 
 
 @pytest.fixture()

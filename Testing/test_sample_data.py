@@ -8,7 +8,6 @@ cover (its single foci measure about 20-230 mL whole tumour, 4-55 mL core).
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
 import nibabel as nib
@@ -20,9 +19,8 @@ from emim.sample import make_sample_cases, synthesize_case
 from emim.sample.contrast import MODALITIES
 from emim.sample.generate import write_case
 from emim.sample.grid import GRIDS
-from support.cli import emim_in_process
+from support.cli import emim_in_process as _emim
 
-REPO = Path(__file__).resolve().parents[1]
 SEED = 20250
 CASES = 3
 FACE = ndimage.generate_binary_structure(3, 1)
@@ -33,9 +31,6 @@ def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     image = nib.load(path)
     return np.asanyarray(image.dataobj), image
 
-
-def _emim(*args: str) -> subprocess.CompletedProcess:
-    return emim_in_process(*args, cwd=REPO)
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,18 @@ from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 
-def emim_in_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """`emim ARGS` in this process (in `cwd` if given): its exit status, stdout and stderr."""
+REPO = Path(__file__).resolve().parents[2]
+
+
+def emim_in_process(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
+    """`emim ARGS` in this process, in `cwd` (the repository, where `make test` runs): its exit status, stdout and
+    stderr."""
     from emim.cli import main
 
     stdout, stderr = io.StringIO(), io.StringIO()
     sigterm, here = signal.getsignal(signal.SIGTERM), Path.cwd()
     try:
-        if cwd is not None:
-            os.chdir(cwd)
+        os.chdir(cwd)
         with redirect_stdout(stdout), redirect_stderr(stderr):
             try:
                 returncode = main(list(args))
