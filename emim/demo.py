@@ -39,12 +39,12 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     """Run the whole path into `out` and return the report's path; `out` must be new or an earlier demo folder.
     `real_cases`: a folder of labelled cases (e.g. the BraTS mini cases) to segment and evaluate as well."""
     from emim.data.check import check_dataset
+    from emim.bundled import STARTER_PRETRAINING
     from emim.evaluate import evaluate, mean_row, write_csv
     from emim.export import export_model
     from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
     from emim.inference.segment import segment_case
     from emim.inference.segmentation_model import load_segmentation_model
-    from emim.bundled import STARTER_PRETRAINING
     from emim.pretrain.run import init_config as pretrain_config, run_pretraining
     from emim.sample import make_sample_cases
 
@@ -138,8 +138,8 @@ def _reconstruction(run: Path, source: str) -> list[str]:
     return [f"Pretraining, continued from {source}: held-out reconstruction loss {last['heldout_rec_loss']:.3f} at "
             f"step {last['step']} against a collapsed loss of {last['heldout_collapsed_loss_sample']:.3f}, ratio "
             f"{last['heldout_loss_ratio']:.2f} (step {first['step']}: {first['heldout_loss_ratio']:.2f}). The "
-            "collapsed loss is what predicting each hidden view's mean scores; a ratio clearly below 1 means the network "
-            "reconstructs what it cannot see, and one at "
+            "collapsed loss is what predicting each hidden view's mean scores; a ratio clearly below 1 means the "
+            "network reconstructs what it cannot see, and one at "
             f"{COLLAPSE_LOSS_RATIO:g} or above with flat predictions means it has collapsed to that constant."]
 
 
