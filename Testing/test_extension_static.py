@@ -211,51 +211,6 @@ def test_the_contract_needs_nothing_but_the_standard_library():
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
 
 
-def _engine_import_graph() -> dict[str, set[str]]:
-    """{module: the emim modules it imports}, module-level and function-local imports alike."""
-    root = REPO / "emim"
-    names = {".".join(p.relative_to(REPO).with_suffix("").parts[:-1] if p.name == "__init__.py"
-                      else p.relative_to(REPO).with_suffix("").parts): p for p in root.rglob("*.py")}
-    graph: dict[str, set[str]] = {name: set() for name in names}
-    for name, path in names.items():
-        package = name.split(".") if path.name == "__init__.py" else name.split(".")[:-1]
-        for node in ast.walk(ast.parse(path.read_text())):
-            targets = []
-            if isinstance(node, ast.Import):
-                targets = [alias.name for alias in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = ".".join(package[:len(package) - node.level + 1] + ([node.module] if node.module else [])) \
-                    if node.level else node.module or ""
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in names else base for alias in node.names]
-            for target in targets:
-                while target and target not in names:
-                    target = target.rpartition(".")[0]
-                if target and target != name:
-                    graph[name].add(target)
-    return graph
-
-
-def test_the_engine_modules_import_each_other_without_a_circle():
-    graph = _engine_import_graph()
-    assert "emim.finetune.segmentation" in graph["emim.commands.finetune"]  # the graph sees function-local imports
-    done: set[str] = set()
-
-    def visit(module: str, path: tuple[str, ...]) -> None:
-        if module in path:
-            raise AssertionError("import circle: " + " -> ".join(path[path.index(module):] + (module,)))
-        if module in done:
-            return
-        for target in sorted(graph[module]):
-            if not (target.startswith(module + ".") or module.startswith(target + ".")):  # package and its parts
-                visit(target, path + (module,))
-        done.add(module)
-
-    for module in sorted(graph):
-        visit(module, ())
-    assert not [m for m in graph if m.startswith("emim.inference") and any(
-        t.startswith("emim.finetune") for t in graph[m])], "inference reaches up into finetune"
-
-
 def test_each_training_knob_has_its_default_written_once():
     """The settings dataclass holds the defaults; the module's parameter node and the batch script take theirs
     from it, so a default changed there changes everywhere (and the node reads back as the same settings)."""

@@ -16,7 +16,7 @@ import torch
 from stopping import StopAfterFirstStep
 
 from emim.errors import EmimError
-from emim.inference.pretrained import load_pretrained_encoder
+from emim.pretrained import load_pretrained_encoder
 from emim.finetune.segmentation import (SegmentationTask, default_config, resume_finetuning,
                                         run_finetuning)
 from emim.model.unetr import EMIMUNETR

@@ -8,7 +8,7 @@ import pytest
 
 from emim.errors import EmimError
 from emim.inference.postprocess import DEFAULT, NONE, PostProcess, clean_regions, label_map
-from emim.inference.spacing import rescale
+from emim.data.spacing import rescale
 from emim.labels import BRATS_REGIONS, labels_to_regions
 
 TC, WT, ET = 0, 1, 2  # channel order of BRATS_REGIONS

@@ -395,7 +395,7 @@ def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tm
     """`--model EMIM-starter-tiny` means the shipped model even beside a folder of that name; `./NAME` the folder.
     The run report names the model folder used, absolute."""
     from emim.bundled import MODELS_DIR, STARTER_MODEL, STARTER_PRETRAINING
-    from emim.inference.pretrained import read_pretrained
+    from emim.pretrained import read_pretrained
     from emim.modelfile import load_metadata
 
     case = _sample_case(tmp_path / "data")

@@ -1,4 +1,4 @@
-"""Resampling to a model's training spacing and back (emim.inference.spacing): physical alignment, exactness on
+"""Resampling to a model's training spacing and back (emim.data.spacing): physical alignment, exactness on
 linear fields, shapes that stay inside the field of view, and when it applies."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from emim.inference.spacing import needs_resampling, rescale, scaled_shape
+from emim.data.spacing import needs_resampling, rescale, scaled_shape
 
 
 def test_only_cases_far_from_the_recorded_spacing_are_resampled():

@@ -26,7 +26,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402
-from emim.inference.report import REPORT as REPORT_SUFFIX  # noqa: E402
+from emim.report import REPORT as REPORT_SUFFIX  # noqa: E402
 
 def run_ours(model: Any, case: Path, out: Path, overlap: float, stages: dict[str, float] | None = None,
              windows: list[int] | None = None) -> Path:

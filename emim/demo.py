@@ -15,11 +15,14 @@ import io
 import platform
 import shutil
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emim.atomic_write import write_file
+from emim.contract import LOG_EVERY, METRICS_FILE
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train.trainer import TrainSettings
@@ -29,7 +32,7 @@ if TYPE_CHECKING:
 
 
 def _settings(steps: int, lr: float, eval_every: int) -> TrainSettings:
-    return TrainSettings(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), log_every=5, eval_every=eval_every,
+    return TrainSettings(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), log_every=LOG_EVERY, eval_every=eval_every,
                          checkpoint_every=eval_every)
 
 
@@ -38,15 +41,10 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
              real_cases: str | Path | None = None) -> Path:
     """Run the whole path into `out` and return the report's path; `out` must be new or an earlier demo folder.
     `real_cases`: a folder of labelled cases (e.g. the BraTS mini cases) to segment and evaluate as well."""
-    from emim.data.check import check_dataset
     from emim.bundled import STARTER_PRETRAINING
     from emim.evaluate import evaluate, mean_row, write_csv
-    from emim.export import export_model
-    from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
     from emim.inference.segment import segment_case
     from emim.inference.segmentation_model import load_segmentation_model
-    from emim.pretrain.run import init_config as pretrain_config, run_pretraining
-    from emim.sample import make_sample_cases
 
     progress = progress or Progress("bar")
     out = Path(out)
@@ -54,80 +52,90 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
         if not (out / "report.md").exists() and any(out.iterdir()):
             raise EmimError(f"{out} exists and is not an earlier demo folder; choose a new --out")
         shutil.rmtree(out)
-    times: dict[str, float] = {}
-
-    def stage(name: str):
-        progress.event("start", command="demo", stage=name, message=f"demo: {name}")
-        times[name] = time.monotonic()
-
-    def done(name: str) -> None:
-        times[name] = time.monotonic() - times[name]
-
     if real_cases is not None and not Path(real_cases).is_dir():
         raise EmimError(f"--real-cases {real_cases} is not a folder; give a folder of labelled cases (BraTS layout) "
                         "or leave it out.")
-    stage("sample data")
-    folders = make_sample_cases(out / "data", cases + 1, seed, size="small")
-    unseen = out / "unseen" / folders[-1].name
-    unseen.parent.mkdir(parents=True)
-    shutil.move(str(folders[-1]), unseen)
-    done("sample data")
-
-    stage("check data")
-    report = check_dataset(out / "data")
-    if not report.ok():
-        raise EmimError(f"the generated sample data failed its check:\n{report.table()}")
-    done("check data")
-
-    stage("pretraining")
-    # continue the shipped pretraining (its network, normalisation and learning-rate share of the preset's recipe)
-    config = pretrain_config(str(out / "data"), STARTER_PRETRAINING)
-    config = replace(config, device=device,
-                     train=_settings(pretrain_steps, config.train.lr, max(1, pretrain_steps // 3)))
-    run_pretraining(config, out / "runs" / "pretrain", progress=progress)
-    done("pretraining")
+    stages = _Stages(progress)
+    unseen = _sample_data(out, cases, seed, stages)
+    model = _train(out, device, pretrain_steps, finetune_steps, stages)
     reconstruction = _reconstruction(out / "runs" / "pretrain", STARTER_PRETRAINING)
-
-    stage("fine-tuning")
-    config = replace(finetune_config(str(out / "data"), "tiny"), device=device, val_cases=1, batch_size=1,
-                     pretrained=str(out / "runs" / "pretrain"),
-                     train=_settings(finetune_steps, 2e-3, max(1, finetune_steps // 2)))
-    run_finetuning(config, out / "runs" / "finetune", progress=progress)
-    model = export_model(out / "runs" / "finetune", out / "model", name="E-MIM demo (tiny, sample data)")
-    done("fine-tuning")
-
-    stage("segmentation")
-    loaded = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
-    prediction = segment_case(loaded, unseen, out / "prediction" / f"{unseen.name}.nii.gz", progress=progress)
-    done("segmentation")
-
-    stage("evaluation")
-    regions = loaded.regions
-    rows = evaluate(prediction, unseen, regions)
-    rows.append(mean_row(rows, regions))
-    write_csv(rows, out / "evaluation.csv", regions)
-    done("evaluation")
-
+    with stages("segmentation"):
+        loaded = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
+        prediction = segment_case(loaded, unseen, out / "prediction" / f"{unseen.name}.nii.gz", progress=progress)
+    with stages("evaluation"):
+        rows = evaluate(prediction, unseen, loaded.regions)
+        rows.append(mean_row(rows, loaded.regions))
+        write_csv(rows, out / "evaluation.csv", loaded.regions)
     real_rows: list[dict] = []
     if real_cases is not None:
-        stage("real cases")
-        real_rows = _real_cases(loaded, Path(real_cases), out / "real-prediction", progress)
-        real_rows.append(mean_row(real_rows, regions))
-        write_csv(real_rows, out / "evaluation-real.csv", regions)
-        done("real cases")
-
+        with stages("real cases"):
+            real_rows = _real_cases(loaded, Path(real_cases), out / "real-prediction", progress)
+            real_rows.append(mean_row(real_rows, loaded.regions))
+            write_csv(real_rows, out / "evaluation-real.csv", loaded.regions)
     picture = _picture(unseen, prediction, out / "demo.png")
-    report_path = _report(out, rows, real_rows, times, picture, cases, pretrain_steps, finetune_steps,
+    report_path = _report(out, rows, real_rows, stages.seconds, picture, cases, pretrain_steps, finetune_steps,
                           reconstruction)
     progress.event("done", report=str(report_path), picture=str(picture),
                    dice={k: v for k, v in rows[0].items() if k.startswith("dice_")})
     return report_path
 
 
+class _Stages:
+    """`with stages(name):` announces a stage (a `start` event) and records its seconds for the report."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        self.progress.event("start", command="demo", stage=name, message=f"demo: {name}")
+        started = time.monotonic()
+        yield
+        self.seconds[name] = time.monotonic() - started
+
+
+def _sample_data(out: Path, cases: int, seed: int, stages: _Stages) -> Path:
+    """`cases` checked sample cases in out/data, and one more moved to out/unseen (returned) that no run sees."""
+    from emim.data.check import check_dataset
+    from emim.sample import make_sample_cases
+
+    with stages("sample data"):
+        folders = make_sample_cases(out / "data", cases + 1, seed, size="small")
+        unseen = out / "unseen" / folders[-1].name
+        unseen.parent.mkdir(parents=True)
+        shutil.move(str(folders[-1]), unseen)
+    with stages("check data"):
+        report = check_dataset(out / "data")
+        if not report.ok():
+            raise EmimError(f"the generated sample data failed its check:\n{report.table()}")
+    return unseen
+
+
+def _train(out: Path, device: str, pretrain_steps: int, finetune_steps: int, stages: _Stages) -> Path:
+    """Continue the shipped pretraining on out/data, fine-tune UNETR from it, and export the model (its folder)."""
+    from emim.bundled import STARTER_PRETRAINING
+    from emim.export import export_model
+    from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
+    from emim.pretrain.run import init_config as pretrain_config, run_pretraining
+
+    with stages("pretraining"):
+        # continue the shipped pretraining (its network, normalisation and learning-rate share of the preset's recipe)
+        config = pretrain_config(str(out / "data"), STARTER_PRETRAINING)
+        config = replace(config, device=device,
+                         train=_settings(pretrain_steps, config.train.lr, max(1, pretrain_steps // 3)))
+        run_pretraining(config, out / "runs" / "pretrain", progress=stages.progress)
+    with stages("fine-tuning"):
+        config = replace(finetune_config(str(out / "data"), "tiny"), device=device, val_cases=1, batch_size=1,
+                         pretrained=str(out / "runs" / "pretrain"),
+                         train=_settings(finetune_steps, 2e-3, max(1, finetune_steps // 2)))
+        run_finetuning(config, out / "runs" / "finetune", progress=stages.progress)
+        return export_model(out / "runs" / "finetune", out / "model", name="E-MIM demo (tiny, sample data)")
+
+
 def _reconstruction(run: Path, source: str) -> list[str]:
     """Report lines: the held-out reconstruction loss the pretraining started and ended at, beside the collapsed
     loss (metrics.jsonl: heldout_rec_loss, heldout_collapsed_loss_sample, heldout_loss_ratio) and what they mean."""
-    from emim.contract import METRICS_FILE
     from emim.pretrain.diagnostics import COLLAPSE_LOSS_RATIO
     from emim.train.runfolder import read_metrics
 

@@ -20,7 +20,7 @@ from emim import __version__
 from emim.atomic_write import write_files
 from emim.contract import METADATA_FILE, MODEL_TASKS, WEIGHTS_FILE
 from emim.data.modalities import pattern_problem
-from emim.inference.spacing import spacing_problem
+from emim.data.spacing import spacing_problem
 from emim.errors import EmimError
 from emim.safepaths import check_safe_name
 
@@ -58,6 +58,12 @@ def model_folder(model: str | os.PathLike) -> Path:
                         f"{METADATA_FILE} (models exported by emim are such folders), or the name of a shipped "
                         f"model ({shipped}).")
     return path
+
+
+def unbuildable(where: object, error: Exception) -> EmimError:
+    """The error for a model whose metadata describes a network this engine cannot build."""
+    return EmimError(f"{where}: its metadata.json describes a network this engine cannot build ({error}); "
+                     "re-export the model with emim.")
 
 
 def _validate(metadata: dict[str, Any], where: str) -> None:

@@ -160,7 +160,7 @@ def spacing_from_args(args: argparse.Namespace, action: str):
     """The voxel size of `--spacing` (None: the model's, or each case's with `--native-spacing`), or an EmimError
     naming the option; `action` is what the spacing is for ("train", "pretrain")."""
     from emim.errors import EmimError
-    from emim.inference.spacing import parse_spacing
+    from emim.data.spacing import parse_spacing
 
     if args.spacing and args.native_spacing:
         raise EmimError(f"--spacing sets the voxel size to {action} at and --native-spacing keeps each case's own; "

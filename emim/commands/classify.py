@@ -36,7 +36,7 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from emim.inference.classify import classify_case, load_classification_model
-    from emim.inference.report import RunReport
+    from emim.report import RunReport
     from emim.inference.case_io import check_modalities
     from emim.modelfile import model_folder
 
@@ -78,7 +78,7 @@ def run(args: argparse.Namespace) -> int:
 def write_classification(folder: Path, case: Any, model: Any, probabilities: dict[str, float], report: Any,
                          args: argparse.Namespace) -> None:
     """<case>.classification.json and <case>.report.json in `folder`, checked and written like segment outputs."""
-    from emim.inference.report import REPORT
+    from emim.report import REPORT
     from emim.inference.case_io import write_case_outputs
 
     result = folder / f"{case.case_id}.classification.json"

@@ -70,7 +70,7 @@ def _check_against_model(args: argparse.Namespace, base) -> None:
     """Refuse options that contradict the --init model's metadata (they would change its network or its input)."""
     from emim.config import preset
     from emim.errors import EmimError
-    from emim.inference.pretrained import ENCODER_FIELDS
+    from emim.pretrained import ENCODER_FIELDS
     from emim.train.init import differing_fields
 
     what = base.init["model"]

@@ -54,7 +54,7 @@ def _init_base(args: argparse.Namespace, modalities):
     """The config of continuing the --init pretraining, refusing options that would change its network or input."""
     from emim.config import preset
     from emim.errors import EmimError
-    from emim.inference.pretrained import ENCODER_FIELDS
+    from emim.pretrained import ENCODER_FIELDS
     from emim.pretrain.run import init_config
     from emim.train.init import differing_fields
 

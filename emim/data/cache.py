@@ -173,7 +173,7 @@ def build_entry(case: Case, settings: CacheSettings, folder: Path, name: str) ->
     """Preprocess one case into `folder/name`, atomically; another process's finished entry wins a race."""
     from emim.data.loading import load_case
     from emim.data.brainbox import brain_box
-    from emim.inference.spacing import differs, rescale, rescale_labels, scaled_shape
+    from emim.data.spacing import differs, rescale, rescale_labels, scaled_shape
 
     loaded = load_case(case, settings.modalities, settings.normalization, settings.resample,
                        with_label=settings.with_label)

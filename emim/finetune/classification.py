@@ -143,7 +143,7 @@ def run_classifier_training(config: ClassifierConfig, run_dir: str | Path, resum
     from emim.data.cases import find_cases
     from emim.train.provenance import write_cases_file
     from emim.finetune.class_labels import read_class_labels
-    from emim.inference.pretrained import load_pretrained_encoder
+    from emim.pretrained import load_pretrained_encoder
     from emim.train.session import open_run, train_run
 
     cases = find_cases(config.data)

@@ -44,8 +44,7 @@ def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] |
     from emim.config import ModelConfig
     from emim.data.cases import dataset_spec
     from emim.finetune.segmentation import DEFAULT_FEATURE_SIZE, FinetuneConfig, label_set
-    from emim.inference.model_folder import unbuildable
-    from emim.modelfile import load_metadata, model_folder
+    from emim.modelfile import load_metadata, model_folder, unbuildable
     from emim.train.init import check_modalities, described
 
     folder = model_folder(model)

@@ -152,7 +152,7 @@ class SegmentationTask:
     def evaluate(self, step: int) -> dict[str, Any]:
         from emim.inference.postprocess import DEFAULT, label_map
         from emim.inference.prediction import predict_probabilities
-        from emim.inference.spacing import needs_resampling, rescale
+        from emim.data.spacing import needs_resampling, rescale
         from emim.metrics import dice
 
         if not self.validation:
@@ -240,7 +240,7 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     """Run (or resume) segmentation fine-tuning into `run_dir`; returns the path of the last checkpoint."""
     from emim.data.cache import cache_folder
     from emim.data.cases import find_cases
-    from emim.inference.pretrained import load_pretrained_encoder
+    from emim.pretrained import load_pretrained_encoder
     from emim.train.batches import crop_batches
 
     if config.init and config.pretrained:

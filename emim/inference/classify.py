@@ -21,7 +21,7 @@ from emim.data.loading import load_case
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
 from emim.model.classifier import ClassifierNet, case_probabilities
-from emim.inference.spacing import needs_resampling, rescale
+from emim.data.spacing import needs_resampling, rescale
 
 
 @dataclass

@@ -13,18 +13,12 @@ from emim.errors import EmimError
 from emim.device import resolve_device
 
 
-def unbuildable(where: object, error: Exception) -> EmimError:
-    """The error for a model whose metadata describes a network this engine cannot build."""
-    return EmimError(f"{where}: its metadata.json describes a network this engine cannot build ({error}); "
-                     "re-export the model with emim.")
-
-
 def load_network(model_dir: str | Path, task: str, build: Callable[[dict[str, Any]], nn.Module], export_hint: str,
                  device: str = "auto", warn: Callable[[str], None] | None = None
                  ) -> tuple[nn.Module, dict[str, Any], torch.device]:
     """Read and check the folder (never unpickling), refuse other tasks, build the network its metadata describes,
     load the weights strictly, and put it in eval mode on the resolved device."""
-    from emim.modelfile import load_model
+    from emim.modelfile import load_model, unbuildable
 
     state, metadata = load_model(model_dir)
     if metadata["task"] != task:

@@ -32,8 +32,8 @@ from emim.contract import METADATA_FILE
 from emim.data.cases import Case
 from emim.data.loading import load_case
 from emim.errors import EmimError
-from emim.inference.pretrained import PretrainedWeights, load_into, read_pretrained
-from emim.inference.report import REPORT, RunReport
+from emim.pretrained import PretrainedWeights, load_into, read_pretrained
+from emim.report import REPORT, RunReport
 from emim.model.tokens import unpatchify
 from emim.pretrain.masks import MaskConfig, modal_mask, sample_mask
 from emim.pretrain.model import EMIMPretrainer
@@ -56,7 +56,7 @@ class Reconstructor:
     def description(self) -> dict[str, Any]:
         """Name, task and SHA-256 of what the weights came from, for run reports (a model folder's recorded
         checksum, else the checkpoint file's)."""
-        from emim.inference.report import file_sha256
+        from emim.report import file_sha256
 
         source = self.weights.source
         metadata = source / METADATA_FILE

@@ -31,9 +31,9 @@ from emim.inference.fill_missing import SYNTHETIC, check_filler, synthesise
 from emim.inference.postprocess import PostProcess, label_map
 from emim.inference.prediction import predict_probabilities
 from emim.inference.reconstruct import Reconstructor
-from emim.inference.report import REPORT, RunReport
+from emim.report import REPORT, RunReport
 from emim.inference.segmentation_model import SegmentationModel, load_segmentation_model
-from emim.inference.spacing import mm_text, needs_resampling, rescale
+from emim.data.spacing import mm_text, needs_resampling, rescale
 from emim.progress import Progress
 from emim.volumes import region_volumes, structure_volumes, voxel_volume_mm3, volumes_csv
 

@@ -97,7 +97,7 @@ def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
     the preset's batch at `INIT_LR_SHARE` of its learning rate, and `init` recording what it starts from (with the
     SHA-256 of its weights file). Refuses a source that is not a pretraining, or data with other modalities."""
     from emim.data.cases import dataset_spec
-    from emim.inference.pretrained import read_pretrained
+    from emim.pretrained import read_pretrained
     from emim.train.init import check_modalities, described
 
     weights = read_pretrained(source)
@@ -126,7 +126,7 @@ def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
 def _weights_sha256(source: Path) -> str:
     """The SHA-256 of a model folder's weights (as its metadata records) or of a checkpoint file."""
     from emim.contract import WEIGHTS_FILE
-    from emim.inference.report import file_sha256
+    from emim.report import file_sha256
     from emim.modelfile import load_metadata
 
     source = Path(source)
@@ -139,7 +139,7 @@ def load_init_weights(model: EMIMPretrainer, init: dict[str, Any]) -> tuple[int,
     """Load the encoder and MIM decoder of the pretraining recorded in `init` into `model` after checking that it is
     the one the run was configured with and that every tensor fits; the Barlow Twins projectors too when the source
     holds them (a run's checkpoint; a model folder does not). Returns (tensors loaded, description)."""
-    from emim.inference.pretrained import read_pretrained
+    from emim.pretrained import read_pretrained
     from emim.train.init import check_tensors, described
 
     weights = read_pretrained(init["source"])

@@ -114,92 +114,120 @@ def train(task: Task, batches: Callable[[int], Iterator[Any]], settings: TrainSe
     `batches(start_step)` returns an iterator of micro-batches already on `device`; it is re-created at the resume
     step so the data order after a resume is reproducible.
     """
-    model = task.model.to(device)
-    optimizer = build_optimizer(model, settings.lr, settings.weight_decay)
-    scheduler = warmup_cosine(optimizer, settings.warmup_steps, settings.steps)
-    step = 0
-    if resume and run.last_checkpoint.is_file():
-        state = load_checkpoint(run.last_checkpoint, map_location=device)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        task.load_state_dict(state.get("task", {}))
-        step = int(state["step"])
-        seed_everything(step_seed(settings.seed, dist.rank, step))  # per rank: rank 0's saved state is not theirs
-        run.truncate_metrics_after(step)
-        run.log(f"resumed from {run.last_checkpoint} at step {step}")
-        progress.event("warning" if step >= settings.steps else "start", command="resume", step=step,
-                       message=f"resumed at step {step} of {settings.steps}")
-    wrapped: nn.Module = DistributedDataParallel(model, find_unused_parameters=True) if dist.enabled else model
-
-    def checkpoint() -> None:
-        if not dist.is_main:
-            return
-        state = {"step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "task": task.state_dict()}
-        path = save_checkpoint(run.last_checkpoint, state)
-        if settings.keep_every and step % settings.keep_every == 0:
-            save_checkpoint(run.path / CHECKPOINT_FOLDER / f"step-{step:06d}.pt", state)
-        run.log(f"checkpoint at step {step}: {path}")
-        progress.event("checkpoint", path=str(path), step=step)
-
-    def evaluate() -> None:
-        if not dist.is_main:
-            return
-        model.eval()
-        record = task.evaluate(step)
-        model.train()
-        warnings = record.pop("warnings", [])
-        record = {"step": step, "kind": "eval", **record}
-        run.append_metrics(record)
-        progress.event("metrics", **record)
-        for message in warnings:
-            run.log(RUN_WARNING.format(step=step, message=message))
-            progress.event("warning", step=step, message=message)
-
-    iterator = batches(step)
-    model.train()
-    started = time.monotonic()
-    data_wait = 0.0
-    if step == 0:
-        evaluate()
+    loop = _Loop(task, settings, run, progress, dist, device, resume and run.last_checkpoint.is_file())
+    iterator = batches(loop.step)
+    loop.model.train()
+    if loop.step == 0:
+        loop.evaluate()
     with _StopRequest() as stop:
-        while step < settings.steps:
-            logs: dict[str, float] = {}
-            total = 0.0
-            for micro in range(settings.accumulate):
-                waited = time.monotonic()
-                batch = next(iterator)
-                data_wait += time.monotonic() - waited
-                sync = contextlib.nullcontext() if (micro == settings.accumulate - 1 or not dist.enabled) \
-                    else wrapped.no_sync()
-                with sync:
-                    with autocast(device):
-                        loss, micro_logs = task.loss(wrapped, batch, step)
-                    (loss / settings.accumulate).backward()
-                total += float(loss.detach()) / settings.accumulate
-                for key, value in micro_logs.items():
-                    logs[key] = logs.get(key, 0.0) + value / settings.accumulate
-            grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            step += 1
+        while loop.step < settings.steps:
+            loss, logs, grad_norm = loop.optimiser_step(iterator)
+            step = loop.step
             if step % settings.log_every == 0 or step == settings.steps:
-                loss_value = mean_over_ranks(total, dist, device)
-                record = {"step": step, "kind": "train", "loss": loss_value, "lr": scheduler.get_last_lr()[0],
-                          "grad_norm": grad_norm, "elapsed_s": time.monotonic() - started,
-                          "data_wait_s": data_wait, **logs}
-                if dist.is_main:
-                    run.append_metrics(record)
-                progress.step(step, settings.steps, loss=loss_value)
+                loop.record_training(loss, logs, grad_norm)
             if step % settings.eval_every == 0 or step == settings.steps:
-                evaluate()
+                loop.evaluate()
             stopping = any_rank(stop.requested, dist, device)
             if step % settings.checkpoint_every == 0 or step == settings.steps or stopping:
-                checkpoint()
+                loop.checkpoint()
             if stopping:
                 break
-    if step < settings.steps:
-        progress.event("warning", step=step, message=f"stopped at step {step}; resume with --resume")
-    return step
+    if loop.step < settings.steps:
+        progress.event("warning", step=loop.step, message=f"stopped at step {loop.step}; resume with --resume")
+    return loop.step
+
+
+class _Loop:
+    """One run's model, optimiser, schedule and step, and what the loop does with them between steps."""
+
+    def __init__(self, task: Task, settings: TrainSettings, run: RunFolder, progress: Progress, dist: DistInfo,
+                 device: torch.device, resume: bool) -> None:
+        self.task, self.settings, self.run, self.progress, self.dist, self.device = \
+            task, settings, run, progress, dist, device
+        self.model = task.model.to(device)
+        self.optimizer = build_optimizer(self.model, settings.lr, settings.weight_decay)
+        self.scheduler = warmup_cosine(self.optimizer, settings.warmup_steps, settings.steps)
+        self.step = 0
+        if resume:
+            self._resume()
+        # wrapped after the resume, so that DDP starts every rank from the restored weights
+        self.wrapped: nn.Module = DistributedDataParallel(self.model, find_unused_parameters=True) \
+            if dist.enabled else self.model
+        self.started = time.monotonic()
+        self.data_wait = 0.0
+
+    def _resume(self) -> None:
+        """Continue from the run's last checkpoint: weights, optimiser, schedule, task state, and the step."""
+        state = load_checkpoint(self.run.last_checkpoint, map_location=self.device)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.task.load_state_dict(state.get("task", {}))
+        self.step = int(state["step"])
+        # per rank: rank 0's saved random state is not the others'
+        seed_everything(step_seed(self.settings.seed, self.dist.rank, self.step))
+        self.run.truncate_metrics_after(self.step)
+        self.run.log(f"resumed from {self.run.last_checkpoint} at step {self.step}")
+        self.progress.event("warning" if self.step >= self.settings.steps else "start", command="resume",
+                            step=self.step, message=f"resumed at step {self.step} of {self.settings.steps}")
+
+    def optimiser_step(self, iterator: Iterator[Any]) -> tuple[float, dict[str, float], float]:
+        """One optimiser step over `accumulate` micro-batches (DDP syncs only on the last); (loss, logs, grad norm)."""
+        accumulate = self.settings.accumulate
+        logs: dict[str, float] = {}
+        total = 0.0
+        for micro in range(accumulate):
+            waited = time.monotonic()
+            batch = next(iterator)
+            self.data_wait += time.monotonic() - waited
+            last = micro == accumulate - 1
+            with contextlib.nullcontext() if last or not self.dist.enabled else self.wrapped.no_sync():
+                with autocast(self.device):
+                    loss, micro_logs = self.task.loss(self.wrapped, batch, self.step)
+                (loss / accumulate).backward()
+            total += float(loss.detach()) / accumulate
+            for key, value in micro_logs.items():
+                logs[key] = logs.get(key, 0.0) + value / accumulate
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.settings.grad_clip))
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        self.step += 1
+        return total, logs, grad_norm
+
+    def record_training(self, loss: float, logs: dict[str, float], grad_norm: float) -> None:
+        """A `train` metrics record (loss averaged over ranks) and the progress bar's step."""
+        loss_value = mean_over_ranks(loss, self.dist, self.device)
+        record = {"step": self.step, "kind": "train", "loss": loss_value, "lr": self.scheduler.get_last_lr()[0],
+                  "grad_norm": grad_norm, "elapsed_s": time.monotonic() - self.started,
+                  "data_wait_s": self.data_wait, **logs}
+        if self.dist.is_main:
+            self.run.append_metrics(record)
+        self.progress.step(self.step, self.settings.steps, loss=loss_value)
+
+    def evaluate(self) -> None:
+        """The task's evaluation on the main rank: an `eval` metrics record, and its warnings logged and sent."""
+        if not self.dist.is_main:
+            return
+        self.model.eval()
+        record = self.task.evaluate(self.step)
+        self.model.train()
+        warnings = record.pop("warnings", [])
+        record = {"step": self.step, "kind": "eval", **record}
+        self.run.append_metrics(record)
+        self.progress.event("metrics", **record)
+        for message in warnings:
+            self.run.log(RUN_WARNING.format(step=self.step, message=message))
+            self.progress.event("warning", step=self.step, message=message)
+
+    def checkpoint(self) -> None:
+        """last.pt on the main rank (and step-N.pt every keep_every steps), written atomically."""
+        if not self.dist.is_main:
+            return
+        state = {"step": self.step, "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict(), "task": self.task.state_dict()}
+        path = save_checkpoint(self.run.last_checkpoint, state)
+        if self.settings.keep_every and self.step % self.settings.keep_every == 0:
+            save_checkpoint(self.run.path / CHECKPOINT_FOLDER / f"step-{self.step:06d}.pt", state)
+        self.run.log(f"checkpoint at step {self.step}: {path}")
+        self.progress.event("checkpoint", path=str(path), step=self.step)

@@ -19,7 +19,6 @@ from emim.config import ModelConfig
 from emim.contract import CONFIG_FILE, LAST_CHECKPOINT, METADATA_FILE, WEIGHTS_FILE
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
-from emim.inference.model_folder import unbuildable
 
 
 @dataclass
@@ -77,7 +76,7 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
     """The weights at `source`: RUN/ (its checkpoints/last.pt), a checkpoint file, an exported model folder, or the
     name of a shipped pretraining (`emim.bundled`)."""
     from emim.bundled import STARTER_PRETRAINING, resolve_model
-    from emim.modelfile import load_model
+    from emim.modelfile import load_model, unbuildable
 
     path = resolve_model(source)
     if path.is_dir() and (path / METADATA_FILE).is_file() or path.name in (METADATA_FILE, WEIGHTS_FILE):
