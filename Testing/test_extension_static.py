@@ -180,7 +180,7 @@ def _literal_definitions(choices: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["DEVICE_CHOICES", "PRESET_NAMES", "MASK_PATTERNS", "MODEL_TASKS",
-                                  "TRAINING_COMMANDS", "PROGRESS_MODES"])
+                                  "TRAINING_COMMANDS", "PROGRESS_MODES", "NORMALIZATIONS", "OUTPUT_FORMATS"])
 def test_each_choice_list_is_written_once_in_the_contract(name):
     import emim.contract as contract
 
@@ -189,21 +189,42 @@ def test_each_choice_list_is_written_once_in_the_contract(name):
     assert len(found) == 1 and found[0].startswith("emim/contract.py:"), found
 
 
-def _line_of(name: str) -> int:
-    text = (REPO / "emim" / "contract.py").read_text().splitlines()
-    return next(i for i, line in enumerate(text, 1) if line.startswith(f"{name} ="))
-
-
 @pytest.mark.parametrize("name", ["CONFIG_FILE", "METRICS_FILE", "LOG_FILE", "CASES_FILE", "WEIGHTS_FILE",
-                                  "METADATA_FILE"])
-def test_each_run_and_model_folder_file_name_is_written_once(name):
+                                  "METADATA_FILE", "STARTER_MODEL", "STARTER_PRETRAINING", "MISSING_DICE"])
+def test_each_shared_name_is_written_once_in_the_contract(name):
     import emim.contract as contract
 
     value = getattr(contract, name)
-    places = [f"{source.relative_to(REPO)}:{node.lineno}" for source in _python_sources()
+    places = [f"{source.relative_to(REPO)}" for source in _python_sources()
               for node in ast.walk(ast.parse(source.read_text()))
               if isinstance(node, ast.Constant) and node.value == value]
-    assert places == [f"emim/contract.py:{_line_of(name)}"]
+    assert places == ["emim/contract.py"]
+
+
+def _literal_defaults(value: object) -> list[str]:
+    """Where `value` is written as a default: of an argument, a dataclass field, or a `.get(key, default)`."""
+    found = []
+    for source in _python_sources():
+        for node in ast.walk(ast.parse(source.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
+            elif isinstance(node, ast.AnnAssign):
+                defaults = [node.value] if node.value is not None else []
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+                defaults = node.args[1:]
+            elif isinstance(node, ast.keyword) and node.arg == "default":
+                defaults = [node.value]
+            else:
+                continue
+            found += [f"{source.relative_to(REPO)}:{d.lineno}" for d in defaults
+                      if isinstance(d, ast.Constant) and d.value == value]
+    return found
+
+
+def test_no_default_spells_out_the_default_normalisation():
+    from emim.contract import DEFAULT_NORMALIZATION
+
+    assert _literal_defaults(DEFAULT_NORMALIZATION) == []
 
 
 def test_the_contract_needs_nothing_but_the_standard_library():

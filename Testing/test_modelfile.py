@@ -13,7 +13,8 @@ import torch
 from emim import __version__
 from emim.errors import EmimError
 from emim.labels import BRATS_LABELS, BRATS_REGIONS
-from emim.modelfile import (FORMAT_VERSION, METADATA_FILE, WEIGHTS_FILE, describe_model, load_metadata, load_model,
+from emim.model_metadata import FORMAT_VERSION
+from emim.modelfile import (METADATA_FILE, WEIGHTS_FILE, describe_model, load_metadata, load_model,
                             save_model)
 from support.cli import emim_in_process as _emim
 from support.model_edit import edit_metadata

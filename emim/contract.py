@@ -17,6 +17,8 @@ MODEL_TASKS = ("segmentation", "classification", "pretraining")  # `task` of a m
 PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER = "pretrain", "finetune", "finetune-classifier"
 TRAINING_COMMANDS = (PRETRAIN, FINETUNE, FINETUNE_CLASSIFIER)  # also `command` in a run's config.json
 PROGRESS_MODES = ("bar", "json", "none")
+NORMALIZATIONS = ("zscore-nonzero", "zscore", "max", "none")  # per-modality intensity normalisation (--normalization)
+DEFAULT_NORMALIZATION = NORMALIZATIONS[0]  # z-scores over the non-zero (brain) voxels, as MONAI's nonzero=True
 
 # Defaults both sides start a run with: the engine's parsers and configs, the Slicer panel and batch script
 PATCH_RATIO = 0.5  # share of each view's patches the patch mask hides

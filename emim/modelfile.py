@@ -18,24 +18,20 @@ from typing import TYPE_CHECKING, Any
 
 from emim import __version__
 from emim.atomic_write import write_files
-from emim.contract import METADATA_FILE, MODEL_TASKS, WEIGHTS_FILE
+from emim.contract import METADATA_FILE, WEIGHTS_FILE
 from emim.data.modalities import pattern_problem
 from emim.data.spacing import spacing_problem
 from emim.errors import EmimError
+from emim.model_metadata import FORMAT, FORMAT_VERSION, SCHEMA_FILE, schema_problems
 from emim.safepaths import check_safe_name
 
 if TYPE_CHECKING:
     import torch
 
-FORMAT = "emim-model"
-FORMAT_VERSION = 1
-TASKS = MODEL_TASKS
-REQUIRED_KEYS = ("format", "format_version", "engine_version", "task", "modalities", "model_config", "sha256")
 # SHA-256 of the rest of metadata.json, so a hand edit or a damaged copy (two modalities swapped: results change
 # while the weights still match `sha256`) is refused. A checksum, not a signature: whoever edits the file on purpose
 # can recompute it. Models exported before it existed lack it and are read as before.
 METADATA_CHECKSUM = "metadata_sha256"
-TASK_KEYS = {"segmentation": ("labels", "regions"), "classification": ("classes",), "pretraining": ()}
 
 # The base preset's UNETR is about 0.4 GB in float32: a weights file past this is not an emim model, and is refused
 # from its size before a byte of it is read into memory (a 6 GB file used to be read whole to be hashed).
@@ -67,26 +63,21 @@ def unbuildable(where: object, error: Exception) -> EmimError:
 
 
 def _validate(metadata: dict[str, Any], where: str) -> None:
-    """Check what loaders rely on, so a bad file fails here with its name instead of deep inside inference."""
-    if not isinstance(metadata, dict):
-        raise EmimError(f"{where} must hold a JSON object; re-export the model with emim.")
-    if metadata.get("format") != FORMAT:
-        raise EmimError(f"{where} is not an emim model description (format {metadata.get('format')!r}, expected "
-                        f"{FORMAT!r}); give a folder exported by emim.")
+    """Check what loaders rely on, so a bad file fails here with its name instead of deep inside inference: the
+    schema (`emim.model_metadata`), then what a schema cannot say."""
+    if not isinstance(metadata, dict) or metadata.get("format") != FORMAT:
+        found = metadata.get("format") if isinstance(metadata, dict) else type(metadata).__name__
+        raise EmimError(f"{where} is not an emim model description (format {found!r}, expected {FORMAT!r}); "
+                        "give a folder exported by emim.")
     version = metadata.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise EmimError(f"{where} has an invalid format_version {version!r}; re-export the model with emim.")
-    if version > FORMAT_VERSION:
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
         raise EmimError(f"{where} has format_version {version}, newer than this emim {__version__} reads "
                         f"({FORMAT_VERSION}); upgrade emim to load this model.")
-    task = metadata.get("task")
-    if task not in TASKS:
-        raise EmimError(f"{where} has task {task!r}; expected one of {', '.join(TASKS)}. Re-export the model.")
-    missing = [key for key in REQUIRED_KEYS + TASK_KEYS[task] if key not in metadata]
-    if missing:
-        raise EmimError(f"{where} lacks the key(s) {', '.join(missing)}; re-export the model with this emim.")
-    if not metadata["modalities"] or not all(isinstance(m, dict) and m.get("name") for m in metadata["modalities"]):
-        raise EmimError(f"{where}: 'modalities' must be a non-empty list of objects with a 'name'.")
+    problems = schema_problems(metadata)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise EmimError(f"{where} does not follow the model metadata schema ({SCHEMA_FILE.name}): {problems[0]}"
+                        f"{more}. Re-export the model with emim.")
     fix = "Correct the name in metadata.json, or re-export the model with emim."
     for modality in metadata["modalities"]:
         check_safe_name(modality["name"], f"{where}: modality name", fix)
@@ -96,24 +87,15 @@ def _validate(metadata: dict[str, Any], where: str) -> None:
             if problem:
                 raise EmimError(f"{where}: the name pattern {str(pattern)[:80]!r} of modality {modality['name']!r} "
                                 f"{problem}. {fix}")
-    preprocessing = metadata.get("preprocessing")
-    spacing = preprocessing.get("spacing") if isinstance(preprocessing, dict) else None
+    spacing = (metadata.get("preprocessing") or {}).get("spacing")
     if spacing is not None and spacing_problem(spacing):
         raise EmimError(f"{where}: the training spacing (preprocessing.spacing) {spacing_problem(spacing)}. {fix}")
-    if task == "segmentation":
-        values = set()
-        for label in metadata["labels"]:
-            color = label.get("color") if isinstance(label, dict) else None
-            if (not isinstance(label, dict) or not isinstance(label.get("value"), int) or not label.get("name")
-                    or not (isinstance(color, list) and len(color) == 3 and all(0 <= c <= 255 for c in color))):
-                raise EmimError(f"{where}: label {label!r} needs an integer 'value', a 'name' and a 'color' of "
-                                "three 0-255 integers.")
-            values.add(label["value"])
-        for region in metadata["regions"]:
-            if not isinstance(region, dict) or not region.get("name") or not set(region.get("labels") or []) <= values:
-                raise EmimError(f"{where}: region {region!r} needs a 'name' and 'labels' taken from the label "
-                                f"values {sorted(values)}.")
-            check_safe_name(region["name"], f"{where}: region name", fix)
+    values = {label["value"] for label in metadata.get("labels") or []}
+    for region in metadata.get("regions") or []:
+        if not set(region["labels"]) <= values:
+            raise EmimError(f"{where}: region {region['name']!r} takes the labels {region['labels']}, but the label "
+                            f"values are {sorted(values)}. Re-export the model with emim.")
+        check_safe_name(region["name"], f"{where}: region name", fix)
 
 
 def metadata_checksum(metadata: dict[str, Any]) -> str:
@@ -229,15 +211,14 @@ def save_model(folder: str | os.PathLike, state_dict: dict[str, torch.Tensor], m
         raise TypeError(f"state_dict values must be tensors; not: {', '.join(bad)}")
     # through JSON once, as a reader will see it: tuples become lists, numpy/torch scalars numbers, paths strings,
     # NaN/Inf null
-    text = json.dumps({**metadata, "format": FORMAT, "format_version": FORMAT_VERSION,
-                       "engine_version": __version__, "sha256": ""},
-                      default=lambda value: value.item() if hasattr(value, "item") else str(value))
-    stamped = json_safe(json.loads(text))
-    _validate(stamped, f"metadata for {folder}")
     # clone: safetensors refuses tensors that share memory (tied weights, views)
     data = save({name: tensor.detach().to("cpu").contiguous().clone() for name, tensor in state_dict.items()},
                 metadata={"format": "pt"})
-    stamped = with_metadata_checksum({**stamped, "sha256": hashlib.sha256(data).hexdigest()})
+    text = json.dumps({**metadata, "format": FORMAT, "format_version": FORMAT_VERSION,
+                       "engine_version": __version__, "sha256": hashlib.sha256(data).hexdigest()},
+                      default=lambda value: value.item() if hasattr(value, "item") else str(value))
+    stamped = with_metadata_checksum(json_safe(json.loads(text)))
+    _validate(stamped, f"metadata for {folder}")
     files = {folder / WEIGHTS_FILE: data,
              folder / METADATA_FILE: json.dumps(stamped, indent=2, allow_nan=False) + "\n"}
     write_files(files)  # weights first: a crash between the renames leaves a hash mismatch, which loading refuses

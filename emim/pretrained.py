@@ -16,9 +16,10 @@ import torch
 from torch import nn
 
 from emim.config import ModelConfig
-from emim.contract import CONFIG_FILE, LAST_CHECKPOINT, METADATA_FILE, WEIGHTS_FILE
+from emim.contract import CONFIG_FILE, DEFAULT_NORMALIZATION, LAST_CHECKPOINT, METADATA_FILE, WEIGHTS_FILE
 from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
+from emim.model_metadata import normalization
 
 
 @dataclass
@@ -66,7 +67,7 @@ def _from_checkpoint(checkpoint: Path, run_dir: Path) -> PretrainedWeights:
         spec = dataset_spec(config.get("data", "")).select(model.modalities)
     except EmimError:  # the training datalist changed since; names still match themselves
         spec = ModalitySpec.from_metadata(list(model.modalities))
-    return PretrainedWeights(state["model"], model, config.get("normalization", "zscore-nonzero"),
+    return PretrainedWeights(state["model"], model, config.get("normalization", DEFAULT_NORMALIZATION),
                              config.get("mask"), checkpoint, int(state.get("step", 0)), spec,
                              "pretraining" if command == "pretrain" else command,
                              tuple(float(v) for v in spacing) if spacing else None)
@@ -89,7 +90,7 @@ def read_pretrained(source: str | Path) -> PretrainedWeights:
             raise unbuildable(path, error) from None
         spacing = preprocessing.get("spacing")
         return PretrainedWeights(state, config,
-                                 preprocessing.get("normalization", "zscore-nonzero"), provenance.get("mask"),
+                                 normalization(metadata), provenance.get("mask"),
                                  path, provenance.get("steps"),
                                  ModalitySpec.from_metadata(metadata["modalities"]), metadata["task"],
                                  tuple(float(v) for v in spacing) if spacing else None)

@@ -1,7 +1,7 @@
-"""Read an exported model's metadata.json with the json module only, so Slicer's process never imports torch.
-
-The engine validates the full file (`emim.modelfile.load_metadata`) when it loads the model; here we need just
-what the GUI shows and what the inputs and outputs are called.
+"""Read an exported model's metadata.json with the json module and the engine's stdlib-only schema check
+(`emim.model_metadata`), so Slicer's process never imports torch. The engine checks the same schema, and more (the
+weights' hash, name patterns), when it loads the model; here we need what the GUI shows and what the inputs and
+outputs are called.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from emim.contract import METADATA_FILE, MISSING_DICE, MODEL_TASKS
+from emim.contract import METADATA_FILE, MISSING_DICE
 
 from .errors import EMIMSegmentationError
 from .i18n import tr
@@ -70,7 +70,10 @@ class ModelInfo:
 
 
 def read_model_info(folder: str | Path) -> ModelInfo:
-    """Parse MODEL/metadata.json; raise a message that says which file is wrong and how."""
+    """Parse MODEL/metadata.json, checked against the engine's schema; raise a message that says which file is wrong
+    and how."""
+    from emim.model_metadata import schema_problems, takes_missing_sequences  # stdlib only, as the engine checks it
+
     folder = Path(folder)
     path = folder / METADATA_FILE
     if not path.is_file():
@@ -78,24 +81,21 @@ def read_model_info(folder: str | Path) -> ModelInfo:
                                        "'emim export' (it holds model.safetensors and metadata.json).").format(folder=folder))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-        task = data["task"]
-        if task not in MODEL_TASKS:
-            raise ValueError(f"task must be one of {MODEL_TASKS}, got {task!r}")
-        modalities = tuple(Modality(m["name"], m.get("title", m["name"]), tuple(m.get("patterns", [m["name"]])))
-                           for m in data["modalities"])
-        labels = tuple(Label(int(lb["value"]), lb["name"], tuple(int(c) for c in lb["color"][:3]), lb.get("terminology"))
-                       for lb in data.get("labels", []))
-        classes = tuple(c["name"] if isinstance(c, dict) else str(c) for c in data.get("classes", []))
-    except (ValueError, KeyError, TypeError) as error:
+    except (UnicodeDecodeError, ValueError) as error:
+        raise EMIMSegmentationError(tr("{path} is not valid JSON ({error}); copy the model folder again or "
+                                       "re-export the model.").format(path=path, error=error)) from None
+    problems = schema_problems(data)
+    if problems:
         raise EMIMSegmentationError(tr("{path} is not a valid E-MIM model description ({error}); "
-                                       "re-export the model.").format(path=path, error=error)) from error
-    if not modalities:
-        raise EMIMSegmentationError(tr("{path} lists no input modalities; re-export the model.").format(path=path))
-    return ModelInfo(folder=folder, task=task, name=data.get("name", folder.name),
-                     description=data.get("description", ""), modalities=modalities, labels=labels,
-                     classes=classes, provenance=data.get("provenance", {}) or {},
-                     takesMissing=bool(((data.get("inference") or {}).get("missing_modalities") or {})
-                                       .get("supported")))
+                                       "re-export the model.").format(path=path, error=problems[0]))
+    return ModelInfo(
+        folder=folder, task=data["task"], name=data.get("name", folder.name), description=data.get("description", ""),
+        modalities=tuple(Modality(m["name"], m.get("title", m["name"]), tuple(m.get("patterns", [m["name"]])))
+                         for m in data["modalities"]),
+        labels=tuple(Label(lb["value"], lb["name"], tuple(lb["color"]), lb.get("terminology"))
+                     for lb in data.get("labels", [])),
+        classes=tuple(c["name"] for c in data.get("classes", [])),
+        provenance=data.get("provenance", {}) or {}, takesMissing=takes_missing_sequences(data))
 
 
 def missing_cost(info: ModelInfo, missing: list[str], strategy: str, filler: str | None = None) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from emim.config import MAX_CROP
-from emim.contract import LOG_EVERY
+from emim.contract import DEFAULT_NORMALIZATION, LOG_EVERY, NORMALIZATIONS
 
 PERMILLE = 1000  # progress units over a whole inference job: windows of each case, cases of the batch
 
@@ -58,8 +58,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
     parser.add_argument("--grad-clip", type=float, default=1.0)
     parser.add_argument("--accumulate", type=int, default=1, help="gradient accumulation micro-batches per step")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--normalization", default="zscore-nonzero",
-                        choices=["zscore-nonzero", "zscore", "max", "none"])
+    parser.add_argument("--normalization", default=DEFAULT_NORMALIZATION, choices=NORMALIZATIONS)
     parser.add_argument("--resample", action="store_true",
                         help="resample modalities whose grid differs onto the first modality (physical space)")
     parser.add_argument("--cache", metavar="DIR",

@@ -10,19 +10,19 @@ from __future__ import annotations
 import argparse
 
 from emim.commands.arguments import add_mask_arguments, int_triple, mask_config
+from emim.contract import DEFAULT_NORMALIZATION, NORMALIZATIONS
 from emim.progress import PROGRESS_MODES, Progress
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
     from emim.config import PRESETS
-    from emim.data.loading import NORMALIZATIONS
 
     parser.add_argument("data", help="folder of case folders, one case folder, or a datalist JSON")
     parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="crop and patch size of this preset")
     parser.add_argument("--crop", type=int_triple, help="crop size (default: the preset's)")
     parser.add_argument("--patch-size", type=int, help="patch size (default: the preset's)")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
-    parser.add_argument("--normalization", default=NORMALIZATIONS[0], choices=NORMALIZATIONS)
+    parser.add_argument("--normalization", default=DEFAULT_NORMALIZATION, choices=NORMALIZATIONS)
     add_mask_arguments(parser)
     parser.add_argument("--crops-per-case", type=int, default=8, help="random brain crops per case (default 8)")
     parser.add_argument("--seed", type=int, default=0)

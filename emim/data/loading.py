@@ -18,13 +18,13 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
+from emim.contract import DEFAULT_NORMALIZATION, NORMALIZATIONS
 from emim.data.cases import Case
 from emim.data.geometry import Grid, canonical_grid, from_canonical, grid_differences, to_canonical
 from emim.data.geometry import resample as resample_onto
 from emim.data.dicom import convert_case
 from emim.errors import DataError, EmimError
 
-NORMALIZATIONS = ("zscore-nonzero", "zscore", "max", "none")
 # Voxel values above this overflow in float32 arithmetic (normalisation squares them): refused on reading.
 FLOAT32_LIMIT = float(np.sqrt(np.finfo(np.float32).max))
 
@@ -161,7 +161,7 @@ def check_image_values(array: np.ndarray, path: Path, case_id: str, what: str) -
                             f"give the {what} image file; a label map is the case's -seg file.")
 
 
-def normalize(array: np.ndarray, method: str = "zscore-nonzero") -> np.ndarray:
+def normalize(array: np.ndarray, method: str = DEFAULT_NORMALIZATION) -> np.ndarray:
     """Per-modality intensity normalisation (float32).
 
     zscore-nonzero: mean/std over non-zero voxels only, so the zero background of skull-stripped BraTS volumes
@@ -265,7 +265,7 @@ def _on_reference(array: np.ndarray, grid: Grid, target: Grid, path: Path, refer
     return resampled
 
 
-def load_case(case: Case, modalities: Sequence[str], normalization: str = "zscore-nonzero",
+def load_case(case: Case, modalities: Sequence[str], normalization: str = DEFAULT_NORMALIZATION,
               resample: bool = False, with_label: bool = True) -> LoadedCase:
     """Read, check, reorient, (optionally) resample and normalise the requested modalities of one case.
 

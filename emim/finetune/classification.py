@@ -20,7 +20,7 @@ from torch import nn
 
 from emim import __version__
 from emim.config import ModelConfig
-from emim.contract import VAL_FRACTION
+from emim.contract import DEFAULT_NORMALIZATION, VAL_FRACTION
 from emim.data.cache import CachedCase
 from emim.errors import EmimError
 from emim.finetune.class_metrics import accuracy, macro_auc
@@ -41,7 +41,7 @@ class ClassifierConfig:
     pretrained: str | None = None      # pretraining run / checkpoint / model folder, None = random init
     batch_size: int = 2
     val_fraction: float = VAL_FRACTION  # 0: evaluate on the training cases (only to smoke-test tiny data sets)
-    normalization: str = "zscore-nonzero"
+    normalization: str = DEFAULT_NORMALIZATION
     resample: bool = False
     device: str = "auto"
     cache: str | None = None           # preprocessing cache folder; None: `emim-cache` beside the run folder

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from emim.errors import EmimError
+from emim.model_metadata import modality_dropout, normalization
 
 
 def _regions_shown(regions: Sequence[dict]) -> str:
@@ -77,14 +78,13 @@ def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] |
             raise EmimError(f"--crop: {error}") from None
     network = metadata.get("network") or {}
     preprocessing = metadata.get("preprocessing") or {}
-    missing = (metadata.get("inference") or {}).get("missing_modalities") or {}
     spacing = preprocessing.get("spacing")
     return FinetuneConfig(
         data=str(data), model=config, modalities=tuple(metadata["modalities"]), labels=tuple(metadata["labels"]),
         regions=tuple(metadata["regions"]),
         feature_size=int(network.get("feature_size") or DEFAULT_FEATURE_SIZE.get("tiny")),
-        normalization=preprocessing.get("normalization", "zscore-nonzero"),
-        modality_dropout=float(missing.get("modality_dropout", 0.0)),
+        normalization=normalization(metadata),
+        modality_dropout=modality_dropout(metadata),
         spacing=tuple(float(v) for v in spacing) if spacing else None,
         init={"model": str(model), "folder": str(folder), "name": metadata.get("name"),
               "sha256": metadata["sha256"]})

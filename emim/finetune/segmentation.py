@@ -23,12 +23,13 @@ from torch import nn
 
 from emim import __version__
 from emim.config import ModelConfig, preset
+from emim.contract import DEFAULT_NORMALIZATION
 from emim.errors import EmimError
-from emim.train.provenance import write_cases_file
-from emim.model.unetr import EMIMUNETR
-from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
-from emim.progress import Progress
 from emim.finetune.recipes import INIT_RECIPE, SCRATCH_RECIPE, Recipe  # noqa: F401 (the defaults, here too)
+from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
+from emim.model.unetr import EMIMUNETR
+from emim.progress import Progress
+from emim.train.provenance import write_cases_file
 from emim.train.runfolder import RunFolder
 from emim.train.session import open_run, train_run
 from emim.train.trainer import TrainSettings
@@ -54,7 +55,7 @@ class FinetuneConfig:
     val_cases: int | None = None  # None: `auto_val_cases`
     overlap: float = 0.5  # validation sliding window
     sw_batch_size: int = 2
-    normalization: str = "zscore-nonzero"
+    normalization: str = DEFAULT_NORMALIZATION
     resample: bool = False
     workers: int = 0
     device: str = "auto"

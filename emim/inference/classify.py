@@ -19,9 +19,10 @@ from emim.config import ModelConfig
 from emim.data.cases import Case
 from emim.data.loading import load_case
 from emim.data.modalities import ModalitySpec
+from emim.data.spacing import needs_resampling, rescale
 from emim.errors import EmimError
 from emim.model.classifier import ClassifierNet, case_probabilities
-from emim.data.spacing import needs_resampling, rescale
+from emim.model_metadata import normalization
 
 
 @dataclass
@@ -58,7 +59,7 @@ def load_classification_model(model_dir: str | Path, device: str = "auto",
 def classify_case(model: ClassificationModel, case: Case, resample: bool = False, batch_size: int | None = None,
                   on_batch: Callable[[int, int], None] | None = None) -> dict[str, float]:
     """{class name: probability} of one case; the probabilities sum to 1."""
-    loaded = load_case(case, model.spec.names, model.preprocessing.get("normalization", "zscore-nonzero"),
+    loaded = load_case(case, model.spec.names, normalization(model.metadata),
                        resample, with_label=False)
     trained = model.preprocessing.get("spacing")
     image = rescale(loaded.image, loaded.spacing, trained) if needs_resampling(loaded.spacing, trained) \

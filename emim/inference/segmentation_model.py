@@ -13,6 +13,7 @@ import torch
 from emim.data.modalities import ModalitySpec
 from emim.inference.postprocess import PostProcess
 from emim.model.unetr import EMIMUNETR
+from emim.model_metadata import normalization, takes_missing_sequences
 
 
 @dataclass
@@ -38,7 +39,7 @@ class SegmentationModel:
 
     @property
     def normalization(self) -> str:
-        return (self.metadata.get("preprocessing") or {}).get("normalization", "zscore-nonzero")
+        return normalization(self.metadata)
 
     def inference_default(self, key: str, fallback: Any) -> Any:
         return (self.metadata.get("inference") or {}).get(key, fallback)
@@ -46,7 +47,7 @@ class SegmentationModel:
     @property
     def takes_missing(self) -> bool:
         """Fine-tuned with modality dropout: segments a case that lacks some of its modalities."""
-        return bool((self.inference_default("missing_modalities", None) or {}).get("supported"))
+        return takes_missing_sequences(self.metadata)
 
     @property
     def postprocess(self) -> PostProcess:

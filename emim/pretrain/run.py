@@ -11,7 +11,7 @@ import torch
 
 from emim import __version__
 from emim.config import ModelConfig, preset
-from emim.contract import PBT_LEVELS, PBT_WEIGHT
+from emim.contract import DEFAULT_NORMALIZATION, PBT_LEVELS, PBT_WEIGHT
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.pretrain.masks import MaskConfig
@@ -36,7 +36,7 @@ class PretrainConfig:
     pbt_levels: int = PBT_LEVELS
     pbt_weight: float = PBT_WEIGHT
     pbt_off_diagonal: float = 0.0051
-    normalization: str = "zscore-nonzero"
+    normalization: str = DEFAULT_NORMALIZATION
     resample: bool = False
     heldout_cases: int = 0  # cases kept out of training for diagnostics; 0 = fixed crops of training cases
     heldout_crops: int = HELDOUT_CROPS
