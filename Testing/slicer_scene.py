@@ -32,11 +32,17 @@ BRATS_MODALITIES = BRATS.to_metadata()
 
 
 def write_model_metadata(folder: Path, task: str = "segmentation", **extra) -> Path:
-    """A model folder's metadata.json as the engine's export writes it (no weights: the Logic never reads them)."""
+    """A model folder's metadata.json with what the schema asks of the task (no weights: the Logic never reads
+    them, and `sha256` names none)."""
+    from emim import __version__
+    from emim.model_metadata import FORMAT, FORMAT_VERSION
+
     folder.mkdir(parents=True, exist_ok=True)
-    data = {"format": "emim-model", "format_version": 1, "task": task, "name": f"test {task} model",
-            "description": "metadata written by the test", "modalities": BRATS_MODALITIES,
-            "labels": BRATS_LABELS if task == "segmentation" else [], **extra}
+    data = {"format": FORMAT, "format_version": FORMAT_VERSION, "engine_version": __version__, "task": task,
+            "name": f"test {task} model", "description": "metadata written by the test",
+            "modalities": BRATS_MODALITIES, "model_config": {}, "sha256": "0" * 64,
+            **({"labels": BRATS_LABELS, "regions": emim_labels.BRATS_REGIONS} if task == "segmentation" else {}),
+            **extra}
     (folder / "metadata.json").write_text(json.dumps(data), encoding="utf-8")
     return folder
 

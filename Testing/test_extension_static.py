@@ -180,7 +180,8 @@ def _literal_definitions(choices: tuple[str, ...]) -> list[str]:
 
 
 @pytest.mark.parametrize("name", ["DEVICE_CHOICES", "PRESET_NAMES", "MASK_PATTERNS", "MODEL_TASKS",
-                                  "TRAINING_COMMANDS", "PROGRESS_MODES", "NORMALIZATIONS", "OUTPUT_FORMATS"])
+                                  "TRAINING_COMMANDS", "PROGRESS_MODES", "NORMALIZATIONS", "OUTPUT_FORMATS",
+                                  "RECONSTRUCTION_OUTPUTS"])
 def test_each_choice_list_is_written_once_in_the_contract(name):
     import emim.contract as contract
 
@@ -225,6 +226,38 @@ def test_no_default_spells_out_the_default_normalisation():
     from emim.contract import DEFAULT_NORMALIZATION
 
     assert _literal_defaults(DEFAULT_NORMALIZATION) == []
+
+
+def _kind_literals(kinds: set[str]) -> list[str]:
+    """Where an output or metrics `kind` of `kinds` is spelled out: `.event(..., kind="x")`, `{"kind": "x"}`,
+    `x.get("kind") == "x"` or `x["kind"] == "x"`."""
+    def is_kind_lookup(node: ast.AST) -> bool:
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "get":
+            return bool(node.args) and isinstance(node.args[0], ast.Constant) and node.args[0].value == "kind"
+        return isinstance(node, ast.Subscript) and isinstance(node.slice, ast.Constant) and node.slice.value == "kind"
+
+    found = []
+    for source in _python_sources():
+        for node in ast.walk(ast.parse(source.read_text())):
+            values: list[ast.AST] = []
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "event":
+                values = [k.value for k in node.keywords if k.arg == "kind"]
+            elif isinstance(node, ast.Dict):
+                values = [v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant) and k.value == "kind"]
+            elif isinstance(node, ast.Compare) and is_kind_lookup(node.left):
+                values = node.comparators
+            found += [f"{source.relative_to(REPO)}:{v.lineno} {v.value!r}" for v in values
+                      if isinstance(v, ast.Constant) and v.value in kinds]
+    return found
+
+
+def test_each_output_and_metrics_kind_is_named_from_the_contract_on_both_sides():
+    import emim.contract as contract
+
+    kinds = {contract.LABEL_OUTPUT, contract.VOLUMES_OUTPUT, contract.REPORT_OUTPUT, contract.SYNTHETIC_OUTPUT,
+             contract.PROBABILITY_OUTPUT, contract.MODEL_OUTPUT, contract.CASE_OUTPUT, contract.TRAIN_RECORD,
+             contract.EVAL_RECORD, *contract.RECONSTRUCTION_OUTPUTS}
+    assert _kind_literals(kinds) == []
 
 
 def test_the_contract_needs_nothing_but_the_standard_library():

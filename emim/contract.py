@@ -46,6 +46,14 @@ MISSING_DICE = "missing_sequence_dice"
 
 # Progress events (`--progress json`): one JSON object per line with "event" set to one of these
 EVENTS = ("start", "progress", "metrics", "warning", "checkpoint", "cache", "output", "done", "error")
+# `kind` of an `output` event: which file it is
+LABEL_OUTPUT, VOLUMES_OUTPUT, REPORT_OUTPUT = "label", "volumes", "report"  # emim segment, per case
+SYNTHETIC_OUTPUT, PROBABILITY_OUTPUT = "synthetic", "probability"  # segment --fill-missing / --save-probabilities
+RECONSTRUCTION_OUTPUTS = ("masked", "reconstruction", "mask")  # emim reconstruct, per modality
+MASK_OUTPUT = RECONSTRUCTION_OUTPUTS[2]  # the hybrid mask: a label map, not an image
+MODEL_OUTPUT, CASE_OUTPUT = "model", "case"  # an exported model folder; a generated sample case
+# `kind` of a metrics.jsonl record and of a `metrics` event
+TRAIN_RECORD, EVAL_RECORD = "train", "eval"
 
 # names that become part of a file name (case ids, region names, added training cases): no separators, no dot first
 SAFE_NAME_RULE = "1-128 letters, digits, '.', '_', '+' or '-', starting with a letter or digit"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emim.atomic_write import write_file
-from emim.contract import LOG_EVERY, METRICS_FILE
+from emim.contract import EVAL_RECORD, LOG_EVERY, METRICS_FILE
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train.trainer import TrainSettings
@@ -139,7 +139,7 @@ def _reconstruction(run: Path, source: str) -> list[str]:
     from emim.pretrain.diagnostics import COLLAPSE_LOSS_RATIO
     from emim.train.runfolder import read_metrics
 
-    evals = [r for r in read_metrics(run / METRICS_FILE) if r.get("kind") == "eval" and "heldout_loss_ratio" in r]
+    evals = [r for r in read_metrics(run / METRICS_FILE) if r.get("kind") == EVAL_RECORD and "heldout_loss_ratio" in r]
     if not evals:
         return []
     first, last = evals[0], evals[-1]

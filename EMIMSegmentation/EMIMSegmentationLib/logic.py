@@ -22,7 +22,7 @@ from typing import Callable
 import slicer
 from EMIMCommonLib.job import EngineJob, run_engine
 from EMIMCommonLib.process import engine_command
-from emim.contract import DEVICE_CHOICES, MASK_CHOICES, METADATA_FILE
+from emim.contract import DEVICE_CHOICES, LABEL_OUTPUT, MASK_CHOICES, METADATA_FILE, VOLUMES_OUTPUT
 
 from .classification import probabilities_table
 from .errors import EMIMSegmentationError
@@ -189,13 +189,13 @@ class SegmentationLogic:
             arguments += ["--fill-missing", str(fillMissing)]
 
         def finish(outputs: list[dict], done: dict):
-            labels = [o for o in outputs if o.get("kind") == "label"]
+            labels = [o for o in outputs if o.get("kind") == LABEL_OUTPUT]
             path = Path(labels[-1]["path"]) if labels else workdir / "segmentation.nii.gz"
             if not path.is_file():
                 raise EMIMSegmentationError(tr("The engine finished but wrote no label file; see the log."))
             segmentation = import_label_file(path, reference, info.labels, segmentation=outputSegmentation,
                                              name=f"{reference.GetName()} {info.name}", show3d=show3D)
-            volumes = [o for o in outputs if o.get("kind") == "volumes"]
+            volumes = [o for o in outputs if o.get("kind") == VOLUMES_OUTPUT]
             if volumes and Path(volumes[-1]["path"]).is_file():
                 volumes_table(Path(volumes[-1]["path"]), segmentation, slicer.mrmlScene)
             import_synthetic_volumes(outputs, reference, segmentation, str(fillMissing))

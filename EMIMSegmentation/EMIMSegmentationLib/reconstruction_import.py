@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emim.contract import MASK_OUTPUT, RECONSTRUCTION_OUTPUTS
+
 from .errors import EMIMSegmentationError
 from .i18n import tr
 from .volumes_io import load_on_reference_grid, load_volume, place_beside
 
-KINDS = ("masked", "reconstruction", "mask")
 
 
 def import_reconstruction_outputs(outputs: list[dict], reference, prefix: str) -> dict:
@@ -21,18 +22,18 @@ def import_reconstruction_outputs(outputs: list[dict], reference, prefix: str) -
     result: dict = {"masked": {}, "reconstruction": {}, "mask": None}
     for event in outputs:
         kind = event.get("kind")
-        if kind not in KINDS:
+        if kind not in RECONSTRUCTION_OUTPUTS:
             continue
         path = Path(event["path"])
         modality = event.get("modality", "")
         name = reference.GetScene().GenerateUniqueName(f"{prefix} {modality} {kind}".replace("  ", " "))
-        labelmap = kind == "mask"
+        labelmap = kind == MASK_OUTPUT
         try:
             node = load_on_reference_grid(path, reference, name, labelmap=labelmap)
         except EMIMSegmentationError:
             node = load_volume(path, name, labelmap=labelmap)
         place_beside(node, reference)
-        if kind == "mask":
+        if labelmap:
             result["mask"] = node
         else:
             result[kind][modality] = node

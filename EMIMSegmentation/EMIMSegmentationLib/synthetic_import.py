@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from emim.contract import SYNTHETIC_OUTPUT
+
 from .i18n import tr
 from .volumes_io import load_on_reference_grid, place_beside
 
@@ -18,7 +20,7 @@ def import_synthetic_volumes(outputs: list[dict], reference, segmentation, pretr
     """Volume nodes for the `output` events of kind synthetic; returns them in event order."""
     nodes = []
     for event in outputs:
-        if event.get("kind") != "synthetic":
+        if event.get("kind") != SYNTHETIC_OUTPUT:
             continue
         name = reference.GetScene().GenerateUniqueName(
             tr("{case} {modality} (synthetic, E-MIM)").format(case=reference.GetName(), modality=event["modality"]))

@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 from EMIMCommonLib.headless import running_in_slicer
 from EMIMCommonLib.job import EngineJob, run_engine
 from EMIMCommonLib.process import engine_command
-from emim.contract import CONFIG_FILE, DEVICE_CHOICES, LAST_CHECKPOINT, METADATA_FILE
+from emim.contract import CONFIG_FILE, DEVICE_CHOICES, LAST_CHECKPOINT, METADATA_FILE, MODEL_OUTPUT
 
 from .chart_render import render_charts_png
 from .collapse_warnings import RunWarning, read_warnings
@@ -127,7 +127,7 @@ class TrainingLogic:
         output = Path(output)
 
         def finish(outputs: list[dict], done: dict) -> Path:
-            models = [o for o in outputs if o.get("kind") == "model"]
+            models = [o for o in outputs if o.get("kind") == MODEL_OUTPUT]
             folder = Path(models[-1]["path"]) if models else output
             if not (folder / METADATA_FILE).is_file():
                 raise EMIMTrainingError(tr("The export finished but {folder} holds no metadata.json; see the log.")

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import slicer
 import vtk
-from emim.contract import METRICS_FILE
+from emim.contract import EVAL_RECORD, METRICS_FILE, TRAIN_RECORD
 
 from .i18n import tr
 
-TRAIN, EVAL, SPECTRUM = "train", "eval", "spectrum"
+TRAIN, EVAL, SPECTRUM = TRAIN_RECORD, EVAL_RECORD, "spectrum"  # table names
 
 
 @dataclass(frozen=True)
@@ -148,7 +148,7 @@ class MetricsFollower:
         return handle.read(len(self._tail)) == self._tail
 
     def _add(self, record: dict) -> None:
-        kind = EVAL if record.get("kind") == "eval" else TRAIN
+        kind = EVAL if record.get("kind") == EVAL_RECORD else TRAIN
         values = flatten({k: v for k, v in record.items() if k != "spectrum"})
         if "step" in values:
             self.last_step = int(values["step"])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from emim.contract import MODEL_OUTPUT
 from emim.progress import PROGRESS_MODES, Progress
 
 
@@ -27,6 +28,6 @@ def run(args: argparse.Namespace) -> int:
     progress = Progress(args.progress)
     folder = export_model(args.run_dir, args.out, args.name, args.description, args.force)
     metadata = load_metadata(folder)
-    progress.event("output", path=str(folder), kind="model", case=None)
+    progress.event("output", path=str(folder), kind=MODEL_OUTPUT, case=None)
     progress.event("done", outputs=[str(folder)], task=metadata["task"], steps=metadata["provenance"]["steps"])
     return 0

@@ -12,7 +12,7 @@ import argparse
 import os
 
 from emim.commands.arguments import add_training_arguments, train_settings
-from emim.contract import VAL_FRACTION
+from emim.contract import MODEL_OUTPUT, VAL_FRACTION
 from emim.progress import Progress
 
 
@@ -60,5 +60,5 @@ def run(args: argparse.Namespace) -> int:
         run_classifier_training(config_from_args(args), args.run, progress=progress)
     if args.export and os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 exports
         folder = export_model(args.run, args.export)
-        progress.event("output", path=str(folder), kind="model")
+        progress.event("output", path=str(folder), kind=MODEL_OUTPUT)
     return 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from emim.contract import CASE_OUTPUT
 from emim.progress import PROGRESS_MODES
 
 
@@ -36,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     progress.event("start", command="make-sample", total=args.cases, out=str(args.out), size=args.size)
 
     def on_case(index: int, folder: Path) -> None:
-        progress.event("output", path=str(folder), kind="case", case=folder.name)
+        progress.event("output", path=str(folder), kind=CASE_OUTPUT, case=folder.name)
         progress.step(index + 1, args.cases)
 
     folders = make_sample_cases(args.out, args.cases, args.seed, size=args.size, foci=args.foci, on_case=on_case,

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from emim.contract import METADATA_FILE
+from emim.contract import MASK_OUTPUT, METADATA_FILE, RECONSTRUCTION_OUTPUTS, REPORT_OUTPUT
 from emim.data.cases import Case
 from emim.data.loading import load_case
 from emim.errors import EmimError
@@ -40,7 +40,6 @@ from emim.pretrain.model import EMIMPretrainer
 from emim.progress import Progress
 from emim.device import autocast, resolve_device
 
-KINDS = ("masked", "reconstruction", "mask")
 
 
 @dataclass
@@ -169,7 +168,7 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
     config = mask_config(model.weights, pattern, patch_ratio, position_ratio)
     check_modalities(case, model.weights.spec)
     folder = Path(output)
-    paths = {(modality, kind): folder / f"{modality}_{kind}.nii.gz" for modality in names for kind in KINDS}
+    paths = {(modality, kind): folder / f"{modality}_{kind}.nii.gz" for modality in names for kind in RECONSTRUCTION_OUTPUTS}
     report_path = folder / f"{case.case_id}{REPORT}"
     check_case_outputs([*paths.values(), report_path], folder, case)  # before the inference
     report = RunReport("reconstruct", model.description(), model.weights.source, str(model.device))
@@ -186,15 +185,15 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
     files: dict[Path, Any] = {}
     records = []
     for index, modality in enumerate(names):
-        for kind in KINDS:
+        for kind in RECONSTRUCTION_OUTPUTS:
             path = paths[(modality, kind)]
-            dtype = np.uint8 if kind == "mask" else np.float32
+            dtype = np.uint8 if kind == MASK_OUTPUT else np.float32
             files[path] = (loaded, result[kind][index].astype(dtype), dtype)
             records.append({"path": str(path), "kind": kind, "modality": modality, "case": case.case_id})
     files[report_path] = report.text(case.case_id, {m: case.images[m] for m in names}, {
         "mask": config.to_dict(), "seed": seed, "hide": hide, "batch_size": batch_size, "resample": resample,
         "normalization": model.weights.normalization}, list(files), case.dicom)
-    records.append({"path": str(report_path), "kind": "report", "modality": None, "case": case.case_id})
+    records.append({"path": str(report_path), "kind": REPORT_OUTPUT, "modality": None, "case": case.case_id})
     write_case_outputs(files, folder, case)
     for record in records:
         progress.event("output", **record)

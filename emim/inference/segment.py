@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from emim.contract import OUTPUT_FORMATS
+from emim.contract import (LABEL_OUTPUT, OUTPUT_FORMATS, PROBABILITY_OUTPUT, REPORT_OUTPUT, SYNTHETIC_OUTPUT,
+                           VOLUMES_OUTPUT)
 from emim.data.case_inputs import case_from_images, resolve_cases
 from emim.data.cases import Case
 from emim.data.loading import LoadedCase, load_case
@@ -130,7 +131,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         "normalization": model.normalization, "resample": resample, "output_format": output_format}, list(files),
         case.dicom)
     write_case_outputs(files, folder, case)
-    progress.event("output", path=str(paths["label"]), kind="label", case=case.case_id, format=output_format,
+    progress.event("output", path=str(paths["label"]), kind=LABEL_OUTPUT, case=case.case_id, format=output_format,
                    postprocess=settings.to_metadata(), missing=absent,
                    **({"ran_at": mm_text(trained), "case_spacing": mm_text(loaded.spacing)} if rescaled else {}))
     _announce_others(progress, paths, case.case_id, volumes, filled, model.normalization,
@@ -218,11 +219,11 @@ def _announce_others(progress: Progress, paths: dict[str, Path], case_id: str, v
                      filled: Sequence[str], units: str, probability_regions: Sequence[str]) -> None:
     """The `output` events of the files beside the label map: volumes, report, synthesised sequences,
     probability maps."""
-    progress.event("output", path=str(paths["volumes"]), kind="volumes", case=case_id,
+    progress.event("output", path=str(paths["volumes"]), kind=VOLUMES_OUTPUT, case=case_id,
                    volumes_ml=region_volumes(volumes))
-    progress.event("output", path=str(paths["report"]), kind="report", case=case_id)
+    progress.event("output", path=str(paths["report"]), kind=REPORT_OUTPUT, case=case_id)
     for modality in filled:
-        progress.event("output", path=str(paths[f"synthetic_{modality}"]), kind="synthetic", case=case_id,
+        progress.event("output", path=str(paths[f"synthetic_{modality}"]), kind=SYNTHETIC_OUTPUT, case=case_id,
                        modality=modality, units=units)
     for name in probability_regions:
-        progress.event("output", path=str(paths[f"prob_{name}"]), kind="probability", case=case_id, region=name)
+        progress.event("output", path=str(paths[f"prob_{name}"]), kind=PROBABILITY_OUTPUT, case=case_id, region=name)

@@ -10,7 +10,7 @@ import time
 from typing import Any
 
 from emim.atomic_write import write_file
-from emim.contract import CASES_FILE
+from emim.contract import CASES_FILE, EVAL_RECORD
 from emim.train.runfolder import RunFolder, read_metrics
 
 
@@ -18,7 +18,7 @@ def last_eval(run: RunFolder, prefix: str) -> dict[str, Any]:
     """The last evaluation record's values whose names start with `prefix` (e.g. val_dice_), with its step."""
     if not run.metrics_path.is_file():
         return {}
-    evals = [r for r in read_metrics(run.metrics_path) if r.get("kind") == "eval"
+    evals = [r for r in read_metrics(run.metrics_path) if r.get("kind") == EVAL_RECORD
              and any(k.startswith(prefix) for k in r)]
     if not evals:
         return {}

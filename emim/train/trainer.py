@@ -23,7 +23,7 @@ import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from emim.contract import CHECKPOINT_FOLDER, LOG_EVERY, RUN_WARNING
+from emim.contract import CHECKPOINT_FOLDER, EVAL_RECORD, LOG_EVERY, RUN_WARNING, TRAIN_RECORD
 from emim.progress import Progress
 from emim.train.checkpoint import load_checkpoint, save_checkpoint
 from emim.device import autocast
@@ -198,7 +198,7 @@ class _Loop:
     def record_training(self, loss: float, logs: dict[str, float], grad_norm: float) -> None:
         """A `train` metrics record (loss averaged over ranks) and the progress bar's step."""
         loss_value = mean_over_ranks(loss, self.dist, self.device)
-        record = {"step": self.step, "kind": "train", "loss": loss_value, "lr": self.scheduler.get_last_lr()[0],
+        record = {"step": self.step, "kind": TRAIN_RECORD, "loss": loss_value, "lr": self.scheduler.get_last_lr()[0],
                   "grad_norm": grad_norm, "elapsed_s": time.monotonic() - self.started,
                   "data_wait_s": self.data_wait, **logs}
         if self.dist.is_main:
@@ -213,7 +213,7 @@ class _Loop:
         record = self.task.evaluate(self.step)
         self.model.train()
         warnings = record.pop("warnings", [])
-        record = {"step": self.step, "kind": "eval", **record}
+        record = {"step": self.step, "kind": EVAL_RECORD, **record}
         self.run.append_metrics(record)
         self.progress.event("metrics", **record)
         for message in warnings:
