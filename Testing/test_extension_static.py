@@ -222,10 +222,23 @@ def _literal_defaults(value: object) -> list[str]:
     return found
 
 
-def test_no_default_spells_out_the_default_normalisation():
-    from emim.contract import DEFAULT_NORMALIZATION
+def test_no_default_spells_out_the_default_normalisation_or_preset():
+    from emim.contract import DEFAULT_NORMALIZATION, DEFAULT_PRESET
 
     assert _literal_defaults(DEFAULT_NORMALIZATION) == []
+    assert _literal_defaults(DEFAULT_PRESET) == []
+
+
+def test_each_preset_is_one_record_keyed_by_the_contracts_names():
+    """`emim.config.PRESETS` holds each preset's model, recipe and UNETR width; no other table is keyed by preset."""
+    from emim.config import PRESETS
+    from emim.contract import PRESET_NAMES
+
+    assert tuple(PRESETS) == PRESET_NAMES
+    tables = [f"{source.relative_to(REPO)}:{node.lineno}" for source in _python_sources()
+              for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.Dict) and node.keys
+              and all(isinstance(k, ast.Constant) and k.value in PRESET_NAMES for k in node.keys)]
+    assert tables == []
 
 
 def _kind_literals(kinds: set[str]) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
+from emim.contract import PRESET_NAMES
+
 
 # What a hidden token starts from in the MIM decoder (see emim.model.decoder): "local" = the mean of the visible
 # tokens at its position, else of its 3x3x3 neighbourhood; "same-position" = that position only; "mask-token" =
@@ -86,18 +88,37 @@ class ModelConfig:
         return cls(**values)
 
 
-PRESETS: dict[str, ModelConfig] = {
-    "tiny": ModelConfig(crop_size=(64, 64, 64), embed_dim=96, depth=4, num_heads=3, pyramid_levels=(1, 2, 3, 4),
-                        decoder_dim=64, decoder_depth=1, decoder_heads=2, projector_dim=128),
-    "small": ModelConfig(crop_size=(96, 96, 96), embed_dim=384, depth=12, num_heads=6, decoder_dim=192,
-                         decoder_depth=2, decoder_heads=6, projector_dim=512),
-    "base": ModelConfig(),
-}
+@dataclass(frozen=True)
+class Preset:
+    """One model size and what a run of it starts with where the command line is silent."""
+
+    model: ModelConfig
+    pretrain_lr: float  # docs/pretraining-recipe.md: `tiny` measured on the real BraTS mini cases (CPU); `small`
+    pretrain_batch: int  # and `base` keep MAE's 1.5e-4 until a GPU run measures them
+    feature_size: int  # UNETR decoder width of a segmentation model
+
+
+# keyed by contract.PRESET_NAMES, in that order (a test holds them equal)
+PRESETS: dict[str, Preset] = dict(zip(PRESET_NAMES, (
+    Preset(ModelConfig(crop_size=(64, 64, 64), embed_dim=96, depth=4, num_heads=3, pyramid_levels=(1, 2, 3, 4),
+                       decoder_dim=64, decoder_depth=1, decoder_heads=2, projector_dim=128),
+           pretrain_lr=3e-3, pretrain_batch=4, feature_size=8),
+    Preset(ModelConfig(crop_size=(96, 96, 96), embed_dim=384, depth=12, num_heads=6, decoder_dim=192,
+                       decoder_depth=2, decoder_heads=6, projector_dim=512),
+           pretrain_lr=1.5e-4, pretrain_batch=2, feature_size=16),
+    Preset(ModelConfig(), pretrain_lr=1.5e-4, pretrain_batch=2, feature_size=16),
+)))
 
 
 def preset(name: str, **overrides: Any) -> ModelConfig:
-    """A named preset with some fields replaced (e.g. modalities or crop size from the data)."""
+    """A named preset's model with some fields replaced (e.g. modalities or crop size from the data)."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    return replace(PRESETS[name], **{k: v for k, v in overrides.items() if v is not None})
+    return replace(PRESETS[name].model, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def preset_of(model: ModelConfig) -> str:
+    """The preset whose encoder `model` has (for its recipe), else the largest."""
+    return next((name for name, p in PRESETS.items() if (p.model.embed_dim, p.model.depth, p.model.num_heads) ==
+                 (model.embed_dim, model.depth, model.num_heads)), PRESET_NAMES[-1])
 

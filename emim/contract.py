@@ -7,6 +7,7 @@ module at start-up) can import it. The engine's argument parsers and readers tak
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")  # or cuda:N
 PRESET_NAMES = ("tiny", "small", "base")
+DEFAULT_PRESET = PRESET_NAMES[0]  # trains on a laptop CPU; `--preset` and the panel start from it
 MASK_PATTERNS = ("patch", "position", "modal")  # E-MIM's three masks, in the order of --hybrid-probs
 HYBRID = "hybrid"  # each sample draws one of the three
 MASK_CHOICES = (HYBRID, *MASK_PATTERNS)

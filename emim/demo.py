@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emim.atomic_write import write_file
-from emim.contract import EVAL_RECORD, LOG_EVERY, METRICS_FILE
+from emim.contract import DEFAULT_PRESET, EVAL_RECORD, LOG_EVERY, METRICS_FILE
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train.trainer import TrainSettings
@@ -126,8 +126,8 @@ def _train(out: Path, device: str, pretrain_steps: int, finetune_steps: int, sta
                          train=_settings(pretrain_steps, config.train.lr, max(1, pretrain_steps // 3)))
         run_pretraining(config, out / "runs" / "pretrain", progress=stages.progress)
     with stages("fine-tuning"):
-        config = replace(finetune_config(str(out / "data"), "tiny"), device=device, val_cases=1, batch_size=1,
-                         pretrained=str(out / "runs" / "pretrain"),
+        config = replace(finetune_config(str(out / "data"), DEFAULT_PRESET), device=device, val_cases=1,
+                         batch_size=1, pretrained=str(out / "runs" / "pretrain"),
                          train=_settings(finetune_steps, 2e-3, max(1, finetune_steps // 2)))
         run_finetuning(config, out / "runs" / "finetune", progress=stages.progress)
         return export_model(out / "runs" / "finetune", out / "model", name="E-MIM demo (tiny, sample data)")

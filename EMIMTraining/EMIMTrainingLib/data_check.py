@@ -15,6 +15,7 @@ import vtk
 
 from EMIMCommonLib.job import EngineJob, run_engine
 from EMIMCommonLib.process import engine_command
+from emim.contract import DEFAULT_PRESET
 
 from .errors import EMIMTrainingError
 from .i18n import tr
@@ -83,7 +84,7 @@ def check_data(path: str | Path, modalities: Sequence[str] = (), resample: bool 
     return DataReport(_done_event(command, path, log))
 
 
-def collapse_report(path: str | Path, modalities: Sequence[str] = (), preset: str = "tiny",
+def collapse_report(path: str | Path, modalities: Sequence[str] = (), preset: str = DEFAULT_PRESET,
                     log: Callable[[str], None] | None = None) -> list[dict]:
     """`emim collapse-report`: per mask pattern the collapsed loss of the data and a verdict (a few seconds per
     case: every case is read once)."""

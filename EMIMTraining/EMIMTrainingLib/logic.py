@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 from EMIMCommonLib.headless import running_in_slicer
 from EMIMCommonLib.job import EngineJob, run_engine
 from EMIMCommonLib.process import engine_command
-from emim.contract import CONFIG_FILE, DEVICE_CHOICES, LAST_CHECKPOINT, METADATA_FILE, MODEL_OUTPUT
+from emim.contract import CONFIG_FILE, DEFAULT_PRESET, DEVICE_CHOICES, LAST_CHECKPOINT, METADATA_FILE, MODEL_OUTPUT
 
 from .chart_render import render_charts_png
 from .collapse_warnings import RunWarning, read_warnings
@@ -56,7 +56,7 @@ class TrainingLogic:
         """The check as a table node: one row per case, with its problems and their fixes."""
         return report_table(report, table)
 
-    def collapseReport(self, data: str | Path, modalities: Sequence[str] = (), preset: str = "tiny",
+    def collapseReport(self, data: str | Path, modalities: Sequence[str] = (), preset: str = DEFAULT_PRESET,
                        logCallback: Log | None = None) -> list[dict]:
         """Per mask pattern, whether a constant output would beat pretraining on this data (no training)."""
         return collapse_report(data, modalities, preset, logCallback)

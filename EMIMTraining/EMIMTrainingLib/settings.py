@@ -12,9 +12,9 @@ from typing import Sequence
 
 from EMIMCommonLib.process import engine_command
 
-from emim.contract import (DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, HYBRID, LAST_CHECKPOINT, LOG_EVERY,
-                           MASK_CHOICES, PATCH_RATIO, PBT_LEVELS, PBT_WEIGHT, POSITION_RATIO, PRESET_NAMES, PRETRAIN,
-                           STARTER_MODEL, STARTER_PRETRAINING, TRAINING_COMMANDS, VAL_FRACTION)
+from emim.contract import (DEFAULT_PRESET, DEVICE_CHOICES, FINETUNE, FINETUNE_CLASSIFIER, HYBRID, LAST_CHECKPOINT,
+                           LOG_EVERY, MASK_CHOICES, PATCH_RATIO, PBT_LEVELS, PBT_WEIGHT, POSITION_RATIO, PRESET_NAMES,
+                           PRETRAIN, STARTER_MODEL, STARTER_PRETRAINING, TRAINING_COMMANDS, VAL_FRACTION)
 
 from .errors import EMIMTrainingError
 from .i18n import tr
@@ -35,7 +35,7 @@ class TrainingSettings:
     task: str
     data: str
     run: str
-    preset: str = PRESET_NAMES[0]
+    preset: str = DEFAULT_PRESET
     modalities: Sequence[str] = ()
     crop: str = ""
     batch_size: int | None = None  # None = the preset's default

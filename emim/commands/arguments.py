@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from emim.config import MAX_CROP
-from emim.contract import DEFAULT_NORMALIZATION, LOG_EVERY, NORMALIZATIONS
+from emim.contract import DEFAULT_NORMALIZATION, DEFAULT_PRESET, LOG_EVERY, NORMALIZATIONS, PRESET_NAMES
 
 PERMILLE = 1000  # progress units over a whole inference job: windows of each case, cases of the batch
 
@@ -36,7 +36,6 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
     """The options every training command shares (run folder, model size, optimiser, schedule, data, device).
 
     An `lr` or `batch_size` of None means the preset's recipe (pretraining), said so in the help."""
-    from emim.config import PRESETS
     from emim.progress import PROGRESS_MODES
     from emim.contract import DEVICE_CHOICES
 
@@ -45,7 +44,8 @@ def add_training_arguments(parser: argparse.ArgumentParser, data_help: str, step
                         help="run folder (config, metrics.jsonl, checkpoints); spell it --run-dir under torchrun, "
                              "whose own --run-path option makes --run ambiguous")
     parser.add_argument("--resume", action="store_true", help="continue the run in --run from its last checkpoint")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="model size (default tiny)")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES,
+                        help=f"model size (default {DEFAULT_PRESET})")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")
     parser.add_argument("--crop", type=int_triple, help="crop size, e.g. 96 or 128,128,96 (multiple of 16)")
     parser.add_argument("--batch-size", type=int, default=batch_size,

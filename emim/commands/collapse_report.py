@@ -10,15 +10,14 @@ from __future__ import annotations
 import argparse
 
 from emim.commands.arguments import add_mask_arguments, int_triple, mask_config
-from emim.contract import DEFAULT_NORMALIZATION, NORMALIZATIONS
+from emim.contract import DEFAULT_NORMALIZATION, DEFAULT_PRESET, NORMALIZATIONS, PRESET_NAMES
 from emim.progress import PROGRESS_MODES, Progress
 
 
 def add_parser(parser: argparse.ArgumentParser) -> None:
-    from emim.config import PRESETS
-
     parser.add_argument("data", help="folder of case folders, one case folder, or a datalist JSON")
-    parser.add_argument("--preset", default="tiny", choices=sorted(PRESETS), help="crop and patch size of this preset")
+    parser.add_argument("--preset", default=DEFAULT_PRESET, choices=PRESET_NAMES,
+                        help="crop and patch size of this preset")
     parser.add_argument("--crop", type=int_triple, help="crop size (default: the preset's)")
     parser.add_argument("--patch-size", type=int, help="patch size (default: the preset's)")
     parser.add_argument("--modalities", help="comma-separated modality names in order (default: from the data)")

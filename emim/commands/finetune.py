@@ -89,6 +89,7 @@ def _check_against_model(args: argparse.Namespace, base) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
+    from emim.contract import DEFAULT_PRESET
     from emim.errors import EmimError
     from emim.finetune.recipes import INIT_RECIPE, SCRATCH_RECIPE
     from emim.finetune.segmentation import default_config
@@ -108,7 +109,7 @@ def config_from_args(args: argparse.Namespace):
         _check_against_model(args, base)
         args = _with_recipe(args, INIT_RECIPE)
     else:
-        base = default_config(args.data, args.preset or "tiny", modalities, crop_size=args.crop)
+        base = default_config(args.data, args.preset or DEFAULT_PRESET, modalities, crop_size=args.crop)
         args = _with_recipe(args, SCRATCH_RECIPE)
     return replace(
         base,

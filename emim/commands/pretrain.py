@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from emim.commands.arguments import (add_mask_arguments, add_training_arguments, mask_config, spacing_from_args,
                                      train_settings)
-from emim.contract import PBT_LEVELS, PBT_WEIGHT
+from emim.contract import DEFAULT_PRESET, PBT_LEVELS, PBT_WEIGHT
 from emim.progress import Progress
 
 
@@ -83,7 +83,7 @@ def config_from_args(args: argparse.Namespace):
         base = _init_base(args, modalities)
     else:
         try:
-            base = default_config(args.data, args.preset or "tiny", modalities, crop_size=args.crop,
+            base = default_config(args.data, args.preset or DEFAULT_PRESET, modalities, crop_size=args.crop,
                                   patch_size=args.patch_size, decoder_fill=args.decoder_fill or DECODER_FILLS[0])
         except ValueError as error:
             raise EmimError(f"--crop/--patch-size: {error}") from None

@@ -42,9 +42,9 @@ def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] |
     them from `INIT_RECIPE`."""
     from dataclasses import replace
 
-    from emim.config import ModelConfig
+    from emim.config import PRESETS, ModelConfig, preset_of
     from emim.data.cases import dataset_spec
-    from emim.finetune.segmentation import DEFAULT_FEATURE_SIZE, FinetuneConfig, label_set
+    from emim.finetune.segmentation import FinetuneConfig, label_set
     from emim.modelfile import load_metadata, model_folder, unbuildable
     from emim.train.init import check_modalities, described
 
@@ -82,7 +82,7 @@ def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] |
     return FinetuneConfig(
         data=str(data), model=config, modalities=tuple(metadata["modalities"]), labels=tuple(metadata["labels"]),
         regions=tuple(metadata["regions"]),
-        feature_size=int(network.get("feature_size") or DEFAULT_FEATURE_SIZE.get("tiny")),
+        feature_size=int(network.get("feature_size") or PRESETS[preset_of(config)].feature_size),
         normalization=normalization(metadata),
         modality_dropout=modality_dropout(metadata),
         spacing=tuple(float(v) for v in spacing) if spacing else None,

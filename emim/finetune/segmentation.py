@@ -22,8 +22,8 @@ import torch
 from torch import nn
 
 from emim import __version__
-from emim.config import ModelConfig, preset
-from emim.contract import DEFAULT_NORMALIZATION
+from emim.config import PRESETS, ModelConfig, preset
+from emim.contract import DEFAULT_NORMALIZATION, DEFAULT_PRESET
 from emim.errors import EmimError
 from emim.finetune.recipes import INIT_RECIPE, SCRATCH_RECIPE, Recipe  # noqa: F401 (the defaults, here too)
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, region_label_values
@@ -34,7 +34,6 @@ from emim.train.runfolder import RunFolder
 from emim.train.session import open_run, train_run
 from emim.train.trainer import TrainSettings
 
-DEFAULT_FEATURE_SIZE = {"tiny": 8, "small": 16, "base": 16}
 PALETTE = [[220, 40, 40], [60, 200, 80], [250, 220, 30], [40, 110, 230], [230, 120, 30], [160, 60, 200],
            [30, 200, 200], [240, 100, 180]]
 
@@ -102,7 +101,7 @@ def label_set(data: str | Path, names: Sequence[str]) -> tuple[list[dict], list[
     return [dict(label) for label in BRATS_LABELS], [dict(region) for region in BRATS_REGIONS]
 
 
-def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[str] | None = None,
+def default_config(data: str, preset_name: str = DEFAULT_PRESET, modalities: Sequence[str] | None = None,
                    **model_overrides: Any) -> FinetuneConfig:
     """A config from a preset, with modalities and the label set taken from the data set."""
     from emim.data.cases import dataset_spec
@@ -112,7 +111,7 @@ def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[st
     labels, regions = label_set(data, spec.names)
     return FinetuneConfig(data=str(data), model=preset(preset_name, modalities=spec.names, **model_overrides),
                           modalities=tuple(spec.to_metadata()), labels=tuple(labels), regions=tuple(regions),
-                          feature_size=DEFAULT_FEATURE_SIZE.get(preset_name, 16))
+                          feature_size=PRESETS[preset_name].feature_size)
 
 
 def region_targets(label: torch.Tensor, regions: Sequence[dict]) -> torch.Tensor:

@@ -5,9 +5,6 @@ Standard library only: `emim pretrain --help` shows them without importing torch
 
 from __future__ import annotations
 
-# Per preset, the learning rate and batch that pretraining starts from (docs/pretraining-recipe.md): `tiny` measured
-# on the real BraTS mini cases (CPU); `small` and `base` keep MAE's 1.5e-4 until a GPU run measures them.
-RECIPES: dict[str, tuple[float, int]] = {"tiny": (3e-3, 4), "small": (1.5e-4, 2), "base": (1.5e-4, 2)}
 # Continuing a pretraining (`emim pretrain --init`): the preset's batch at this share of its learning rate, so the
 # first steps on the new cases refine the network it starts from rather than shake it out of its solution (the demo's
 # 200 steps on generated cases from the shipped pretraining: held-out loss ratio 0.890 -> 0.868 at 1e-3, with a bump

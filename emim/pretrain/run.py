@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from emim import __version__
-from emim.config import ModelConfig, preset
-from emim.contract import DEFAULT_NORMALIZATION, PBT_LEVELS, PBT_WEIGHT
+from emim.config import PRESETS, ModelConfig, preset, preset_of
+from emim.contract import DEFAULT_NORMALIZATION, DEFAULT_PRESET, PBT_LEVELS, PBT_WEIGHT
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.pretrain.masks import MaskConfig
@@ -20,7 +20,7 @@ from emim.pretrain.task import PretrainTask
 from emim.train.batches import crop_batches
 from emim.train.runfolder import RunFolder
 from emim.train.session import open_run, train_run
-from emim.pretrain.recipes import HELDOUT_CROPS, INIT_LR_SHARE, RECIPES  # noqa: F401 (defined once there)
+from emim.pretrain.recipes import HELDOUT_CROPS, INIT_LR_SHARE  # noqa: F401 (defined once there)
 from emim.train.trainer import TrainSettings
 
 HELDOUT_CROP_SEED = 20240716
@@ -71,23 +71,16 @@ class PretrainConfig:
                    spacing=tuple(float(v) for v in data["spacing"]) if data.get("spacing") else None)
 
 
-def default_config(data: str, preset_name: str = "tiny", modalities: Sequence[str] | None = None,
+def default_config(data: str, preset_name: str = DEFAULT_PRESET, modalities: Sequence[str] | None = None,
                    **model_overrides: Any) -> PretrainConfig:
     """A config from a preset, with the modality list taken from the data set when not given."""
     from emim.data.cases import dataset_spec
 
     names = tuple(modalities) if modalities else dataset_spec(data).names
     model = preset(preset_name, modalities=names, **model_overrides)
-    lr, batch_size = RECIPES[preset_name]
-    return PretrainConfig(data=str(data), model=model, train=TrainSettings(lr=lr), batch_size=batch_size)
-
-
-def _preset_of(model: ModelConfig) -> str:
-    """The preset whose encoder `model` has (for its recipe), else `base`."""
-    from emim.config import PRESETS
-
-    return next((name for name, p in PRESETS.items() if (p.embed_dim, p.depth, p.num_heads) ==
-                 (model.embed_dim, model.depth, model.num_heads)), "base")
+    recipe = PRESETS[preset_name]
+    return PretrainConfig(data=str(data), model=model, train=TrainSettings(lr=recipe.pretrain_lr),
+                          batch_size=recipe.pretrain_batch)
 
 
 def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
@@ -116,9 +109,9 @@ def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
             model = replace(model, crop_size=tuple(crop_size))
         except ValueError as error:
             raise EmimError(f"--crop: {error}") from None
-    lr, batch_size = RECIPES[_preset_of(model)]
-    return PretrainConfig(data=str(data), model=model, train=TrainSettings(lr=lr * INIT_LR_SHARE),
-                          batch_size=batch_size, normalization=weights.normalization, spacing=weights.spacing,
+    recipe = PRESETS[preset_of(model)]
+    return PretrainConfig(data=str(data), model=model,
+                          train=TrainSettings(lr=recipe.pretrain_lr * INIT_LR_SHARE), batch_size=recipe.pretrain_batch, normalization=weights.normalization, spacing=weights.spacing,
                           init={"model": str(source), "source": str(folder), "step": weights.step,
                                 "sha256": _weights_sha256(folder)})
 
