@@ -231,10 +231,9 @@ def make_model_folder(preset_name: str, folder: Path, seed: int = 0) -> Path:
     writes one (same metadata keys, same inference defaults), so inference runs on it unchanged."""
     import torch
 
-    from emim.config import preset
+    from emim.config import PRESETS, preset
     from emim.data.modalities import BRATS
     from emim.export import INFERENCE_DEFAULTS
-    from emim.finetune.segmentation import DEFAULT_FEATURE_SIZE
     from emim.model.unetr import EMIMUNETR
     from emim.labels import BRATS_LABELS, BRATS_REGIONS
     from emim.modelfile import METADATA_FILE, save_model
@@ -243,7 +242,7 @@ def make_model_folder(preset_name: str, folder: Path, seed: int = 0) -> Path:
         return folder
     torch.manual_seed(seed)
     config = preset(preset_name, modalities=BRATS.names)
-    feature_size = DEFAULT_FEATURE_SIZE.get(preset_name, 16)
+    feature_size = PRESETS[preset_name].feature_size
     network = EMIMUNETR(config, len(BRATS_REGIONS), feature_size)
     metadata = {
         "task": "segmentation", "name": f"bench {preset_name} (random init)",
