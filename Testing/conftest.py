@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,16 @@ def brats_mini() -> Path:
     if not BRATS_MINI.is_dir() or not any(BRATS_MINI.iterdir()):
         pytest.skip(f"real BraTS mini cases not found at {BRATS_MINI}")
     return BRATS_MINI
+
+
+@pytest.fixture(scope="session")
+def emim() -> Callable[..., subprocess.CompletedProcess]:
+    """`emim(*args, cwd=REPO)`: the `emim` command line run inside the test process (support/cli.py), returning
+    what `subprocess.run(..., capture_output=True, text=True)` would. Tests about the process itself (signals,
+    torchrun, a child held while links are planted) start a real `python -m emim` instead."""
+    from support.cli import emim_in_process
+
+    return emim_in_process
 
 
 @pytest.fixture(autouse=True, scope="session")

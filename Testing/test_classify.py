@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -43,17 +41,16 @@ def _fake_pretraining(data: Path, run: Path) -> dict:
     return {k[len("encoder."):]: v for k, v in model.state_dict().items() if k.startswith("encoder.")}
 
 
-def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_path: Path, capsys):
+def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_path: Path, capsys, emim):
     from emim.modelfile import load_model
 
     labels = _write_csv(tmp_path / "labels.csv", CLASSES)
     pretrained = _fake_pretraining(brats_mini, tmp_path / "pretrain")
     run, model = tmp_path / "run", tmp_path / "model"
-    result = subprocess.run(
-        [sys.executable, "-m", "emim", "finetune-classifier", str(brats_mini), "--labels", str(labels), "--run",
-         str(run), "--pretrained", str(tmp_path / "pretrain"), "--steps", "3", "--batch-size", "1",
-         "--eval-every", "100", "--checkpoint-every", "3", "--device", "cpu", "--progress", "json",
-         "--export", str(model)], capture_output=True, text=True, timeout=300)
+    result = emim("finetune-classifier", str(brats_mini), "--labels", str(labels), "--run", str(run), "--pretrained",
+                  str(tmp_path / "pretrain"), "--steps", "3", "--batch-size", "1", "--eval-every", "100",
+                  "--checkpoint-every", "3", "--device", "cpu", "--progress", "json", "--export",
+                  str(model))
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     start = next(e for e in events if e["event"] == "start" and e["command"] == "finetune-classifier")
@@ -76,9 +73,8 @@ def test_finetune_from_pretraining_export_and_classify(brats_mini: Path, tmp_pat
     assert drift < 0.01
 
     out = tmp_path / "classified"
-    result = subprocess.run([sys.executable, "-m", "emim", "classify", "--model", str(model), str(brats_mini),
-                             "--device", "cpu", "--output", str(out), "--progress", "json"], capture_output=True,
-                            text=True, timeout=300)
+    result = emim("classify", "--model", str(model), str(brats_mini), "--device", "cpu", "--output", str(out),
+                  "--progress", "json")
     assert result.returncode == 0, result.stderr
     done = [json.loads(line) for line in result.stdout.splitlines()][-1]
     assert done["event"] == "done" and set(done["probabilities"]) == set(CLASSES)
@@ -170,7 +166,7 @@ def test_auc_equals_the_roc_area_and_macro_averages_one_vs_rest():
     assert macro_auc(two, targets % 2) == pytest.approx(_roc_area(two[:, 1], targets % 2 == 1), abs=1e-12)
 
 
-def test_stopped_classification_run_resumes_at_its_checkpoint(brats_mini: Path, tmp_path: Path):
+def test_stopped_classification_run_resumes_at_its_checkpoint(brats_mini: Path, tmp_path: Path, emim):
     """Stopped (SIGTERM, as Slicer's Stop does) after step 1, then `--resume` on the command line: the run goes on at
     step 2 with its saved config."""
     import io
@@ -192,8 +188,7 @@ def test_stopped_classification_run_resumes_at_its_checkpoint(brats_mini: Path, 
     assert load_checkpoint(run / "checkpoints" / "last.pt")["step"] == 1
     config_text = (run / "config.json").read_text()
 
-    resumed = subprocess.run([sys.executable, "-m", "emim", "finetune-classifier", "--resume", "--run", str(run),
-                              "--device", "cpu", "--progress", "json"], capture_output=True, text=True, timeout=300)
+    resumed = emim("finetune-classifier", "--resume", "--run", str(run), "--device", "cpu", "--progress", "json")
     assert resumed.returncode == 0, resumed.stderr
     steps = [json.loads(line)["step"] for line in resumed.stdout.splitlines() if '"progress"' in line]
     assert steps == [2]

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import torch
 
@@ -12,13 +10,12 @@ from emim.pretrain.collapse_report import collapse_risk
 from emim.pretrain.masks import MaskConfig
 
 
-def test_the_command_prints_a_verdict_per_pattern_on_generated_cases(tmp_path):
+def test_the_command_prints_a_verdict_per_pattern_on_generated_cases(tmp_path, emim):
     from emim.sample import make_sample_cases
 
     data = tmp_path / "cases"
     make_sample_cases(data, 2, seed=3, size="small")
-    result = subprocess.run([sys.executable, "-m", "emim", "collapse-report", str(data), "--progress", "json",
-                             "--crops-per-case", "2"], capture_output=True, text=True, timeout=300)
+    result = emim("collapse-report", str(data), "--progress", "json", "--crops-per-case", "2")
     assert result.returncode == 0, result.stderr
     done = json.loads(result.stdout.splitlines()[-1])
     assert done["event"] == "done" and done["cases"] == 2 and done["patch_size"] == 16
@@ -28,8 +25,7 @@ def test_the_command_prints_a_verdict_per_pattern_on_generated_cases(tmp_path):
         assert row["probability"] > 0 and row["verdict"]
         # knowing each hidden patch's own mean can only help: per-patch collapsed loss below the per-view one
         assert 0 < row["collapsed_loss_patch"] < row["collapsed_loss_view"]
-    table = subprocess.run([sys.executable, "-m", "emim", "collapse-report", str(data), "--crops-per-case", "1",
-                            "--progress", "none"], capture_output=True, text=True, timeout=300)
+    table = emim("collapse-report", str(data), "--crops-per-case", "1", "--progress", "none")
     assert table.returncode == 0 and all(p in table.stdout for p in ("patch", "position", "modal"))
 
 

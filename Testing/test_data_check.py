@@ -12,7 +12,6 @@ import pytest
 from emim.data.check import check_dataset
 from emim.data.modalities import BRATS
 from test_data_cases import LPS_AFFINE, brain, write_case, write_nifti
-from support.cli import emim_in_process as emim
 
 
 def shifted(affine: np.ndarray, voxels) -> np.ndarray:
@@ -49,7 +48,7 @@ def break_cases(root: Path) -> dict[str, tuple[str, str, str]]:
             "labelvalues": ("label-values", "warning", "labelvalues-seg.nii.gz")}
 
 
-def test_real_cases_are_all_usable(brats_mini: Path):
+def test_real_cases_are_all_usable(brats_mini: Path, emim):
     result = emim("check-data", str(brats_mini))
     assert result.returncode == 0, result.stderr
     assert "3 case(s): 3 usable, 0 with errors, 0 with warnings" in result.stdout
@@ -57,7 +56,7 @@ def test_real_cases_are_all_usable(brats_mini: Path):
         assert case.name in result.stdout
 
 
-def test_real_cases_json(brats_mini: Path):
+def test_real_cases_json(brats_mini: Path, emim):
     result = emim("check-data", str(brats_mini), "--json")
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
@@ -85,7 +84,7 @@ def test_each_problem_names_case_file_and_fix(tmp_path: Path):
     assert not report.ok()
 
 
-def test_cli_exit_status_and_messages_on_broken_copies(tmp_path: Path):
+def test_cli_exit_status_and_messages_on_broken_copies(tmp_path: Path, emim):
     expected = break_cases(tmp_path)
     result = emim("check-data", str(tmp_path))
     assert result.returncode == 1, result.stderr
@@ -96,7 +95,7 @@ def test_cli_exit_status_and_messages_on_broken_copies(tmp_path: Path):
     assert "pass --resample" in result.stdout
 
 
-def test_resample_turns_grid_errors_into_warnings(tmp_path: Path):
+def test_resample_turns_grid_errors_into_warnings(tmp_path: Path, emim):
     for case_id in ("good", "grid", "labelgrid"):
         write_case(tmp_path, case_id)
     image, label = brain()
@@ -119,7 +118,7 @@ def test_tolerance_accepts_header_rounding(tmp_path: Path):
     assert not check_dataset(tmp_path, tolerance=1e-6).ok()
 
 
-def test_modalities_option_limits_the_check(tmp_path: Path):
+def test_modalities_option_limits_the_check(tmp_path: Path, emim):
     write_case(tmp_path, "c")
     (tmp_path / "c" / "c-t2f.nii.gz").unlink()
     write_nifti(tmp_path / "c" / "c-t1.nii.gz", brain()[0])  # a second t1n: ambiguous
@@ -130,7 +129,7 @@ def test_modalities_option_limits_the_check(tmp_path: Path):
     assert result.returncode == 0 and "3/3" in result.stdout
 
 
-def test_truncated_real_file_is_unreadable(tmp_path: Path, brats_mini: Path):
+def test_truncated_real_file_is_unreadable(tmp_path: Path, brats_mini: Path, emim):
     source = sorted(d for d in brats_mini.iterdir() if d.is_dir())[-1]
     case = shutil.copytree(source, tmp_path / source.name)
     target = case / f"{source.name}-t2f.nii.gz"
@@ -140,12 +139,12 @@ def test_truncated_real_file_is_unreadable(tmp_path: Path, brats_mini: Path):
     assert f"ERROR {source.name}: t2f file {target} is truncated or corrupt" in result.stdout
 
 
-def test_missing_path_is_a_clean_error(tmp_path: Path):
+def test_missing_path_is_a_clean_error(tmp_path: Path, emim):
     result = emim("check-data", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and "does not exist" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_datalist_with_its_own_modalities_and_a_wrong_path(tmp_path: Path):
+def test_datalist_with_its_own_modalities_and_a_wrong_path(tmp_path: Path, emim):
     prostate = ("t2w", "adc", "hbv")
     write_case(tmp_path, "p1", suffixes=prostate, sep="_")
     write_case(tmp_path, "p2", suffixes=prostate, sep="_")

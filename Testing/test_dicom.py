@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -72,14 +70,13 @@ def test_a_dicom_case_segments_to_the_same_label_map_as_its_nifti_files(dicom_ca
 
 
 def test_dicom_seg_output_reads_back_with_the_voxels_codes_and_source_slices(dicom_case, brats_mini, starter,
-                                                                             tmp_path):
+                                                                             tmp_path, emim):
     highdicom = pytest.importorskip("highdicom")
     import pydicom
 
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(STARTER), "--device", "cpu",
-                             "--output-format", "dicom-seg", "--progress", "json", "--output", str(out),
-                             str(dicom_case)], capture_output=True, text=True, timeout=300)
+    result = emim("segment", "--model", str(STARTER), "--device", "cpu", "--output-format", "dicom-seg", "--progress",
+                  "json", "--output", str(out), str(dicom_case))
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     label_event = next(e for e in events if e["event"] == "output" and e["kind"] == "label")

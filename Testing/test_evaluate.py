@@ -16,7 +16,6 @@ from emim.errors import EmimError
 from emim.evaluate import case_id, evaluate_case, label_files, pair_cases
 from emim.metrics import HD95_PENALTY_MM, hd95
 from emim.labels import BRATS_LABELS, BRATS_REGIONS, labels_to_regions, regions_to_labels
-from support.cli import emim_in_process as _emim
 
 
 def _real_label(brats_mini: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -96,7 +95,7 @@ def test_case_ids_and_label_files_follow_the_documented_rule(brats_mini: Path, t
 # ---------------------------------------------------------------- metrics
 
 
-def test_evaluate_agrees_with_an_independent_dice_including_empty_masks(brats_mini: Path, tmp_path: Path) -> None:
+def test_evaluate_agrees_with_an_independent_dice_including_empty_masks(brats_mini: Path, tmp_path: Path, emim) -> None:
     label, affine = _real_label(brats_mini)
     tumour = label > 0
     without_et = np.where(label == 3, 1, label)
@@ -115,7 +114,7 @@ def test_evaluate_agrees_with_an_independent_dice_including_empty_masks(brats_mi
         _write(tmp_path / "pred" / f"{name}.nii", pred, affine)
     _write(tmp_path / "gt" / "unpredicted" / "unpredicted-seg.nii.gz", label, affine)
 
-    result = _emim("evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--csv", str(tmp_path / "out.csv"))
+    result = emim("evaluate", str(tmp_path / "pred"), str(tmp_path / "gt"), "--csv", str(tmp_path / "out.csv"))
     assert result.returncode == 0, result.stderr
     assert "unpredicted" in result.stderr and "mean" in result.stdout
     with open(tmp_path / "out.csv", newline="") as handle:
@@ -185,13 +184,13 @@ def test_hd95_matches_a_brute_force_computation_on_irregular_shapes() -> None:
 # ---------------------------------------------------------------- refusals
 
 
-def test_prediction_on_another_grid_is_refused_naming_both_files(brats_mini: Path, tmp_path: Path) -> None:
+def test_prediction_on_another_grid_is_refused_naming_both_files(brats_mini: Path, tmp_path: Path, emim) -> None:
     label, affine = _real_label(brats_mini)
     gt = _write(tmp_path / "case-seg.nii.gz", label, affine)
     moved = affine.copy()
     moved[:3, 3] += 1.0
     pred = _write(tmp_path / "moved.nii.gz", label, moved)
-    result = _emim("evaluate", str(pred), str(gt))
+    result = emim("evaluate", str(pred), str(gt))
     assert result.returncode == 2
     assert str(pred) in result.stderr and str(gt) in result.stderr and "origin" in result.stderr
     cropped = _write(tmp_path / "cropped.nii.gz", label[:-1], affine)

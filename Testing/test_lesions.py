@@ -4,9 +4,6 @@ penalties, and `emim evaluate`'s lesion table and CSV columns, on hand-built mas
 from __future__ import annotations
 
 import csv
-import subprocess
-import sys
-from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -16,7 +13,6 @@ from emim.lesions import LESION_HD95_PENALTY_MM, lesion_scores
 from emim.metrics import dice, hd95, lesions
 
 SPACING = (1.0, 1.0, 1.0)
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _box(shape, *slices) -> np.ndarray:
@@ -63,7 +59,7 @@ def test_no_lesion_on_either_side_is_perfect_and_a_missed_case_is_all_penalty():
     assert (missed.tp, missed.fn, missed.dice, missed.hd95) == (0, 1, 0.0, LESION_HD95_PENALTY_MM)
 
 
-def test_evaluate_prints_the_lesion_table_and_writes_the_counts(tmp_path):
+def test_evaluate_prints_the_lesion_table_and_writes_the_counts(tmp_path, emim):
     shape = (30, 30, 30)
     gt = np.zeros(shape, np.uint8)
     gt[5:15, 5:15, 5:15] = 2
@@ -74,9 +70,8 @@ def test_evaluate_prints_the_lesion_table_and_writes_the_counts(tmp_path):
     affine = np.diag([1.0, 1.0, 1.0, 1.0])
     for name, label in (("case-seg.nii.gz", gt), ("pred.nii.gz", pred)):
         nib.save(nib.Nifti1Image(label, affine), str(tmp_path / name))
-    done = subprocess.run([sys.executable, "-m", "emim", "evaluate", str(tmp_path / "pred.nii.gz"),
-                           str(tmp_path / "case-seg.nii.gz"), "--csv", str(tmp_path / "out.csv")],
-                          cwd=REPO, capture_output=True, text=True, timeout=120)
+    done = emim("evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "case-seg.nii.gz"), "--csv",
+                str(tmp_path / "out.csv"))
     assert done.returncode == 0, done.stderr
     assert "lesion-wise (as brats-evaluation" in done.stdout and "FP WT" in done.stdout
     row = next(csv.DictReader((tmp_path / "out.csv").open()))

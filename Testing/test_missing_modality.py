@@ -93,14 +93,11 @@ def test_a_model_without_dropout_refuses_a_missing_sequence_and_says_what_to_do(
 
 
 def test_fill_missing_synthesises_the_sequence_on_the_input_grid_for_a_model_without_dropout(
-        tiny_segmentation_model, tiny_pretraining, brats_mini, tmp_path):
-    import subprocess
-    import sys
+        tiny_segmentation_model, tiny_pretraining, brats_mini, tmp_path, emim):
 
-    result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(tiny_segmentation_model),
-                             "--fill-missing", str(tiny_pretraining), "--missing", "t2f", "--overlap", "0",
-                             "--device", "cpu", "--progress", "json", "--output", str(tmp_path / "out"),
-                             str(brats_mini / CASE)], capture_output=True, text=True, timeout=300)
+    result = emim("segment", "--model", str(tiny_segmentation_model), "--fill-missing", str(tiny_pretraining),
+                  "--missing", "t2f", "--overlap", "0", "--device", "cpu", "--progress", "json",
+                  "--output", str(tmp_path / "out"), str(brats_mini / CASE))
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     synthetic = next(e for e in events if e["event"] == "output" and e["kind"] == "synthetic")

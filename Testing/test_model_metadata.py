@@ -13,7 +13,6 @@ import pytest
 
 from emim.contract import METADATA_FILE
 from emim.model_metadata import SCHEMA_FILE, _problems, schema_problems, schema_text
-from support.cli import emim_in_process
 from support.model_edit import edit_metadata
 
 REPO = Path(__file__).resolve().parents[1]
@@ -89,9 +88,9 @@ def starter_copies(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("index", range(len(BROKEN)), ids=[what for what, _, _ in BROKEN])
-def test_a_description_that_breaks_the_schema_is_refused_with_its_message_by_engine_and_module(starter_copies, index):
+def test_a_description_that_breaks_the_schema_is_refused_with_its_message_by_engine_and_module(starter_copies, index, emim):
     folder, message = starter_copies / f"model{index}", BROKEN[index][2]
-    result = emim_in_process("model-info", str(folder))
+    result = emim("model-info", str(folder))
     assert result.returncode == 2 and message in result.stderr and str(folder) in result.stderr, result.stderr
     with pytest.raises(EMIMSegmentationError) as refused:
         read_model_info(folder)

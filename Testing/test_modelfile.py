@@ -16,7 +16,6 @@ from emim.labels import BRATS_LABELS, BRATS_REGIONS
 from emim.model_metadata import FORMAT_VERSION
 from emim.modelfile import (METADATA_FILE, WEIGHTS_FILE, describe_model, load_metadata, load_model,
                             save_model)
-from support.cli import emim_in_process as _emim
 from support.model_edit import edit_metadata
 
 
@@ -71,13 +70,13 @@ def test_round_trip_keeps_tensors_and_metadata(model: Path) -> None:
     assert sorted(p.name for p in model.iterdir()) == [METADATA_FILE, WEIGHTS_FILE]  # no temp files left
 
 
-def test_model_info_prints_what_the_model_is(model: Path) -> None:
+def test_model_info_prints_what_the_model_is(model: Path, emim) -> None:
     text = describe_model(load_metadata(model))
     assert "Necrotic tumor core" in text and "t2f" in text and "TC = labels [1, 3]" in text
-    result = _emim("model-info", str(model))
+    result = emim("model-info", str(model))
     assert result.returncode == 0, result.stderr
     assert "Enhancing tumor" in result.stdout and "SHA-256 verified" in result.stdout
-    as_json = _emim("model-info", str(model), "--json")
+    as_json = emim("model-info", str(model), "--json")
     assert json.loads(as_json.stdout)["labels"][1]["name"] == "Peritumoral edema"
 
 
@@ -94,7 +93,7 @@ class _Payload:
 @pytest.mark.parametrize("writer", ["pickle", "pickle-protocol-0", "torch.save"])
 @pytest.mark.parametrize("hash_updated", [False, True])
 def test_malicious_pickle_is_refused_and_never_executed(model: Path, tmp_path: Path, writer: str,
-                                                        hash_updated: bool) -> None:
+                                                        hash_updated: bool, emim) -> None:
     marker = tmp_path / "pwned"
     payload = {"encoder.weight": _Payload(marker)}
     weights = model / WEIGHTS_FILE
@@ -114,7 +113,7 @@ def test_malicious_pickle_is_refused_and_never_executed(model: Path, tmp_path: P
     assert str(weights) in message and "re-export" in message
     if writer != "pickle-protocol-0":  # protocol 0 has no signature; it is refused as not-safetensors/bad hash
         assert "pickle/torch.save file, refusing to unpickle" in message
-    result = _emim("model-info", str(model))
+    result = emim("model-info", str(model))
     assert result.returncode == 2 and str(weights) in result.stderr
     assert not marker.exists()
 

@@ -83,13 +83,10 @@ def test_command_line_options_lay_over_the_models_settings():
         postprocess_settings(Namespace(**{**options, "min_lesion_mm3": -5.0}), recorded)
 
 
-def test_a_region_the_model_lacks_is_refused_before_any_inference(tiny_segmentation_model, brats_mini, tmp_path):
-    import subprocess
-    import sys
+def test_a_region_the_model_lacks_is_refused_before_any_inference(tiny_segmentation_model, brats_mini, tmp_path, emim):
 
-    done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(tiny_segmentation_model),
-                           "--output", str(tmp_path / "out"), "--keep-largest", "wt", "--device", "cpu",
-                           str(brats_mini / "BraTS-GLI-01404-000")], capture_output=True, text=True, timeout=120)
+    done = emim("segment", "--model", str(tiny_segmentation_model), "--output", str(tmp_path / "out"), "--keep-largest",
+                "wt", "--device", "cpu", str(brats_mini / "BraTS-GLI-01404-000"))
     assert done.returncode != 0 and "wt" in done.stderr and "TC, WT, ET" in done.stderr
     assert not (tmp_path / "out").exists()
 

@@ -4,8 +4,6 @@ mask pattern, visible voxels untouched, and the same files for the same seed."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -37,11 +35,10 @@ def _read(folder: Path, modality: str, kind: str) -> nib.Nifti1Image:
     return nib.load(str(folder / f"{modality}_{kind}.nii.gz"))
 
 
-def test_modal_mask_cli_writes_outputs_on_the_input_grid(tiny_pretraining, case, normalised, tmp_path):
+def test_modal_mask_cli_writes_outputs_on_the_input_grid(tiny_pretraining, case, normalised, tmp_path, emim):
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "emim", "reconstruct", "--model", str(tiny_pretraining), "--mask",
-                             "modal", "--seed", "3", "--output", str(out), "--device", "cpu", "--progress", "json",
-                             str(case.folder)], capture_output=True, text=True, timeout=300)
+    result = emim("reconstruct", "--model", str(tiny_pretraining), "--mask", "modal", "--seed", "3", "--output",
+                  str(out), "--device", "cpu", "--progress", "json", str(case.folder))
     assert result.returncode == 0, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     outputs = [e for e in events if e["event"] == "output"]

@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from emim.errors import EmimError
-from support.cli import emim_in_process as _emim  # the CLI's code, without starting a Python per call
 from support.model_edit import edit_metadata
 
 CASE = "BraTS-GLI-01404-000"  # the smallest of the real mini cases
@@ -46,33 +45,33 @@ def _set_region_name(model: Path, name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["../../../elsewhere/x", "/tmp/x", "..", "wt/../../x"])
-def test_a_region_name_that_is_a_path_is_refused_everywhere(sandbox, hostile_model, name):
+def test_a_region_name_that_is_a_path_is_refused_everywhere(sandbox, hostile_model, name, emim):
     _set_region_name(hostile_model, name)
     before = _digests(sandbox)
-    info = _emim("model-info", str(hostile_model))
+    info = emim("model-info", str(hostile_model))
     assert info.returncode == 2 and "region name" in info.stderr and "Traceback" not in info.stderr
-    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--probabilities",
-                   "--device", "cpu", "--progress", "json", str(sandbox / "data" / CASE))
+    result = emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--probabilities",
+                  "--device", "cpu", "--progress", "json", str(sandbox / "data" / CASE))
     assert result.returncode == 2 and "region name" in result.stderr and "Traceback" not in result.stderr
     assert _digests(sandbox) == before  # no input changed, nothing written anywhere
 
 
-def test_an_output_that_is_an_input_file_is_refused(sandbox, tiny_segmentation_model):
+def test_an_output_that_is_an_input_file_is_refused(sandbox, tiny_segmentation_model, emim):
     case = sandbox / "data" / CASE
     before = _digests(sandbox)
     images = [f"--image={m}={case / f'{CASE}-{m}.nii.gz'}" for m in ("t1n", "t1c", "t2w", "t2f")]
-    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(case / f"{CASE}-t1n.nii.gz"),
-                   "--device", "cpu", "--progress", "json", *images)  # files one by one: no case folder to refuse
+    result = emim("segment", "--model", str(tiny_segmentation_model), "--output", str(case / f"{CASE}-t1n.nii.gz"),
+                  "--device", "cpu", "--progress", "json", *images)  # files one by one: no case folder to refuse
     assert result.returncode == 1 and "Traceback" not in result.stderr
     errors = [json.loads(line) for line in result.stdout.splitlines() if '"error"' in line]
     assert errors and "one of the input files" in errors[0]["message"]
-    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(case / f"{CASE}-t1n.nii.gz"),
-                   "--device", "cpu", str(case))
+    result = emim("segment", "--model", str(tiny_segmentation_model), "--output", str(case / f"{CASE}-t1n.nii.gz"),
+                  "--device", "cpu", str(case))
     assert result.returncode == 2 and "is inside the case folder" in result.stderr, result.stderr
     assert _digests(sandbox) == before
 
 
-def test_an_output_folder_that_is_the_case_folder_is_refused(sandbox, tiny_segmentation_model, tmp_path):
+def test_an_output_folder_that_is_the_case_folder_is_refused(sandbox, tiny_segmentation_model, tmp_path, emim):
     from dataclasses import replace
 
     from emim.pretrain.run import default_config, run_pretraining
@@ -86,14 +85,14 @@ def test_an_output_folder_that_is_the_case_folder_is_refused(sandbox, tiny_segme
     run_pretraining(config, run, progress=Progress("none"))
     before = _digests(sandbox)
     for command in (["reconstruct", "--model", str(run)], ["segment", "--model", str(tiny_segmentation_model)]):
-        result = _emim(*command, "--output", str(case), "--device", "cpu", str(case))
+        result = emim(*command, "--output", str(case), "--device", "cpu", str(case))
         assert result.returncode in (1, 2) and "holds input images" in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert _digests(sandbox) == before
 
 
 @pytest.mark.parametrize("case_id", ["../../../elsewhere/x", "/tmp/x", "a/b"])
-def test_a_datalist_case_id_that_is_a_path_is_refused(sandbox, tiny_segmentation_model, case_id):
+def test_a_datalist_case_id_that_is_a_path_is_refused(sandbox, tiny_segmentation_model, case_id, emim):
     case = sandbox / "data" / CASE
     datalist = sandbox / "data" / "datalist.json"
     datalist.write_text(json.dumps({
@@ -101,10 +100,10 @@ def test_a_datalist_case_id_that_is_a_path_is_refused(sandbox, tiny_segmentation
         "training": [{"case_id": case_id,
                       "image": [f"{CASE}/{CASE}-{m}.nii.gz" for m in ("t1n", "t1c", "t2w", "t2f")]}]}))
     before = _digests(sandbox)
-    check = _emim("check-data", str(datalist))
+    check = emim("check-data", str(datalist))
     assert check.returncode != 0 and "case_id" in check.stderr + check.stdout and "Traceback" not in check.stderr
-    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
-                   "--device", "cpu", str(datalist))
+    result = emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
+                  "--device", "cpu", str(datalist))
     assert result.returncode == 2 and "case_id" in result.stderr and "Traceback" not in result.stderr
     assert _digests(sandbox) == before
     assert not (sandbox.parent / "elsewhere").exists()
@@ -145,7 +144,7 @@ def _nan_origin(path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["zero affine", "singular affine", "NaN origin", "scl_slope 1e38"])
-def test_unusable_headers_are_refused_with_the_file_named(sandbox, tiny_segmentation_model, kind):
+def test_unusable_headers_are_refused_with_the_file_named(sandbox, tiny_segmentation_model, kind, emim):
     case = sandbox / "data" / CASE
     t2w = case / f"{CASE}-t2w.nii.gz"
     if kind.startswith("scl"):
@@ -156,27 +155,27 @@ def test_unusable_headers_are_refused_with_the_file_named(sandbox, tiny_segmenta
     else:
         _hostile_header(t2w, affine=_affine(kind.split()[0].lower()))
     before = _digests(sandbox)
-    check = _emim("check-data", str(case), "--json")
+    check = emim("check-data", str(case), "--json")
     assert check.returncode == 1 and "Traceback" not in check.stderr
     done = json.loads(check.stdout.splitlines()[-1])
     problems = [p for c in done["cases"] for p in c["problems"] if p["severity"] == "error"]
     assert problems and (str(t2w) in problems[0]["message"] or kind == "NaN origin")
     assert any(p["kind"] in ("affine", "overflow") for p in problems)
-    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
-                   "--device", "cpu", "--progress", "json", str(case))
+    result = emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
+                  "--device", "cpu", "--progress", "json", str(case))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert any(json.loads(line)["event"] == "error" for line in result.stdout.splitlines())
     assert list((sandbox / "out").iterdir()) == [] and _digests(sandbox) == before
 
 
-def test_a_batch_goes_on_past_a_case_with_a_broken_header(sandbox, tiny_segmentation_model):
+def test_a_batch_goes_on_past_a_case_with_a_broken_header(sandbox, tiny_segmentation_model, emim):
     from emim.sample import make_sample_cases
 
     data = sandbox / "batch"
     folders = make_sample_cases(data, 3, seed=11, size="small")
     _hostile_header(next(folders[1].glob("*-t2w.nii.gz")), affine=_affine("zero"))
-    result = _emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
-                   "--device", "cpu", "--native-spacing", "--overlap", "0", "--progress", "json", str(data))
+    result = emim("segment", "--model", str(tiny_segmentation_model), "--output", str(sandbox / "out"),
+                  "--device", "cpu", "--native-spacing", "--overlap", "0", "--progress", "json", str(data))
     events = [json.loads(line) for line in result.stdout.splitlines()]
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert [e["case"] for e in events if e["event"] == "error"] == [folders[1].name]
@@ -190,10 +189,10 @@ def test_a_batch_goes_on_past_a_case_with_a_broken_header(sandbox, tiny_segmenta
 @pytest.mark.parametrize("option, value", [("--crop", "10"), ("--crop", "512"), ("--batch-size", "0"), ("--lr", "nan"),
                                            ("--checkpoint-every", "0"), ("--workers", "-1"), ("--steps", "0"),
                                            ("--steps", "-5"), ("--accumulate", "0"), ("--patch-size", "0")])
-def test_bad_training_options_are_refused_before_anything_starts(sandbox, option, value):
+def test_bad_training_options_are_refused_before_anything_starts(sandbox, option, value, emim):
     run = sandbox / "out" / "run"
-    result = _emim("pretrain", str(sandbox / "data"), "--run-dir", str(run), option, value, "--device", "cpu",
-                   "--progress", "json")
+    result = emim("pretrain", str(sandbox / "data"), "--run-dir", str(run), option, value, "--device", "cpu",
+                  "--progress", "json")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert option in result.stderr or option.lstrip("-") in result.stderr, result.stderr
     if "error:" in result.stderr and result.stdout:  # a refusal after parsing is also an `error` event
@@ -203,10 +202,10 @@ def test_bad_training_options_are_refused_before_anything_starts(sandbox, option
 
 @pytest.mark.parametrize("field, value", [("depth", 1_000_000), ("num_heads", 0), ("patch_size", 0),
                                           ("embed_dim", "96"), ("crop_size", [4096] * 3)])
-def test_network_sizes_in_metadata_are_checked_before_anything_is_built(sandbox, hostile_model, field, value):
+def test_network_sizes_in_metadata_are_checked_before_anything_is_built(sandbox, hostile_model, field, value, emim):
     edit_metadata(hostile_model, lambda metadata: metadata["model_config"].update({field: value}))
-    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
-                   str(sandbox / "data" / CASE))
+    result = emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
+                  str(sandbox / "data" / CASE))
     assert result.returncode == 2 and field in result.stderr and "Traceback" not in result.stderr, result.stderr
     assert list((sandbox / "out").iterdir()) == []
 
@@ -267,13 +266,13 @@ def test_sigterm_stops_a_command_like_ctrl_c(sandbox, tiny_segmentation_model):
     assert list((sandbox / "out").iterdir()) == []
 
 
-def test_resuming_a_run_with_the_wrong_command_says_which_command_to_use(tmp_path):
+def test_resuming_a_run_with_the_wrong_command_says_which_command_to_use(tmp_path, emim):
     from emim.train.runfolder import RunFolder
 
     run = RunFolder(tmp_path / "run")
     run.write_config({"command": "finetune", "task": "segmentation"})
     del run
-    result = _emim("pretrain", "--resume", "--run-dir", str(tmp_path / "run"))
+    result = emim("pretrain", "--resume", "--run-dir", str(tmp_path / "run"))
     assert result.returncode == 2 and "emim finetune --resume" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -286,7 +285,7 @@ def _sample_case(root: Path) -> Path:
     return make_sample_cases(root, 1, seed=5, size="small")[0]
 
 
-def test_links_planted_at_temporary_and_output_names_are_never_followed(tmp_path):
+def test_links_planted_at_temporary_and_output_names_are_never_followed(tmp_path, emim):
     """Links at every name a writer used to open ('.CASE.<pid>.tmp.nii.gz', '.volumes.csv.<pid>.tmp', ...) point
     outside --output: the files they point to stay as they were and the outputs are regular files; a link at an
     output's own name is refused, naming it."""
@@ -316,7 +315,7 @@ def test_links_planted_at_temporary_and_output_names_are_never_followed(tmp_path
     label = out / f"{case.name}.nii.gz"
     label.unlink()
     label.symlink_to(outside / f".{case.name}.{pid}.tmp.nii.gz")
-    result = _emim("segment", "--model", STARTER_MODEL, "--output", str(out), "--device", "cpu", str(case))
+    result = emim("segment", "--model", STARTER_MODEL, "--output", str(out), "--device", "cpu", str(case))
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert f"{label} is a symbolic link" in result.stderr, result.stderr
     assert label.is_symlink() and (outside / f".{case.name}.{pid}.tmp.nii.gz").read_text() == "precious\n"
@@ -391,7 +390,7 @@ def test_the_cache_sweeps_only_its_own_stale_build_folders(tmp_path):
     assert not stale.exists() and draft.exists()
 
 
-def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tmp_path, monkeypatch):
+def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tmp_path, monkeypatch, emim):
     """`--model EMIM-starter-tiny` means the shipped model even beside a folder of that name; `./NAME` the folder.
     The run report names the model folder used, absolute."""
     from emim.bundled import MODELS_DIR, STARTER_MODEL, STARTER_PRETRAINING
@@ -409,7 +408,7 @@ def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tm
     for model, folder, sha256 in ((STARTER_MODEL, MODELS_DIR / STARTER_MODEL, shipped),
                                   (f"./{STARTER_MODEL}", here / STARTER_MODEL, local)):
         out = tmp_path / "out" / sha256
-        result = _emim("segment", "--model", model, "--output", str(out), "--device", "cpu", str(case), cwd=here)
+        result = emim("segment", "--model", model, "--output", str(out), "--device", "cpu", str(case), cwd=here)
         assert result.returncode == 0, result.stderr
         report = json.loads((out / f"{case.name}.report.json").read_text())
         assert (report["model"]["sha256"], report["model"]["folder"]) == (sha256, str(folder)), model
@@ -420,7 +419,7 @@ def test_a_folder_in_the_working_directory_never_shadows_a_shipped_model_name(tm
         read_pretrained(f"./{STARTER_PRETRAINING}")
 
 
-def test_under_progress_none_a_batch_says_every_failed_case_on_stderr_and_segments_the_others(tmp_path):
+def test_under_progress_none_a_batch_says_every_failed_case_on_stderr_and_segments_the_others(tmp_path, emim):
     """An RGB NIfTI, a missing sequence and an unforeseen failure (a name too long for the file system) each fail
     their own case only; with --progress none each is said on stderr and the exit status is 1."""
     import nibabel as nib
@@ -439,8 +438,8 @@ def test_under_progress_none_a_batch_says_every_failed_case_on_stderr_and_segmen
     long_name.mkdir()
     for file in good.glob("*-t*.nii.gz"):
         shutil.copy(file, long_name / file.name.replace(f"{good.name}-", ""))  # t1n.nii.gz, ...
-    result = _emim("segment", "--model", "EMIM-starter-tiny", "--output", str(out), "--device", "cpu",
-                   "--native-spacing", "--overlap", "0", "--progress", "none", str(data))
+    result = emim("segment", "--model", "EMIM-starter-tiny", "--output", str(out), "--device", "cpu",
+                  "--native-spacing", "--overlap", "0", "--progress", "none", str(data))
     assert result.returncode == 1 and result.stdout == "" and "Traceback" not in result.stderr, result.stderr
     failures = [line for line in result.stderr.splitlines() if line.startswith("[error]")]
     assert len(failures) == 3, result.stderr
@@ -452,7 +451,8 @@ def test_under_progress_none_a_batch_says_every_failed_case_on_stderr_and_segmen
 
 # Model files (issue #26, MEDIUM).
 
-def test_a_hand_edited_metadata_is_refused_and_one_exported_before_the_checksum_still_reads(sandbox, hostile_model):
+def test_a_hand_edited_metadata_is_refused_and_one_exported_before_the_checksum_still_reads(sandbox, hostile_model,
+                                                                                            emim):
     """Swapping two modalities in metadata.json changes what the same weights read; the weights' SHA-256 cannot
     see it, the metadata's own checksum does."""
     path = hostile_model / "metadata.json"
@@ -462,21 +462,21 @@ def test_a_hand_edited_metadata_is_refused_and_one_exported_before_the_checksum_
     for command in (["model-info", str(hostile_model)],
                     ["segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
                      str(sandbox / "data" / CASE)]):
-        result = _emim(*command)
+        result = emim(*command)
         assert result.returncode == 2 and "was changed after the model was exported" in result.stderr, result.stderr
     assert list((sandbox / "out").iterdir()) == []
     del metadata["metadata_sha256"]  # as written by an emim before the checksum
     path.write_text(json.dumps(metadata))
-    result = _emim("model-info", str(hostile_model))
+    result = emim("model-info", str(hostile_model))
     assert result.returncode == 0 and "metadata checksum: none" in result.stdout, result.stderr
 
 
 @pytest.mark.parametrize("pattern, problem", [("(a+)+$", "exponential"), ("(t1|t1n)*x", "exponential"),
                                               (r"(t1)\1", "back-reference"), ("a.*b.*c.*d.*e", "unbounded")])
-def test_a_name_pattern_that_can_backtrack_for_ever_is_refused(sandbox, hostile_model, pattern, problem):
+def test_a_name_pattern_that_can_backtrack_for_ever_is_refused(sandbox, hostile_model, pattern, problem, emim):
     edit_metadata(hostile_model, lambda metadata: metadata["modalities"][0].update(patterns=[pattern]))
-    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
-                   str(sandbox / "data" / CASE))
+    result = emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
+                  str(sandbox / "data" / CASE))
     assert result.returncode == 2 and problem in result.stderr and "metadata.json" in result.stderr, result.stderr
 
 
@@ -492,14 +492,14 @@ def test_a_weights_file_larger_than_any_model_is_refused_before_it_is_read(hosti
 
 
 def test_a_training_spacing_that_would_resample_to_a_huge_grid_is_refused_before_any_allocation(sandbox,
-                                                                                                 hostile_model):
+                                                                                                 hostile_model, emim):
     edit_metadata(hostile_model, lambda metadata: metadata["preprocessing"].update(spacing=[0.1, 0.1, 0.1]))
-    result = _emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
-                   str(sandbox / "data" / CASE))
+    result = emim("segment", "--model", str(hostile_model), "--output", str(sandbox / "out"), "--device", "cpu",
+                  str(sandbox / "data" / CASE))
     assert result.returncode == 1 and "more than 67,108,864" in result.stderr, result.stderr
     assert list((sandbox / "out").iterdir()) == []
     edit_metadata(hostile_model, lambda metadata: metadata["preprocessing"].update(spacing=[0, 1, 1]))
-    result = _emim("model-info", str(hostile_model))
+    result = emim("model-info", str(hostile_model))
     assert result.returncode == 2 and "preprocessing.spacing" in result.stderr, result.stderr
 
 
@@ -521,7 +521,7 @@ def test_a_truncated_cache_array_is_rebuilt_not_failed_on_every_run(tmp_path):
         ".emim-cache"]
 
 
-def test_an_output_in_another_case_folder_or_the_data_folder_is_refused_before_the_first_case(tmp_path):
+def test_an_output_in_another_case_folder_or_the_data_folder_is_refused_before_the_first_case(tmp_path, emim):
     from emim.bundled import STARTER_MODEL
     from emim.sample import make_sample_cases
 
@@ -532,7 +532,7 @@ def test_an_output_in_another_case_folder_or_the_data_folder_is_refused_before_t
                          (data, "is the folder the cases are read from")):
         for command in ("segment", "reconstruct"):
             model = STARTER_MODEL if command == "segment" else "EMIM-starter-tiny-pretraining"
-            result = _emim(command, "--model", model, "--output", str(output), "--device", "cpu", str(data))
+            result = emim(command, "--model", model, "--output", str(output), "--device", "cpu", str(data))
             assert result.returncode == 2 and said in result.stderr, (command, result.stderr)
     assert _digests(data) == before and not (second / "labels").exists()
 
@@ -540,7 +540,7 @@ def test_an_output_in_another_case_folder_or_the_data_folder_is_refused_before_t
 # Inputs that are not a case's images (issue #26, MEDIUM).
 
 @pytest.mark.parametrize("kind", ["constant", "copied", "label map"])
-def test_a_constant_a_copied_or_a_label_map_sequence_is_refused_by_check_data_and_segment(sandbox, kind):
+def test_a_constant_a_copied_or_a_label_map_sequence_is_refused_by_check_data_and_segment(sandbox, kind, emim):
     import nibabel as nib
     import numpy as np
 
@@ -558,9 +558,9 @@ def test_a_constant_a_copied_or_a_label_map_sequence_is_refused_by_check_data_an
         shutil.copy(case / f"{CASE}-seg.nii.gz", t1c)
         said = "a label map (segmentation), not an MR image"
     before = _digests(sandbox)
-    check = _emim("check-data", str(case))
+    check = emim("check-data", str(case))
     assert check.returncode == 1 and said in check.stdout + check.stderr, check.stdout
-    result = _emim("segment", "--model", "EMIM-starter-tiny", "--output", str(sandbox / "out"), "--device", "cpu",
-                   str(case))
+    result = emim("segment", "--model", "EMIM-starter-tiny", "--output", str(sandbox / "out"), "--device", "cpu",
+                  str(case))
     assert result.returncode == 1 and said in result.stderr and "t1c" in result.stderr, result.stderr
     assert list((sandbox / "out").iterdir()) == [] and _digests(sandbox) == before

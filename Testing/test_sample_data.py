@@ -19,7 +19,6 @@ from emim.sample import make_sample_cases, synthesize_case
 from emim.sample.contrast import MODALITIES
 from emim.sample.generate import write_case
 from emim.sample.grid import GRIDS
-from support.cli import emim_in_process as _emim
 
 SEED = 20250
 CASES = 3
@@ -34,13 +33,13 @@ def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
 
 
 @pytest.fixture(scope="module")
-def generated(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def generated(tmp_path_factory: pytest.TempPathFactory, emim) -> dict:
     """Small cases kept in memory (with their tissue maps) and written; the first again via the CLI; two more sets."""
     root = tmp_path_factory.mktemp("sample")
     cases = [synthesize_case(SEED, index, "small", foci=1) for index in range(CASES)]
     folders = [write_case(case, root / "api") for case in cases]
-    cli = _emim("make-sample", "--out", str(root / "cli"), "--cases", "1", "--seed", str(SEED), "--foci", "1",
-                "--progress", "json")
+    cli = emim("make-sample", "--out", str(root / "cli"), "--cases", "1", "--seed", str(SEED), "--foci", "1",
+               "--progress", "json")
     assert cli.returncode == 0, cli.stderr
     other = make_sample_cases(root / "other-seed", 1, SEED + 1, size="small", foci=1)
     two = make_sample_cases(root / "two-foci", 1, SEED, size="small", foci=2)
@@ -176,15 +175,15 @@ def test_same_seed_same_bytes_other_seed_differs(generated: dict) -> None:
     assert all(other[name] != api[name] for name in api)
 
 
-def test_check_data_accepts_the_folder(generated: dict) -> None:
-    result = _emim("check-data", str(generated["root"] / "api"))
+def test_check_data_accepts_the_folder(generated: dict, emim) -> None:
+    result = emim("check-data", str(generated["root"] / "api"))
     assert result.returncode == 0, result.stdout + result.stderr
     for folder in generated["folders"]:
         assert folder.name in result.stdout
 
 
-def test_bad_request_is_a_clean_error(tmp_path: Path) -> None:
-    result = _emim("make-sample", "--out", str(tmp_path), "--cases", "1", "--foci", "9")
+def test_bad_request_is_a_clean_error(tmp_path: Path, emim) -> None:
+    result = emim("make-sample", "--out", str(tmp_path), "--cases", "1", "--foci", "9")
     assert result.returncode == 2
     assert "--foci" in result.stderr and "Traceback" not in result.stderr
     assert not any(tmp_path.iterdir())

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,7 +17,6 @@ from emim.errors import EmimError
 CASE = "BraTS-GLI-01404-000"  # the smallest mini case (240 x 240 x 70)
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 FAST = {"overlap": 0.0, "sw_batch_size": 4}  # whole-volume CPU inference in seconds
-ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +85,7 @@ def test_label_map_is_on_the_input_grid_exactly(brats_mini, original, loaded_mod
 
 
 def test_batch_segments_a_flipped_case_like_the_original_and_reports_a_bad_case(brats_mini, model_dir, original,
-                                                                                 tmp_path):
+                                                                                 tmp_path, emim):
     batch = tmp_path / "batch"
     _flipped_copy(brats_mini / CASE, batch / "flipped")
     bad = batch / "no-flair"
@@ -96,9 +93,8 @@ def test_batch_segments_a_flipped_case_like_the_original_and_reports_a_bad_case(
     for modality in MODALITIES[:3]:
         os.symlink(brats_mini / CASE / f"{CASE}-{modality}.nii.gz", bad / f"no-flair-{modality}.nii.gz")
     out = tmp_path / "out"
-    result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(model_dir), "--output", str(out),
-                             "--overlap", "0", "--sw-batch-size", "4", "--progress", "json", str(batch)],
-                            capture_output=True, text=True, env=ENV, timeout=600)
+    result = emim("segment", "--model", str(model_dir), "--output", str(out), "--overlap", "0", "--sw-batch-size", "4",
+                  "--progress", "json", str(batch))
     assert result.returncode == 1, result.stderr
     events = [json.loads(line) for line in result.stdout.splitlines()]
     kinds = [e["event"] for e in events]
@@ -152,11 +148,10 @@ def test_missing_extra_and_foreign_modalities_are_refused_without_output(brats_m
     assert list(tmp_path.glob("*.nii.gz")) == [] and not out.exists()
 
 
-def test_command_line_refuses_a_wrong_number_of_images(brats_mini, model_dir, tmp_path):
+def test_command_line_refuses_a_wrong_number_of_images(brats_mini, model_dir, tmp_path, emim):
     out = tmp_path / "seg.nii.gz"
     images = [f"--image={m}={brats_mini / CASE / f'{CASE}-{m}.nii.gz'}" for m in MODALITIES[:2]]
-    result = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(model_dir), "--output", str(out),
-                             "--device", "cpu", *images], capture_output=True, text=True, env=ENV, timeout=300)
+    result = emim("segment", "--model", str(model_dir), "--output", str(out), "--device", "cpu", *images)
     assert result.returncode == 2
     assert "got 2 image(s) (t1n, t1c) but the model needs 4" in result.stderr
     assert not out.exists() and list(tmp_path.iterdir()) == []
@@ -223,15 +218,15 @@ def test_a_case_far_from_the_training_spacing_runs_at_the_models_spacing_and_lan
     assert "ran_at" not in [e for e in events if e["event"] == "output" and e["kind"] == "label"][0]
 
 
-def test_no_label_or_probability_outside_the_cases_nonzero_voxels_after_the_spacing_round_trip(model_dir, tmp_path):
+def test_no_label_or_probability_outside_the_cases_nonzero_voxels_after_the_spacing_round_trip(model_dir, tmp_path,
+                                                                                                emim):
     from emim.sample import make_sample_cases
 
     (case,) = make_sample_cases(tmp_path / "cases", 1, seed=4, size="small")  # 2 mm: runs at the model's 1 mm
     out = tmp_path / "out"
-    done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", str(model_dir), "--output", str(out),
-                           "--device", "cpu", "--overlap", "0", "--sw-batch-size", "4", "--probabilities",
-                           "--postprocess", "none", "--progress", "json", str(case)],  # even with no cleaning
-                          capture_output=True, text=True, env=ENV, timeout=300)
+    done = emim("segment", "--model", str(model_dir), "--output", str(out), "--device", "cpu", "--overlap", "0",
+                "--sw-batch-size", "4", "--probabilities", "--postprocess", "none",  # even with no cleaning
+                "--progress", "json", str(case))
     assert done.returncode == 0, done.stderr
     inside = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.glob("*-t*.nii.gz")], axis=0)
     label = np.asarray(nib.load(str(out / f"{case.name}.nii.gz")).dataobj)

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -19,8 +16,6 @@ from scipy import ndimage
 from emim.bundled import MODELS_DIR, STARTER_MODEL, bundled_model, bundled_models
 from emim.modelfile import load_metadata, load_model
 
-REPO = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "2"}
 # the FLAIR stand-in of BraTS-GLI-00500-001 correlates 0.29 with the real FLAIR inside the brain
 # (bench/missing_modality.py, 2026-12-03); a constant or unrelated image gives about 0
 MIN_FLAIR_CORRELATION = 0.15
@@ -45,12 +40,11 @@ def test_its_metadata_says_how_it_was_trained_and_what_it_scores_on_real_cases()
     assert real["postprocess"] == load_metadata(STARTER_MODEL)["inference"]["postprocess"]
 
 
-def test_the_cli_segments_a_real_case_with_it_by_name(brats_mini, tmp_path):
+def test_the_cli_segments_a_real_case_with_it_by_name(brats_mini, tmp_path, emim):
     case = brats_mini / "BraTS-GLI-01404-000"
     out = tmp_path / "seg.nii.gz"
-    done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", STARTER_MODEL, "--output", str(out),
-                           "--device", "cpu", "--progress", "json", str(case)],
-                          cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    done = emim("segment", "--model", STARTER_MODEL, "--output", str(out), "--device", "cpu", "--progress", "json",
+                str(case), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert events[-1]["event"] == "done" and events[-1]["succeeded"] == 1
@@ -68,7 +62,7 @@ def test_the_cli_segments_a_real_case_with_it_by_name(brats_mini, tmp_path):
     assert events[-1]["volumes_ml"][case.name]["WT"] == pytest.approx(float(rows["WT"]["volume_ml"]), abs=1e-3)
 
 
-def test_the_shipped_pretraining_fills_a_missing_flair_for_the_starter_model_by_name(brats_mini, tmp_path):
+def test_the_shipped_pretraining_fills_a_missing_flair_for_the_starter_model_by_name(brats_mini, tmp_path, emim):
     """EMIM-starter-tiny-pretraining (the recipe's pretraining, generated data only) is what `--fill-missing` was
     measured with: by name, the starter model (no dropout) segments a real case without its FLAIR, and the
     stand-in lies on the case's grid, zero outside the brain, and follows the real FLAIR."""
@@ -79,10 +73,9 @@ def test_the_shipped_pretraining_fills_a_missing_flair_for_the_starter_model_by_
     starter = load_metadata(STARTER_MODEL)
     assert [m["name"] for m in metadata["modalities"]] == [m["name"] for m in starter["modalities"]]
     case = brats_mini / "BraTS-GLI-00500-001"
-    done = subprocess.run([sys.executable, "-m", "emim", "segment", "--model", STARTER_MODEL, "--fill-missing",
-                           STARTER_PRETRAINING, "--missing", "t2f", "--output", str(tmp_path / "out"), "--device",
-                           "cpu", "--progress", "json", str(case)],
-                          cwd=tmp_path, capture_output=True, text=True, env=ENV, timeout=300)
+    done = emim("segment", "--model", STARTER_MODEL, "--fill-missing", STARTER_PRETRAINING, "--missing", "t2f",
+                "--output", str(tmp_path / "out"), "--device", "cpu", "--progress", "json", str(case),
+                cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     events = [json.loads(line) for line in done.stdout.splitlines()]
     (synthetic,) = [e for e in events if e["event"] == "output" and e["kind"] == "synthetic"]
