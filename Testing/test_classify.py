@@ -171,7 +171,7 @@ def test_stopped_classification_run_resumes_at_its_checkpoint(brats_mini: Path, 
     step 2 with its saved config."""
     import io
 
-    from stopping import StopAfterFirstStep
+    from support.stopping import StopAfterFirstStep
 
     from emim.cli import build_parser
     from emim.commands.finetune_classifier import config_from_args

@@ -22,7 +22,7 @@ from emim.inference.segment import segment_case
 from emim.inference.segmentation_model import load_segmentation_model
 
 from conftest import SMALLEST_CASE
-from dicom_series import write_case, write_series
+from support.dicom_series import write_case, write_series
 
 STARTER = Path(__file__).resolve().parents[1] / "Resources" / "Models" / "EMIM-starter-tiny"
 DESCRIPTIONS = {"t1n": "AX T1 SE", "t1c": "AX T1 POST GD", "t2w": "T2W TSE AX", "t2f": "T2 FLAIR AX"}

@@ -152,7 +152,7 @@ class Block(importlib.abc.MetaPathFinder):
             raise ImportError(f"{{name}} is not in a stock Slicer")
 sys.meta_path.insert(0, Block())
 sys.path.insert(0, {str(REPO / "Testing")!r})
-import slicer_app_standin
+from support import slicer_app_standin
 slicer_app_standin.install()
 import {module.name}
 heavy = sorted(m for m in sys.modules if m.split(".")[0] in {sorted(HEAVY)!r} and m not in {sorted(LIGHT_ENGINE)!r})
@@ -286,7 +286,7 @@ def test_each_training_knob_has_its_default_written_once():
     code = f"""
 import sys
 sys.path.insert(0, {str(REPO / "Testing")!r})
-import slicer_app_standin
+from support import slicer_app_standin
 slicer_app_standin.install()
 import EMIMTraining, EMIMTrainingBatch
 from EMIMTrainingLib.settings import DEFAULTS, settings_from_parameters

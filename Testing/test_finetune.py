@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from stopping import StopAfterFirstStep
+from support.stopping import StopAfterFirstStep
 
 from emim.errors import EmimError
 from emim.pretrained import load_pretrained_encoder

@@ -150,7 +150,7 @@ def test_segment_the_sample_case_by_clicks_leaving_and_reentering_while_it_runs(
     added = tmp_path / "my-cases" / "BraTS-SYN-00001-000-corrected"
     assert (added / "BraTS-SYN-00001-000-corrected-seg.nii.gz").is_file()
     if SCREENSHOTS:
-        from slicer_scene import render_slice_png
+        from support.slicer_scene import render_slice_png
 
         render_slice_png(panels.headless, assigned[1], result, Path(SCREENSHOTS) / "segmentation-slice.png")
 

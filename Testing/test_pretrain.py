@@ -133,7 +133,7 @@ def test_after_a_two_process_resume_each_rank_draws_the_masks_of_an_uninterrupte
     """Two gloo ranks under torchrun: one run straight through 4 steps, which leaves one checkpoint (rank 0 writes
     it); one stopped after step 2 (SIGTERM, as Slicer's Stop) and resumed. Per rank, the masks of every step are the
     same in both, and the ranks' masks differ."""
-    script = Path(__file__).with_name("mask_trace.py")
+    script = Path(__file__).parent / "support" / "mask_trace.py"
 
     def torchrun(run: str, masks: str, *mode: str, port: int) -> list[list]:
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",

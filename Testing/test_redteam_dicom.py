@@ -1,5 +1,5 @@
 """The DICOM items of the red team of issue #26 ("DICOM trusted too much"), each kept as a regression test on small
-synthetic volumes written as real DICOM MR series (`dicom_series.write_series`)."""
+synthetic volumes written as real DICOM MR series (`support/dicom_series.write_series`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from emim.data.modalities import BRATS, ModalitySpec, match_modalities
 from emim.errors import EmimError
 from emim.modelfile import load_metadata
 
-from dicom_series import write_series
+from support.dicom_series import write_series
 
 REPO = Path(__file__).resolve().parents[1]
 ROOT = "1.2.826.0.1.3680043.10.4321"  # UIDs of the series written here

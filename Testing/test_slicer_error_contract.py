@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from slicer_scene import slicer, slicer_app  # noqa: F401  (fixture)
+from support.slicer_scene import slicer, slicer_app  # noqa: F401  (fixture)
 
 from EMIMCommonLib.sample_data import sample_case_folder
 from EMIMSegmentationLib.errors import EMIMSegmentationError
 from EMIMSegmentationLib.logic import SegmentationLogic
 
-BUGGY_ENGINE = Path(__file__).with_name("engine_with_a_bug.py")
+BUGGY_ENGINE = Path(__file__).parent / "support" / "engine_with_a_bug.py"
 
 
 def _segment_and_fail(logic: SegmentationLogic, inputs: dict, model: Path) -> tuple[str, list[str]]:

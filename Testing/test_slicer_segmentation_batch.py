@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 
 from conftest import SMALLEST_CASE
-from slicer_scene import MODULE_DIR, REPO, write_model_metadata
+from support.slicer_scene import MODULE_DIR, REPO, write_model_metadata
 
 from EMIMCommonLib.sample_data import CASE_ID, sample_case_folder
 

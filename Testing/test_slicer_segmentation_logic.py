@@ -7,7 +7,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from slicer_scene import BRATS_LABELS, slicer, slicer_app, write_model_metadata  # noqa: F401  (fixture)
+from support.slicer_scene import BRATS_LABELS, slicer, slicer_app, write_model_metadata  # noqa: F401  (fixture)
 
 from EMIMSegmentationLib.errors import EMIMSegmentationError
 from EMIMSegmentationLib.geometry import ijk_to_ras

@@ -8,7 +8,7 @@ import time
 import psutil
 import pytest
 
-import slicer_scene  # noqa: F401  (puts the module folder on sys.path)
+import support.slicer_scene  # noqa: F401  (puts the module folder on sys.path)
 from EMIMCommonLib.errors import EMIMError
 from EMIMCommonLib.job import CANCELLED, FAILED, EngineJob
 from EMIMCommonLib.process import EngineProcess, engine_environment, parse_line

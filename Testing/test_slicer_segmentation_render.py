@@ -7,7 +7,7 @@ import os
 import vtk
 from vtk.util.numpy_support import vtk_to_numpy
 
-from slicer_scene import REPO, render_slice_png, slicer_app, write_model_metadata  # noqa: F401  (fixture)
+from support.slicer_scene import REPO, render_slice_png, slicer_app, write_model_metadata  # noqa: F401  (fixture)
 
 from EMIMSegmentationLib.logic import SegmentationLogic
 from EMIMSegmentationLib.segmentation_import import import_label_file

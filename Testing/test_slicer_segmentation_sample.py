@@ -3,7 +3,7 @@
 Sample Data itself is a Slicer module (absent here), so the tests do with the registered source what Sample
 Data does with any source (`fetch_sample_source`: copy each URI into a cache, verify its SHA256, load it as a
 volume). The self-test's checks then run on those nodes, and the module's own ScriptedLoadableModuleTest runs
-whole in a child process through Testing/slicer_app_standin.py.
+whole in a child process through Testing/support/slicer_app_standin.py.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
-from slicer_app_standin import REPO, fetch_sample_source
-from slicer_scene import MODULE_DIR, slicer, slicer_app  # noqa: F401  (fixture)
+from support.slicer_app_standin import REPO, fetch_sample_source
+from support.slicer_scene import MODULE_DIR, slicer, slicer_app  # noqa: F401  (fixture)
 
 from EMIMSegmentationLib.logic import SegmentationLogic
 from EMIMCommonLib.sample_data import (CASE_ID, MODALITIES, SAMPLE_FOLDER, sample_case_folder,
@@ -111,7 +111,7 @@ def test_the_modules_own_self_test_passes(module):
     if unavailable():
         pytest.skip(unavailable())
 
-    result = subprocess.run([sys.executable, str(REPO / "Testing" / "slicer_app_standin.py"), module], cwd=REPO,
+    result = subprocess.run([sys.executable, str(REPO / "Testing" / "support" / "slicer_app_standin.py"), module], cwd=REPO,
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "passed" in result.stdout and "OK" in result.stderr

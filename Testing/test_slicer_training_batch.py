@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from slicer_scene import REPO
+from support.slicer_scene import REPO
 
 BATCH = REPO / "EMIMTraining" / "EMIMTrainingBatch.py"
 

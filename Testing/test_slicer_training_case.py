@@ -6,7 +6,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from slicer_scene import REPO, slicer, slicer_app  # noqa: F401  (fixture)
+from support.slicer_scene import REPO, slicer, slicer_app  # noqa: F401  (fixture)
 
 from EMIMCommonLib.sample_data import sample_case_folder  # noqa: E402
 from EMIMSegmentationLib.errors import EMIMSegmentationError  # noqa: E402

@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from slicer_scene import REPO, slicer, slicer_app  # noqa: F401  (fixture)
+from support.slicer_scene import REPO, slicer, slicer_app  # noqa: F401  (fixture)
 
 if str(REPO / "EMIMTraining") not in sys.path:
     sys.path.insert(0, str(REPO / "EMIMTraining"))

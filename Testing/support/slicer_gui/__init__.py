@@ -117,7 +117,7 @@ def install(settings_folder: Path | None = None) -> Panels:
     plots.SetMRMLApplicationLogic(headless.app)
     slicer.modules.plots = type(slicer.modules.volumes)(logic=lambda: plots)
     app = slicer.app = SlicerApplication(qapp, headless)
-    from slicer_app_standin import sample_data_module  # noqa: E402  (Testing/ is on the path under pytest)
+    from support.slicer_app_standin import sample_data_module  # noqa: E402  (Testing/ is on the path under pytest)
 
     sys.modules["SampleData"] = sample_data_module()
     for name in MODULES:

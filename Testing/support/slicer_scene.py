@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MODULE_DIR = REPO / "EMIMSegmentation"
 for folder in (MODULE_DIR, REPO):  # the module's Lib, and EMIMCommonLib (installed beside it, here one folder up)
     if str(folder) not in sys.path:

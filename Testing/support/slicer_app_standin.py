@@ -9,7 +9,7 @@ urllib, verify its `SHA256:` checksum, load it as a volume.
 
 Run in a separate process (it publishes `slicer.app`, which makes code believe it is inside Slicer):
 
-    python Testing/slicer_app_standin.py EMIMSegmentation
+    python Testing/support/slicer_app_standin.py EMIMSegmentation
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import unittest
 from pathlib import Path
 from urllib.request import urlretrieve
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def fetch_sample_source(source: dict, cache: Path) -> list:
