@@ -239,3 +239,18 @@ def test_a_crop_is_the_same_voxels_as_cutting_the_array_and_keeps_image_and_labe
         inside = sample["label"][0] == 2
         values = set(sample["image"][0][inside].tolist())
         assert values <= set(box[0][label[5:45, 6:40, 3:27] == 2].tolist())
+
+
+def test_the_brain_mask_is_read_before_normalisation(tmp_path):
+    import nibabel as nib
+
+    from emim.data.cases import find_cases
+    from emim.data.loading import load_case
+    from emim.sample import make_sample_cases
+
+    make_sample_cases(tmp_path, 1, seed=5, size="small")
+    (case,) = find_cases(tmp_path)
+    loaded = load_case(case, ["t1n", "t1c", "t2w", "t2f"], "zscore", with_label=False)
+    assert (loaded.image[:, ~loaded.inside] != 0).all()  # whole-volume z-scores move the background off 0
+    raw = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.images.values()], axis=0)
+    assert np.array_equal(loaded.to_reference(loaded.inside), raw)

@@ -201,3 +201,9 @@ def test_a_bad_case_on_one_rank_stops_both_ranks_at_once_with_its_message(tmp_pa
     assert result.returncode != 0
     assert "case case001" in result.stderr and "values [7]" in result.stderr
     assert "another torchrun rank found a problem" in result.stderr
+
+
+def test_validation_cases_default_to_a_fifth_of_the_data_within_bounds():
+    from emim.finetune.segmentation import auto_val_cases
+
+    assert [auto_val_cases(n) for n in (1, 2, 9, 10, 19, 30, 1000)] == [0, 1, 1, 2, 3, 4, 4]

@@ -1,5 +1,5 @@
 """Label-map cleaning: the brain mask, nested regions, lesion size in mm^3 (not voxels), the largest lesion, the
-model's recorded settings and their refusal when malformed; and anti-aliasing before a spacing change."""
+model's recorded settings and their refusal when malformed."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ import pytest
 
 from emim.errors import EmimError
 from emim.inference.postprocess import DEFAULT, NONE, PostProcess, clean_regions, label_map
-from emim.data.spacing import rescale
 from emim.labels import BRATS_REGIONS, labels_to_regions
 
 TC, WT, ET = 0, 1, 2  # channel order of BRATS_REGIONS
@@ -59,13 +58,6 @@ def test_recorded_settings_are_read_and_bad_ones_refused():
             PostProcess.from_metadata(bad)
 
 
-def test_downsampling_smooths_first_so_thin_stripes_do_not_alias():
-    stripes = np.zeros((1, 40, 8, 8), np.float32)
-    stripes[0, ::2] = 1.0  # one-voxel stripes along axis 0: above the Nyquist limit of a 2x coarser grid
-    coarse = rescale(stripes, (1, 1, 1), (2, 1, 1))
-    assert np.abs(coarse[0, 2:-2] - 0.5).max() < 0.1  # without smoothing every sample would hit a stripe (1.0)
-
-
 def test_command_line_options_lay_over_the_models_settings():
     from argparse import Namespace
 
@@ -83,30 +75,10 @@ def test_command_line_options_lay_over_the_models_settings():
         postprocess_settings(Namespace(**{**options, "min_lesion_mm3": -5.0}), recorded)
 
 
-def test_a_region_the_model_lacks_is_refused_before_any_inference(tiny_segmentation_model, brats_mini, tmp_path, emim):
+def test_a_region_the_model_lacks_is_refused_before_any_inference(tiny_segmentation_model, brats_mini, tmp_path,
+                                                                  emim):
 
     done = emim("segment", "--model", str(tiny_segmentation_model), "--output", str(tmp_path / "out"), "--keep-largest",
                 "wt", "--device", "cpu", str(brats_mini / "BraTS-GLI-01404-000"))
     assert done.returncode != 0 and "wt" in done.stderr and "TC, WT, ET" in done.stderr
     assert not (tmp_path / "out").exists()
-
-
-def test_validation_cases_default_to_a_fifth_of_the_data_within_bounds():
-    from emim.finetune.segmentation import auto_val_cases
-
-    assert [auto_val_cases(n) for n in (1, 2, 9, 10, 19, 30, 1000)] == [0, 1, 1, 2, 3, 4, 4]
-
-
-def test_the_brain_mask_is_read_before_normalisation(tmp_path):
-    import nibabel as nib
-
-    from emim.data.cases import find_cases
-    from emim.data.loading import load_case
-    from emim.sample import make_sample_cases
-
-    make_sample_cases(tmp_path, 1, seed=5, size="small")
-    (case,) = find_cases(tmp_path)
-    loaded = load_case(case, ["t1n", "t1c", "t2w", "t2f"], "zscore", with_label=False)
-    assert (loaded.image[:, ~loaded.inside] != 0).all()  # whole-volume z-scores move the background off 0
-    raw = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.images.values()], axis=0)
-    assert np.array_equal(loaded.to_reference(loaded.inside), raw)

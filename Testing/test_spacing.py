@@ -45,3 +45,10 @@ def test_there_and_back_lands_on_the_original_grid_with_the_tumour_in_place(spac
     centre = lambda a: np.array(np.nonzero(a[0] > 0.5)).mean(axis=1)  # noqa: E731
     np.testing.assert_allclose(centre(back), centre(blob), atol=0.05)
     assert ((back[0] > 0.5) == (blob[0] > 0.5)).mean() > 0.995
+
+
+def test_downsampling_smooths_first_so_thin_stripes_do_not_alias():
+    stripes = np.zeros((1, 40, 8, 8), np.float32)
+    stripes[0, ::2] = 1.0  # one-voxel stripes along axis 0: above the Nyquist limit of a 2x coarser grid
+    coarse = rescale(stripes, (1, 1, 1), (2, 1, 1))
+    assert np.abs(coarse[0, 2:-2] - 0.5).max() < 0.1  # without smoothing every sample would hit a stripe (1.0)
