@@ -13,9 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from emim.contract import BRATS_MODALITIES
+
 SAMPLE_NAME = "EMIMSyntheticGlioma"
 CASE_ID = "BraTS-SYN-00001-000"
-MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+MODALITIES = BRATS_MODALITIES  # the sample case is a BraTS-layout case
 SAMPLE_FOLDER = Path(__file__).resolve().parents[1] / "Resources" / "SampleData"
 
 

@@ -181,7 +181,7 @@ def _literal_definitions(choices: tuple[str, ...]) -> list[str]:
 
 @pytest.mark.parametrize("name", ["DEVICE_CHOICES", "PRESET_NAMES", "MASK_PATTERNS", "MODEL_TASKS",
                                   "TRAINING_COMMANDS", "PROGRESS_MODES", "NORMALIZATIONS", "OUTPUT_FORMATS",
-                                  "RECONSTRUCTION_OUTPUTS"])
+                                  "RECONSTRUCTION_OUTPUTS", "BRATS_MODALITIES"])
 def test_each_choice_list_is_written_once_in_the_contract(name):
     import emim.contract as contract
 

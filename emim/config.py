@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any
 
-from emim.contract import PRESET_NAMES
+from emim.contract import BRATS_MODALITIES, PRESET_NAMES
 
 
 # What a hidden token starts from in the MIM decoder (see emim.model.decoder): "local" = the mean of the visible
@@ -31,7 +31,7 @@ MAX_CROP = 256  # voxels per side: a 512^3 crop grew past 12 GB of memory before
 class ModelConfig:
     """Everything needed to rebuild an encoder/decoder with the same weights layout."""
 
-    modalities: tuple[str, ...] = ("t1n", "t1c", "t2w", "t2f")
+    modalities: tuple[str, ...] = BRATS_MODALITIES
     crop_size: tuple[int, int, int] = (96, 96, 96)
     patch_size: int = 16
     embed_dim: int = 768

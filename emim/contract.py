@@ -6,6 +6,7 @@ module at start-up) can import it. The engine's argument parsers and readers tak
 """
 
 DEVICE_CHOICES = ("auto", "cuda", "cpu")  # or cuda:N
+BRATS_MODALITIES = ("t1n", "t1c", "t2w", "t2f")  # BraTS 2023 sequence names, in the order the shipped models take them
 PRESET_NAMES = ("tiny", "small", "base")
 DEFAULT_PRESET = PRESET_NAMES[0]  # trains on a laptop CPU; `--preset` and the panel start from it
 MASK_PATTERNS = ("patch", "position", "modal")  # E-MIM's three masks, in the order of --hybrid-probs

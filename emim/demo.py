@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from emim.atomic_write import write_file
-from emim.contract import DEFAULT_PRESET, EVAL_RECORD, LOG_EVERY, METRICS_FILE
+from emim.contract import BRATS_MODALITIES, DEFAULT_PRESET, EVAL_RECORD, LOG_EVERY, METRICS_FILE
 from emim.errors import EmimError
 from emim.progress import Progress
 from emim.train.trainer import TrainSettings
@@ -32,8 +32,8 @@ if TYPE_CHECKING:
 
 
 def _settings(steps: int, lr: float, eval_every: int) -> TrainSettings:
-    return TrainSettings(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), log_every=LOG_EVERY, eval_every=eval_every,
-                         checkpoint_every=eval_every)
+    return TrainSettings(steps=steps, lr=lr, warmup_steps=max(1, steps // 20), log_every=LOG_EVERY,
+                         eval_every=eval_every, checkpoint_every=eval_every)
 
 
 def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetune_steps: int = 300,
@@ -186,7 +186,7 @@ def _picture(case: Path, prediction: Path, path: Path) -> Path:
     truth = np.asarray(nib.load(next(case.glob("*-seg.nii.gz"))).dataobj)
     predicted = np.asarray(nib.load(prediction).dataobj)
     z = int(np.argmax((truth > 0).sum(axis=(0, 1))))
-    images = {m: np.asarray(nib.load(next(case.glob(f"*-{m}.nii.gz"))).dataobj) for m in ("t1n", "t1c", "t2w", "t2f")}
+    images = {m: np.asarray(nib.load(next(case.glob(f"*-{m}.nii.gz"))).dataobj) for m in BRATS_MODALITIES}
     colours = ListedColormap([(0, 0, 0, 0)] + [tuple(c / 255 for c in lb["color"]) + (0.55,) for lb in BRATS_LABELS])
     fig, axes = plt.subplots(1, 6, figsize=(15, 3))
     for ax, (name, image) in zip(axes, images.items()):

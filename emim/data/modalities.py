@@ -16,6 +16,8 @@ import re
 from dataclasses import dataclass
 from typing import Sequence
 
+from emim.contract import BRATS_MODALITIES
+
 IMAGE_EXTENSIONS = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd", ".mgz")
 # Name patterns come from a model's metadata.json and run on every file and volume name, and Python's re has no
 # time limit, so patterns are held to a subset that cannot backtrack for long: bounded length, no repeat inside a
@@ -141,7 +143,7 @@ NEGATED = r"(?<!(?:pre|non|w/o)[ _-])(?<!(?:no|wo)[ _-])(?<!without[ _-])"
 T1_THEN_CONTRAST = token(r"t1w?") + ".*" + NEGATED + token(r"gd|gado|gadolinium|post|ce|contrast|\+[ _-]?c")
 
 BRATS = ModalitySpec(
-    names=("t1n", "t1c", "t2w", "t2f"),
+    names=BRATS_MODALITIES,
     titles={"t1n": "T1 native", "t1c": "T1 contrast-enhanced", "t2w": "T2 weighted", "t2f": "T2 FLAIR"},
     patterns={
         # BraTS 2023 "-t1n", BraTS 2021 "_t1", what Slicer users call a plain T1, and a T1-weighted FLAIR (longer

@@ -12,13 +12,14 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from emim.contract import BRATS_MODALITIES
 from emim.sample.anatomy import Anatomy
 from emim.sample.distractors import distractor_factors
 from emim.sample.fields import smooth_noise
 from emim.sample.grid import Grid
 from emim.sample.tumour import ED, ET, NCR
 
-MODALITIES = ("t1n", "t1c", "t2w", "t2f")
+MODALITIES = BRATS_MODALITIES  # the generated cases are BraTS-layout
 CLASSES = ("wm", "gm", "csf", "ncr", "ed", "et")
 # ratio of each class's mean to white matter
 APPEARANCE: dict[str, tuple[float, ...]] = {
