@@ -256,7 +256,8 @@ def _kind_literals(kinds: set[str]) -> list[str]:
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "event":
                 values = [k.value for k in node.keywords if k.arg == "kind"]
             elif isinstance(node, ast.Dict):
-                values = [v for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant) and k.value == "kind"]
+                values = [v for k, v in zip(node.keys, node.values)
+                          if isinstance(k, ast.Constant) and k.value == "kind"]
             elif isinstance(node, ast.Compare) and is_kind_lookup(node.left):
                 values = node.comparators
             found += [f"{source.relative_to(REPO)}:{v.lineno} {v.value!r}" for v in values

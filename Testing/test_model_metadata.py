@@ -32,7 +32,8 @@ BROKEN = [
     ("a colour past 255", lambda m: m["labels"][1].update(color=[0, 300, 0]),
      "$.labels[1].color[1]: 300 is greater than the maximum of 255"),
     ("no regions for a segmentation", lambda m: m.pop("regions"), "$: 'regions' is a required property"),
-    ("a region without labels", lambda m: m["regions"][0].pop("labels"), "$.regions[0]: 'labels' is a required property"),
+    ("a region without labels", lambda m: m["regions"][0].pop("labels"),
+     "$.regions[0]: 'labels' is a required property"),
     ("an unknown task", lambda m: m.update(task="detection"),
      "$.task: 'detection' is not one of ['segmentation', 'classification', 'pretraining']"),
     ("an unknown normalisation", lambda m: m["preprocessing"].update(normalization="minmax"),
@@ -73,7 +74,8 @@ def test_the_schema_is_a_valid_draft_2020_12_schema_that_the_reference_validator
 def test_the_validator_refuses_a_schema_keyword_it_does_not_implement():
     with pytest.raises(ValueError, match="'uniqueItems'"):
         _problems([1, 1], {"type": "array", "uniqueItems": True}, "$")
-    assert _problems(True, {"type": "integer"}, "$") == ["$: True is not of type 'integer'"]  # JSON: a bool is no number
+    # in JSON a boolean is no number
+    assert _problems(True, {"type": "integer"}, "$") == ["$: True is not of type 'integer'"]
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +90,8 @@ def starter_copies(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("index", range(len(BROKEN)), ids=[what for what, _, _ in BROKEN])
-def test_a_description_that_breaks_the_schema_is_refused_with_its_message_by_engine_and_module(starter_copies, index, emim):
+def test_a_description_that_breaks_the_schema_is_refused_with_its_message_by_engine_and_module(starter_copies, index,
+                                                                                               emim):
     folder, message = starter_copies / f"model{index}", BROKEN[index][2]
     result = emim("model-info", str(folder))
     assert result.returncode == 2 and message in result.stderr and str(folder) in result.stderr, result.stderr

@@ -77,8 +77,8 @@ def read_model_info(folder: str | Path) -> ModelInfo:
     folder = Path(folder)
     path = folder / METADATA_FILE
     if not path.is_file():
-        raise EMIMSegmentationError(tr("No metadata.json in {folder}: choose a model folder exported by "
-                                       "'emim export' (it holds model.safetensors and metadata.json).").format(folder=folder))
+        raise EMIMSegmentationError(tr("No metadata.json in {folder}: choose a model folder exported by 'emim export' "
+                                       "(it holds model.safetensors and metadata.json).").format(folder=folder))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, ValueError) as error:

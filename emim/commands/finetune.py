@@ -30,8 +30,9 @@ def add_parser(parser: argparse.ArgumentParser) -> None:
                              "shipped model's name (EMIM-starter-tiny) or a model folder. Its metadata gives the "
                              "model size, regions, modalities (the data must have them, in order), normalisation "
                              "and the voxel size it was trained at, which the cases are resampled to. Options left "
-                             f"out follow a recipe for a handful of cases ({INIT_RECIPE.describe()}): a starting point, "
-                             "which bench/label_efficiency.py measures. Without --init: "
+                             "out follow a recipe for a handful of cases "
+                             f"({INIT_RECIPE.describe()}): a starting point, which bench/label_efficiency.py "
+                             "measures. Without --init: "
                              f"{SCRATCH_RECIPE.describe()}")
     parser.add_argument("--spacing", metavar="MM",
                         help="train at this voxel size, e.g. 2 or 1,1,2 (mm): every case is resampled to it as "

@@ -1,9 +1,10 @@
 """Modality dropout: fine-tuning on cases that miss sequences, so the model can segment one that does.
 
-With probability P a training step's batch (all its --accumulate micro-batches alike) loses a random non-empty proper subset of its modalities: the encoder sees
-only the present ones (the shared tokeniser takes any subset, see `emim.model.encoder`), and the convolutional
-stem sees the absent channels as zeros, which is what inference gives it for a missing sequence. The draw is seeded
-from (seed, rank, step), so a resumed run drops what the uninterrupted one would have.
+With probability P a training step's batch (all its --accumulate micro-batches alike) loses a random non-empty
+proper subset of its modalities: the encoder sees only the present ones (the shared tokeniser takes any subset, see
+`emim.model.encoder`), and the convolutional stem sees the absent channels as zeros, which is what inference gives
+it for a missing sequence. The draw is seeded from (seed, rank, step), so a resumed run drops what the uninterrupted
+one would have.
 """
 
 from __future__ import annotations

@@ -27,7 +27,8 @@ def check_modalities(case: Case, spec: ModalitySpec, hint: str = "") -> None:
         where = f" in {case.folder}" if case.folder else ""
         raise EmimError(f"case {case.case_id}: the model needs the modalities {', '.join(spec.names)} but the "
                         f"files{where} give {found}; missing {', '.join(missing)}. Add a file named like "
-                        f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have." + hint)
+                        f"{case.case_id}-{missing[0]}.nii.gz, or use a model trained on the modalities you have."
+                        + hint)
 
 
 def case_files(case: Case) -> list[Path]:

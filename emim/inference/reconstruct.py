@@ -168,7 +168,8 @@ def reconstruct_case(model: Reconstructor, case: Case, output: str | Path, patte
     config = mask_config(model.weights, pattern, patch_ratio, position_ratio)
     check_modalities(case, model.weights.spec)
     folder = Path(output)
-    paths = {(modality, kind): folder / f"{modality}_{kind}.nii.gz" for modality in names for kind in RECONSTRUCTION_OUTPUTS}
+    paths = {(modality, kind): folder / f"{modality}_{kind}.nii.gz"
+             for modality in names for kind in RECONSTRUCTION_OUTPUTS}
     report_path = folder / f"{case.case_id}{REPORT}"
     check_case_outputs([*paths.values(), report_path], folder, case)  # before the inference
     report = RunReport("reconstruct", model.description(), model.weights.source, str(model.device))

@@ -111,7 +111,8 @@ def init_config(data: str, source: str, modalities: Sequence[str] | None = None,
             raise EmimError(f"--crop: {error}") from None
     recipe = PRESETS[preset_of(model)]
     return PretrainConfig(data=str(data), model=model,
-                          train=TrainSettings(lr=recipe.pretrain_lr * INIT_LR_SHARE), batch_size=recipe.pretrain_batch, normalization=weights.normalization, spacing=weights.spacing,
+                          train=TrainSettings(lr=recipe.pretrain_lr * INIT_LR_SHARE), batch_size=recipe.pretrain_batch,
+                          normalization=weights.normalization, spacing=weights.spacing,
                           init={"model": str(source), "source": str(folder), "step": weights.step,
                                 "sha256": _weights_sha256(folder)})
 
