@@ -73,7 +73,8 @@ def bootstrap(quiet: bool = True) -> HeadlessSlicer:
         app.SetModuleLogic(module_names[key], logic)
 
     slicer.mrmlScene = scene
-    slicer.modules = SimpleNamespace(**{key: SimpleNamespace(logic=(lambda lg=logic: lg)) for key, logic in logics.items()})
+    slicer.modules = SimpleNamespace(**{key: SimpleNamespace(logic=(lambda lg=logic: lg))
+                                        for key, logic in logics.items()})
     global _current
     _current = HeadlessSlicer(scene=scene, app=app, logics=logics)
     return _current

@@ -98,7 +98,8 @@ class EngineJob:
             self.state = CANCELLED
         elif code not in self.ok_exit_codes or self.error:
             self.state = FAILED
-            self.error = self.error or tr("The engine stopped with exit code {code}; see the log above.").format(code=code)
+            self.error = self.error or tr("The engine stopped with exit code {code}; see the log above.").format(
+                code=code)
         else:
             try:
                 self.result = self._finish(self.outputs, self.done_event)

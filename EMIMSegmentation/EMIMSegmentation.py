@@ -88,7 +88,8 @@ class EMIMSegmentationWidget(PanelLifecycle, ScriptedLoadableModuleWidget, VTKOb
         panel.setMRMLScene(slicer.mrmlScene)
         self.logic = EMIMSegmentationLogic()
         self.controller = WidgetController(self.ui, self.logic)
-        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent, lambda *a: self.controller.updateApplyState())
+        self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndImportEvent,
+                         lambda *a: self.controller.updateApplyState())
         self.observeSceneClose(slicer.mrmlScene)
         self.initializeParameterNode()
 

@@ -71,7 +71,8 @@ def run_case(logic: SegmentationLogic, folder: Path, args: argparse.Namespace) -
                                  nativeSpacing=args.native_spacing, waitForCompletion=True,
                                  logCallback=lambda text: print(f"  {text}", flush=True))
     reference = inputs[model.modalities[0].name]
-    return "wrote " + ", ".join(p.name for p in save_outputs(segmentation, reference, folder.name, args.output, args.nifti))
+    written = save_outputs(segmentation, reference, folder.name, args.output, args.nifti)
+    return "wrote " + ", ".join(p.name for p in written)
 
 
 def main(argv: list[str]) -> int:

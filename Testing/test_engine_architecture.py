@@ -110,8 +110,3 @@ def test_no_engine_function_is_longer_than_a_screen():
 def test_no_inference_file_is_a_hall(path):
     assert len(path.read_text().splitlines()) <= MAX_INFERENCE_FILE_LINES
 
-
-def test_no_engine_line_is_wider_than_120_characters():
-    wide = [f"{path.relative_to(REPO)}:{number}" for path in sorted(ENGINE.rglob("*.py"))
-            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > 120]
-    assert wide == []

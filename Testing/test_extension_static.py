@@ -274,6 +274,12 @@ def test_each_output_and_metrics_kind_is_named_from_the_contract_on_both_sides()
     assert _kind_literals(kinds) == []
 
 
+def test_no_line_of_the_engine_or_the_modules_is_wider_than_120_characters():
+    wide = [f"{path.relative_to(REPO)}:{number}" for path in _python_sources()
+            for number, line in enumerate(path.read_text().splitlines(), 1) if len(line) > 120]
+    assert wide == []
+
+
 def test_the_contract_needs_nothing_but_the_standard_library():
     tree = ast.parse((REPO / "emim" / "contract.py").read_text())
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]

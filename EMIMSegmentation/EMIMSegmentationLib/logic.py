@@ -209,7 +209,8 @@ class SegmentationLogic:
                     logCallback: Log | None = None, progressCallback: Progress | None = None, finishCallback=None):
         """Mask the inputs with a pretraining model and reconstruct them; returns the loaded volumes (dict)."""
         if mask not in MASK_CHOICES:
-            raise EMIMSegmentationError(tr("Mask pattern must be one of {choices}.").format(choices=", ".join(MASK_CHOICES)))
+            raise EMIMSegmentationError(tr("Mask pattern must be one of {choices}.").format(
+                choices=", ".join(MASK_CHOICES)))
         info = self._checked(model, "pretraining")
         ordered = self._prepared(inputs, info, resample)
         reference = ordered[info.modalities[0].name]

@@ -59,7 +59,8 @@ def input_problems(selected: dict[str, object | None], modalities: Sequence[Moda
         if node is None:
             continue
         if id(node) in seen:
-            problems.append(tr("The same volume is selected for {a} and {b}.").format(a=titles.get(seen[id(node)], seen[id(node)]),
+            first = seen[id(node)]
+            problems.append(tr("The same volume is selected for {a} and {b}.").format(a=titles.get(first, first),
                                                                                       b=titles.get(name, name)))
         seen[id(node)] = name
     return problems

@@ -35,14 +35,15 @@ def import_label_file(path: Path, reference, labels: tuple[Label, ...], segmenta
     says "the model found none", which is a result the user should see).
     """
     if not labels:
-        raise EMIMSegmentationError(tr("The model lists no labels, so its output cannot be named. Re-export the model."))
+        raise EMIMSegmentationError(tr("The model lists no labels, so its output cannot be named. "
+                                       "Re-export the model."))
     scene = reference.GetScene()
     labelmap = load_on_reference_grid(path, reference, scene.GenerateUniqueName("emim-labels"), labelmap=True)
     table = color_table_for(labels, scene, scene.GenerateUniqueName("emim-label-colors"))
     try:
         if segmentation is None:
-            segmentation = scene.AddNewNodeByClass("vtkMRMLSegmentationNode",
-                                                   name or scene.GenerateUniqueName(reference.GetName() + " segmentation"))
+            segmentation = scene.AddNewNodeByClass(
+                "vtkMRMLSegmentationNode", name or scene.GenerateUniqueName(reference.GetName() + " segmentation"))
             place_beside(segmentation, reference)
         segmentation.GetSegmentation().RemoveAllSegments()
         segmentation.CreateDefaultDisplayNodes()
@@ -79,7 +80,8 @@ def _add_label_segments(segmentation, labelmap, labels: tuple[Label, ...], table
     unexpected = [sid for sid in segmentation.GetSegmentation().GetSegmentIDs() if sid not in known]
     if unexpected:
         raise EMIMSegmentationError(tr("The engine output holds label values the model does not define ({ids}). "
-                                       "Check that the model folder matches the engine version.").format(ids=", ".join(unexpected)))
+                                       "Check that the model folder matches the engine version.").format(
+                                           ids=", ".join(unexpected)))
     for label in labels:
         segment = segmentation.GetSegmentation().GetSegment(f"label_{label.value}")
         segment.SetName(label.name)

@@ -49,7 +49,8 @@ def check_complete(path: Path) -> None:
 def load_volume(path: Path, name: str | None = None, labelmap: bool = False):
     """Load one file with the Volumes logic; a readable message when Slicer cannot read it."""
     check_complete(Path(path))
-    node = slicer.modules.volumes.logic().AddArchetypeVolume(str(path), name or node_name_for(path), 1 if labelmap else 0)
+    node = slicer.modules.volumes.logic().AddArchetypeVolume(str(path), name or node_name_for(path),
+                                                             1 if labelmap else 0)
     if node is None:
         raise EMIMSegmentationError(tr("Could not read '{path}' as a 3D volume. Check that the file is a complete "
                                        "NIfTI/NRRD image (4D files must be split per modality).").format(path=path))

@@ -245,8 +245,8 @@ class WidgetController:
             common = dict(device=self.ui.deviceComboBox.currentText, resample=self.ui.resampleCheckBox.checked,
                           waitForCompletion=False, logCallback=self.log, progressCallback=self.onProgress)
             if self.model.task == "segmentation":
-                self.job = self.logic.segment(self.inputs(), self.model, self.ui.outputSegmentationSelector.currentNode(),
-                                              show3D=self.ui.show3DCheckBox.checked,
+                output = self.ui.outputSegmentationSelector.currentNode()
+                self.job = self.logic.segment(self.inputs(), self.model, output, show3D=self.ui.show3DCheckBox.checked,
                                               overlap=FAST_OVERLAP if self.ui.fastCheckBox.checked else None,
                                               fillMissing=self.fillMissing(), **common)
             elif self.model.task == "pretraining":
