@@ -10,6 +10,7 @@ finished in --out are reused, so a stopped bench continues where it was.
 
     python bench/collapse_ablation.py --data ../shared/data/brats-gli-mini --steps 3000 --finetune-steps 300
     python bench/collapse_ablation.py --preset small --device cuda   # on a GPU
+    python bench/collapse_ablation.py --smoke   # E-MIM and scratch, 1 step each, on two 64^3 cases
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def pretrain_variant(args: argparse.Namespace, name: str, out: Path) -> dict[str
                            eval_every=max(1, args.steps // 10), checkpoint_every=max(1, args.steps // 10),
                            seed=args.seed)
         config = replace(config, mask=replace(config.mask, pattern=pattern) if pattern != "hybrid" else config.mask,
-                         pbt_levels=pbt_levels, train=settings, heldout_cases=1, device=args.device)
+                         pbt_levels=pbt_levels, train=settings, heldout_cases=1, device=args.device,
+                         **(common.SMOKE_PRETRAINING if args.smoke else {}))
         run_pretraining(config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
                         progress=Progress("bar"))
     evals = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "eval"]
@@ -82,7 +84,8 @@ def finetune_dice(args: argparse.Namespace, pretrained: str | None, label: str, 
         config = default_config(args.data, args.preset)
         settings = replace(config.train, steps=args.finetune_steps, warmup_steps=max(1, args.finetune_steps // 20),
                            eval_every=args.finetune_steps, checkpoint_every=args.finetune_steps, seed=args.seed)
-        config = replace(config, pretrained=pretrained, train=settings, val_cases=1, device=args.device)
+        config = replace(config, pretrained=pretrained, train=settings, val_cases=1, device=args.device,
+                         **(common.SMOKE_FINETUNING if args.smoke else {}))
         run_finetuning(config, run_dir, resume=(run_dir / "checkpoints" / "last.pt").is_file(),
                        progress=Progress("bar"))
     last = [r for r in read_metrics(run_dir / "metrics.jsonl") if r["kind"] == "eval"][-1]
@@ -124,6 +127,7 @@ def plot(results: list[dict[str, Any]], path: Path) -> None:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def _f(value: Any) -> str:
@@ -148,7 +152,7 @@ def markdown(rows: list[dict[str, Any]], dice: dict[str, dict[str, float]], args
     return "\n".join(lines) + "\n"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=str(common.MINI_DATA))
     parser.add_argument("--steps", type=int, default=3000, help="pretraining steps per variant")
@@ -157,15 +161,20 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--variants", help="comma-separated variant numbers to run (1-based; default all)")
-    parser.add_argument("--out", default=str(common.RESULTS / "collapse_ablation"))
-    args = parser.parse_args()
+    parser.add_argument("--out", help="results and runs (default: <--results>/collapse_ablation)")
+    args = common.parse_args(parser, argv, "the first variant and scratch, 1 step each, on two 64^3 cases")
     common.ensure_malloc_env()
-    out = Path(args.out)
+    from emim.device import resolve_device
+
+    out = Path(args.out) if args.out else args.results / "collapse_ablation"
     out.mkdir(parents=True, exist_ok=True)
+    if args.smoke:
+        args.steps, args.finetune_steps, args.variants = 1, 1, "1"
+        args.data = str(common.smoke_cases(out / "data", 2)[0].parent)
     names = list(VARIANTS)
     if args.variants:
         names = [names[int(i) - 1] for i in args.variants.split(",")]
-    info = common.header(args.device)
+    info = common.header(resolve_device(args.device))  # "auto" (the default) is no torch device
     results: list[dict[str, Any]] = []
     dice: dict[str, dict[str, float]] = {}
     if args.finetune_steps:
@@ -182,7 +191,7 @@ def write_results(out: Path, info: dict[str, Any], args: argparse.Namespace, res
     rows = [summarise(r) for r in results]
     text = markdown(rows, dice, args)
     (out / "collapse_ablation.json").write_text(json.dumps({"meta": {**info, **vars(args)}, "rows": rows,
-                                                            "dice": dice, "runs": results}, indent=1))
+                                                            "dice": dice, "runs": results}, indent=1, default=str))
     (out / "collapse_ablation.md").write_text(common.header_markdown(info) + "\n" + text)
     plot(results, out / "collapse_ablation.png")
     print(text, flush=True)

@@ -5,16 +5,22 @@ Timing rules (see ../shared/research/data-and-perf.md, part B6): glibc's allocat
 large activation and page-faults fresh pages each time, which made CPU timings 1.5-2x slower and noisy, so every
 bench process runs with MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_ set (`ensure_malloc_env` re-executes the
 script with them when they are missing); figures are medians of several runs after a warm-up.
+
+Every script takes `--smoke` (its smallest budget through every stage, on `smoke_cases`: seconds, so that the test
+suite runs each one and a bench cannot rot unseen) and `--results DIR` (where its results, caches and work files go;
+a smoke run without it writes into a new temporary folder, never into bench/results or the repository).
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +39,55 @@ CPU_PEAK_FLOPS = 258e9
 CPU_CORES_MEASURED = 2
 GPU_PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "H800": 989e12, "A100": 312e12, "L40S": 362e12, "A10": 125e12}
 H100_PCIE_PEAK_BF16 = 756e12
+
+SMOKE_CROP = 64  # a smoke case is one window of the tiny preset
+SMOKE_PRETRAINING = {"batch_size": 1, "heldout_crops": 1}  # one crop per step, one for the collapse diagnostics
+SMOKE_FINETUNING = {"batch_size": 1}
+
+
+def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None, smoke: str) -> argparse.Namespace:
+    """Add --smoke (`smoke` says what it runs) and --results to a script's parser and parse `argv`; `results` is
+    always a folder afterwards: the one given, bench/results, or for a smoke run a new temporary folder."""
+    parser.add_argument("--smoke", action="store_true",
+                        help=f"smallest budget through every stage, for the test suite: {smoke}")
+    parser.add_argument("--results", type=Path, default=None,
+                        help="folder for results, caches and work files (default: bench/results; with --smoke a new "
+                             "temporary folder)")
+    args = parser.parse_args(argv)
+    if args.results is None and args.smoke:  # named by the process id, which `ensure_malloc_env`'s re-run keeps
+        args.results = Path(tempfile.gettempdir()) / f"emim-bench-smoke-{os.getpid()}"
+        args.results.mkdir(exist_ok=True)
+        print(f"smoke run: results in {args.results}", flush=True)
+    args.results = args.results or RESULTS
+    return args
+
+
+def cli_options(settings: dict[str, Any]) -> list[str]:
+    """{"batch_size": 1} -> ["--batch-size", "1"]: run settings (SMOKE_PRETRAINING, ...) as `emim` options."""
+    return [text for key, value in settings.items() for text in (f"--{key.replace('_', '-')}", str(value))]
+
+
+def smoke_cases(folder: Path, count: int = 1) -> list[Path]:
+    """`count` labelled cases SMOKE-0001, ... in `folder`: the shipped sample case cut to one tiny-preset window
+    around its tumour, so that training, sliding-window inference and scoring each take about a second."""
+    import nibabel as nib
+    import numpy as np
+
+    from EMIMCommonLib.sample_data import sample_case_folder
+
+    source = sample_case_folder()
+    label = nib.load(str(source / f"{source.name}-seg.nii.gz"))
+    centre = np.argwhere(np.asarray(label.dataobj) > 0).mean(axis=0).round().astype(int)
+    box = tuple(slice(start, start + SMOKE_CROP) for start in
+                (int(np.clip(c - SMOKE_CROP // 2, 0, n - SMOKE_CROP)) for c, n in zip(centre, label.shape)))
+    cases = []
+    for index in range(1, count + 1):
+        case = folder / f"SMOKE-{index:04d}"
+        case.mkdir(parents=True, exist_ok=True)
+        for file in source.glob("*.nii.gz"):
+            nib.save(nib.load(str(file)).slicer[box], str(case / file.name.replace(source.name, case.name)))
+        cases.append(case)
+    return cases
 
 
 def ensure_malloc_env() -> None:
@@ -209,11 +264,11 @@ def count_flops(fn: Callable[[], Any]) -> int:
     return int(counter.get_total_flops())
 
 
-def full_size_case(seed: int = 7) -> Path:
+def full_size_case(seed: int = 7, cache: Path = CACHE) -> Path:
     """A 240x240x155 BraTS-layout case from `emim make-sample --size full` (cached; deterministic bytes)."""
     from emim.sample import make_sample_cases
 
-    folder = CACHE / f"full-seed{seed}"
+    folder = cache / f"full-seed{seed}"
     cases = sorted(p for p in folder.glob("BraTS-SYN-*") if p.is_dir()) if folder.is_dir() else []
     if cases and len(list(cases[0].glob("*.nii.gz"))) >= 4:
         return cases[0]
@@ -277,12 +332,12 @@ def header_markdown(info: dict[str, Any]) -> str:
             f"{info.get('load_average_end')}")
 
 
-def write_results(name: str, info: dict[str, Any], data: dict[str, Any], markdown: str) -> Path:
-    """bench/results/<name>.json (header + data) and <name>.md; prints the Markdown."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
+def write_results(name: str, info: dict[str, Any], data: dict[str, Any], markdown: str, folder: Path) -> Path:
+    """<folder>/<name>.json (header + data) and <name>.md (folder: a script's --results); prints the Markdown."""
+    folder.mkdir(parents=True, exist_ok=True)
     info = {**info, "load_average_end": load_average()}
-    (RESULTS / f"{name}.json").write_text(json.dumps({"header": info, **data}, indent=2) + "\n")
+    (folder / f"{name}.json").write_text(json.dumps({"header": info, **data}, indent=2, default=str) + "\n")
     text = f"### {name}\n\n{header_markdown(info)}\n\n{markdown}\n"
-    (RESULTS / f"{name}.md").write_text(text)
+    (folder / f"{name}.md").write_text(text)
     print(text, flush=True)
-    return RESULTS / f"{name}.json"
+    return folder / f"{name}.json"

@@ -13,6 +13,7 @@ of its counted FLOPs at an assumed `ASSUMED_MFU` of an H200's bf16 dense peak an
 a thousand kernel launches of a few microseconds each), at batch 2 and 8 per GPU.
 
     python bench/data_scaling.py --cases 10,100,300 --full 10 --baseline e36e81e
+    python bench/data_scaling.py --smoke    # 2 cases, 1 pretraining step, 1 loader batch, the tiny preset's GFLOP
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,8 @@ LAUNCH_FLOOR_S = 0.010  # no step is shorter: forward, backward and optimiser la
 GPU_BATCHES = (2, 8)
 STEPS = 50
 GIB = 2**30
+LOADER = {"crops": (64, 96), "workers": (0, 2, 4), "batches": 100}
+SMOKE_LOADER = {"crops": (64,), "workers": (0,), "batches": 1}
 
 
 def datalist(cases_dir: Path, count: int, out: Path) -> Path:
@@ -50,11 +54,11 @@ def datalist(cases_dir: Path, count: int, out: Path) -> Path:
     return out
 
 
-def generated(size: str, count: int) -> Path:
-    """`count` generated cases of `size` (kept under bench/results/cache between runs)."""
+def generated(size: str, count: int, cache: Path) -> Path:
+    """`count` generated cases of `size` (kept in `cache` between runs)."""
     from emim.sample import make_sample_cases
 
-    folder = common.CACHE / f"scale-{size}"
+    folder = cache / f"scale-{size}"
     have = len([p for p in folder.iterdir() if p.is_dir()]) if folder.is_dir() else 0
     if have < count:
         make_sample_cases(folder, count, seed=11, size=size)
@@ -95,12 +99,13 @@ class TreeMemory:
         return {key: round(value / GIB, 3) for key, value in self.peak.items()}
 
 
-def run_engine(command: str, data: Path, run: Path, cache: Path | None, source: Path) -> dict[str, Any]:
+def run_engine(command: str, data: Path, run: Path, cache: Path | None, source: Path,
+               budget: Sequence[str]) -> dict[str, Any]:
     """One training run through the CLI from the checkout `source`; memory, time to the first step, cache use.
-    `cache` None: a checkout from before the cache (no --cache option)."""
-    args = [sys.executable, "-m", "emim", command, str(data), "--run", str(run), "--steps", str(STEPS),
-            "--workers", "2", "--device", "cpu", "--progress", "json", "--eval-every", "1000",
-            "--checkpoint-every", "1000", "--log-every", "1"] + (["--cache", str(cache)] if cache else [])
+    `cache` None: a checkout from before the cache (no --cache option). `budget`: --steps and what else sets it."""
+    args = [sys.executable, "-m", "emim", command, str(data), "--run", str(run), *budget, "--workers", "2",
+            "--device", "cpu", "--progress", "json", "--eval-every", "1000", "--checkpoint-every", "1000",
+            "--log-every", "1"] + (["--cache", str(cache)] if cache else [])
     if command == "finetune":
         args += ["--val-cases", "1"]
     env = {**os.environ, "PYTHONPATH": str(source), "OMP_NUM_THREADS": "1"}
@@ -136,34 +141,35 @@ def baseline_checkout(revision: str, root: Path) -> Path:
     return target
 
 
-def scaling_rows(counts: list[int], size: str, commands: list[str], baseline: str | None, work: Path,
-                 baseline_max: int) -> list[dict[str, Any]]:
-    cases = generated(size, max(counts))
+def scaling_rows(counts: list[int], cases: Path, size: str, commands: list[str], baseline: str | None, work: Path,
+                 baseline_max: int, budget: Sequence[str]) -> list[dict[str, Any]]:
+    """Both runs of each command (cache built, cache reused) on the first N `cases` for each N in `counts`."""
     rows = []
     for count in counts:
         data = datalist(cases, count, work / f"{size}-{count}.json")
         for command in commands:
             cache = work / f"cache-{size}-{count}-{command}"
-            first = run_engine(command, data, work / f"run-{size}-{count}-{command}-1", cache, common.ROOT)
-            second = run_engine(command, data, work / f"run-{size}-{count}-{command}-2", cache, common.ROOT)
+            first = run_engine(command, data, work / f"run-{size}-{count}-{command}-1", cache, common.ROOT, budget)
+            second = run_engine(command, data, work / f"run-{size}-{count}-{command}-2", cache, common.ROOT, budget)
             row = {"size": size, "cases": count, "command": command, "first_run": first, "second_run": second,
                    "cache_s_per_case": round(first["cache_s"] / count, 3) if first["cache_s"] else None,
                    "cache_mib": round(sum(f.stat().st_size for f in cache.rglob("*") if f.is_file()) / 2**20, 1)}
             if baseline and count <= baseline_max:
                 old = baseline_checkout(baseline, work)
-                row["baseline"] = run_engine(command, data, work / f"run-{size}-{count}-{command}-old", None, old)
+                row["baseline"] = run_engine(command, data, work / f"run-{size}-{count}-{command}-old", None, old,
+                                             budget)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return rows
 
 
-def gpu_need(device: Any) -> dict[str, Any]:
+def gpu_need(device: Any, presets: tuple[str, ...], crop: int) -> dict[str, Any]:
     """Crops/s one H200 would consume per preset and batch (an estimate, see ASSUMED_MFU and LAUNCH_FLOOR_S)."""
     from bench.pretrain_throughput import measure_emim, model_config
 
     out = {}
-    for preset_name in ("small", "base"):
-        result = measure_emim(model_config(preset_name, 96), 2, device, steps=1, warmup=0)
+    for preset_name in presets:
+        result = measure_emim(model_config(preset_name, crop), 2, device, steps=1, warmup=0)
         out[preset_name] = {"gflop_per_step_batch2": round(result["gflop_per_step"], 1)}
     return gpu_estimates(out)
 
@@ -182,14 +188,15 @@ def gpu_estimates(counted: dict[str, dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def loader_rows(device: Any) -> list[dict[str, Any]]:
+def loader_rows(device: Any, case: Path, cache: Path, crops: tuple[int, ...], workers: tuple[int, ...],
+                batches: int) -> list[dict[str, Any]]:
     from bench.pretrain_throughput import measure_data
 
     rows = []
-    for crop in (64, 96):
+    for crop in crops:
         for with_label in (False, True):
-            for workers in (0, 2, 4):
-                result = measure_data((crop,) * 3, 2, device, workers, batches=100, with_label=with_label)
+            for count in workers:
+                result = measure_data((crop,) * 3, 2, device, count, batches, case, cache, with_label)
                 rows.append({"crop": crop, **result, "crops_per_s": round(result["crops_per_s"], 1)})
                 print(json.dumps(rows[-1]), flush=True)
     return rows
@@ -219,7 +226,7 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", default="10,100,300", help="numbers of small generated cases")
     parser.add_argument("--full", type=int, default=10, help="full-size generated cases for one point (0: none)")
@@ -228,25 +235,37 @@ def main() -> None:
     parser.add_argument("--baseline-max", type=int, default=100)
     parser.add_argument("--no-loader", action="store_true")
     parser.add_argument("--no-gpu-need", action="store_true")
-    args = parser.parse_args()
+    args = common.parse_args(parser, argv, "2 copies of a 64^3 case, `emim pretrain` for 1 step (cache built, then "
+                                           "reused), 1 loader batch, the tiny preset's GFLOP at 64^3")
     import torch
 
     common.ensure_malloc_env()
     common.set_threads(1)
     info = common.header("cpu")
+    cache = args.results / "cache"
+    steps, loader, presets, crop = STEPS, LOADER, ("small", "base"), 96
+    smoke = common.smoke_cases(cache / "smoke", 2) if args.smoke else []
+    if smoke:
+        steps, loader, presets, crop = 1, SMOKE_LOADER, ("tiny",), common.SMOKE_CROP
+        args.cases, args.full, args.commands, args.baseline = "2", 0, "pretrain", None
+    budget = ["--steps", str(steps), *(common.cli_options(common.SMOKE_PRETRAINING) if smoke else [])]
+    counts = [int(c) for c in args.cases.split(",")]
+    small = smoke[0].parent if smoke else generated("small", max(counts), cache)
     commands = args.commands.split(",")
-    with tempfile.TemporaryDirectory(dir=common.RESULTS) as scratch:
+    args.results.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=args.results) as scratch:
         work = Path(scratch)
-        rows = scaling_rows([int(c) for c in args.cases.split(",")], "small", commands, args.baseline, work,
-                            args.baseline_max)
+        rows = scaling_rows(counts, small, "small", commands, args.baseline, work, args.baseline_max, budget)
         if args.full:
-            rows += scaling_rows([args.full], "full", commands, args.baseline, work, args.full)
+            rows += scaling_rows([args.full], generated("full", args.full, cache), "full", commands, args.baseline,
+                                 work, args.full, budget)
         if args.baseline:
             subprocess.run(["git", "worktree", "prune"], cwd=common.ROOT, check=False)
-    results = {"steps": STEPS, "workers": 2, "scaling": rows, "assumed_mfu": ASSUMED_MFU,
-               "loader": [] if args.no_loader else loader_rows(torch.device("cpu")),
-               "gpu_need": {} if args.no_gpu_need else gpu_need(torch.device("cpu"))}
-    common.write_results("data_scaling_cpu", info, results, markdown(results))
+    results = {"steps": steps, "workers": 2, "scaling": rows, "assumed_mfu": ASSUMED_MFU,
+               "loader": [] if args.no_loader else loader_rows(
+                   torch.device("cpu"), smoke[0] if smoke else common.full_size_case(cache=cache), cache, **loader),
+               "gpu_need": {} if args.no_gpu_need else gpu_need(torch.device("cpu"), presets, crop)}
+    common.write_results("data_scaling_cpu", info, results, markdown(results), args.results)
 
 
 if __name__ == "__main__":

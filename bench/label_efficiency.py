@@ -15,7 +15,8 @@ the others and scores the one left out, with the same fine-tuning budget (--step
 
 Global and lesion-wise Dice per region (`emim.evaluate`, the official BraTS conventions) per fold and seed, their
 mean, the spread between seeds, and the wall time of each path; bench/results/label_efficiency.{json,md,png}.
-`--smoke` runs every path for 2 steps on the shipped sample case twice over (seconds; for the test suite).
+`--smoke` runs every path for 1 step on two 64^3 cuts of the shipped sample case, one fold, each engine command in
+this process (for the test suite).
 """
 
 from __future__ import annotations
@@ -41,15 +42,31 @@ SCRATCH_LR = "2e-3"  # the starter recipe's fine-tuning rate (bench/starter_mode
 ENCODER_LR = "1e-3"  # the crude encoder-only path as measured in issue #25
 
 
-def emim(*args: str) -> None:
-    """One engine command; its failure stops the bench with the engine's message."""
-    result = subprocess.run([sys.executable, "-m", "emim", *args, "--progress", "none"], capture_output=True,
-                            text=True, env={**os.environ, **common.MALLOC_ENV})
-    if result.returncode != 0:
-        raise SystemExit(f"emim {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+class Engine:
+    """Runs engine commands, each in a new process (what a path's wall time includes), or for a smoke run in this
+    one (a new process spends seconds importing torch) and with the smoke batch and diagnostics. A failure stops the
+    bench with the engine's message."""
+
+    def __init__(self, smoke: bool) -> None:
+        self.in_process = smoke
+        self.options = {"pretrain": common.cli_options(common.SMOKE_PRETRAINING),
+                        "finetune": common.cli_options(common.SMOKE_FINETUNING)} if smoke else {}
+
+    def __call__(self, *args: str) -> None:
+        command = [*args, *self.options.get(args[0], []), "--progress", "none"]
+        if self.in_process:
+            from emim.cli import main as emim_main
+
+            if emim_main(command) != 0:
+                raise SystemExit(f"emim {' '.join(args)} failed (its message is above)")
+            return
+        result = subprocess.run([sys.executable, "-m", "emim", *command], capture_output=True, text=True,
+                                env={**os.environ, **common.MALLOC_ENV})
+        if result.returncode != 0:
+            raise SystemExit(f"emim {' '.join(args)} failed:\n{result.stderr[-3000:]}")
 
 
-def finetune(data: Path, run: Path, steps: int, seed: int, *start: str, lr: str | None = None) -> Path:
+def finetune(emim: Engine, data: Path, run: Path, steps: int, seed: int, *start: str, lr: str | None = None) -> Path:
     """Fine-tune on `data` (no validation case: every labelled case trains) and export; returns the model folder."""
     emim("finetune", str(data), "--run", str(run), "--steps", str(steps), "--seed", str(seed), "--val-cases", "0",
          "--device", "cpu", "--eval-every", str(steps + 1), "--checkpoint-every", str(steps), *start,
@@ -58,36 +75,38 @@ def finetune(data: Path, run: Path, steps: int, seed: int, *start: str, lr: str 
     return run / "model"
 
 
-def pretrain(data: Path, run: Path, steps: int, seed: int, *options: str) -> Path:
+def pretrain(emim: Engine, data: Path, run: Path, steps: int, seed: int, *options: str) -> Path:
     emim("pretrain", str(data), "--run", str(run), "--steps", str(steps), "--seed", str(seed), "--device", "cpu",
          "--eval-every", str(steps + 1), "--checkpoint-every", str(steps), *options)
     return run
 
 
-def model_for(path: str, data: Path, work: Path, steps: int, pretrain_steps: int, seed: int) -> Path | str:
+def model_for(emim: Engine, path: str, data: Path, work: Path, steps: int, pretrain_steps: int,
+              seed: int) -> Path | str:
     """The model a path ends with, trained on the fold's `data` inside `work`."""
     if path == "shipped":
         return STARTER_MODEL
     if path == "adapted":
-        return finetune(data, work / "adapted", steps, seed, "--init", STARTER_MODEL)
+        return finetune(emim, data, work / "adapted", steps, seed, "--init", STARTER_MODEL)
     if path == "encoder":
-        return finetune(data, work / "encoder", steps, seed, "--pretrained", STARTER_MODEL, lr=ENCODER_LR)
+        return finetune(emim, data, work / "encoder", steps, seed, "--pretrained", STARTER_MODEL, lr=ENCODER_LR)
     if path == "emim":
-        run = pretrain(data, work / "emim-pretrain", pretrain_steps, seed, "--init", STARTER_PRETRAINING)
-        return finetune(data, work / "emim", steps, seed, "--pretrained", str(run), lr=SCRATCH_LR)
+        run = pretrain(emim, data, work / "emim-pretrain", pretrain_steps, seed, "--init", STARTER_PRETRAINING)
+        return finetune(emim, data, work / "emim", steps, seed, "--pretrained", str(run), lr=SCRATCH_LR)
     if path == "mim":
-        run = pretrain(data, work / "mim-pretrain", pretrain_steps, seed, "--mask", "patch", "--pbt-weight", "0")
-        return finetune(data, work / "mim", steps, seed, "--pretrained", str(run), lr=SCRATCH_LR)
-    return finetune(data, work / "scratch", steps, seed, lr=SCRATCH_LR)
+        run = pretrain(emim, data, work / "mim-pretrain", pretrain_steps, seed, "--mask", "patch", "--pbt-weight", "0")
+        return finetune(emim, data, work / "mim", steps, seed, "--pretrained", str(run), lr=SCRATCH_LR)
+    return finetune(emim, data, work / "scratch", steps, seed, lr=SCRATCH_LR)
 
 
-def score(model: Path | str, case: Path, out: Path) -> dict[str, float]:
+def score(emim: Engine, model: Path | str, case: Path, out: Path) -> dict[str, float]:
     """Segment the left-out case and score it against its label (global and lesion-wise Dice per region)."""
     from emim.evaluate import evaluate
 
     emim("segment", "--model", str(model), "--output", str(out), "--device", "cpu", str(case))
     row = evaluate(out, case)[0]
-    return {f"{kind}_{region}": float(row[f"{kind}_{region}"]) for kind in ("dice", "lesion_dice") for region in REGIONS}
+    return {f"{kind}_{region}": float(row[f"{kind}_{region}"])
+            for kind in ("dice", "lesion_dice") for region in REGIONS}
 
 
 def fold_data(cases: list[Path], held_out: Path, folder: Path) -> Path:
@@ -133,6 +152,7 @@ def picture(rows: list[dict[str, Any]], paths: list[str], out: Path) -> Path:
     axes[0].set_ylim(0, 1)
     figure.tight_layout()
     figure.savefig(out, dpi=110)
+    plt.close(figure)
     return out
 
 
@@ -143,9 +163,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pretrain-steps", type=int, default=300, help="pretraining steps of the emim/mim paths")
     parser.add_argument("--seeds", default="0", help="comma-separated seeds")
     parser.add_argument("--paths", default=",".join(PATHS), help=f"comma-separated, of {', '.join(PATHS)}")
-    parser.add_argument("--smoke", action="store_true", help="2 steps on two copies of the shipped sample case")
-    parser.add_argument("--out", type=Path, default=common.RESULTS / "label-efficiency-work")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", type=Path, help="work folder (default: <--results>/label-efficiency-work)")
+    args = common.parse_args(parser, argv, "every path for 1 step on two 64^3 cases, one fold, in this process")
+    out = args.out or args.results / "label-efficiency-work"
     paths = [p for p in args.paths.split(",") if p]
     unknown = sorted(set(paths) - set(PATHS))
     if unknown:
@@ -153,35 +173,27 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     steps, pretrain_steps, data = args.steps, args.pretrain_steps, args.data
     if args.smoke:
-        from EMIMCommonLib.sample_data import sample_case_folder  # noqa: E402  (the shipped sample case)
-
-        steps = pretrain_steps = 2
-        data = args.out / "smoke-data"
-        for copy in ("SMOKE-0001", "SMOKE-0002"):
-            target = data / copy
-            if not target.exists():
-                shutil.copytree(sample_case_folder(), target)
-                for file in target.iterdir():
-                    file.rename(target / file.name.replace(sample_case_folder().name, copy))
+        steps = pretrain_steps = 1
+        data = common.smoke_cases(out / "smoke-data", 2)[0].parent
     cases = sorted(p for p in data.iterdir() if p.is_dir())
+    emim = Engine(smoke=args.smoke)
     info = common.header("cpu")
     rows = []
     for seed in seeds:
-        for held_out in cases:
-            work = args.out / f"seed-{seed}" / held_out.name
+        for held_out in cases[:1] if args.smoke else cases:
+            work = out / f"seed-{seed}" / held_out.name
             shutil.rmtree(work, ignore_errors=True)
             train = fold_data(cases, held_out, work / "data")
             for path in paths:
                 start = time.monotonic()
-                model = model_for(path, train, work, steps, pretrain_steps, seed)
-                scores = score(model, held_out, work / "pred" / path)
+                model = model_for(emim, path, train, work, steps, pretrain_steps, seed)
+                scores = score(emim, model, held_out, work / "pred" / path)
                 rows.append({"path": path, "seed": seed, "held_out": held_out.name,
                              "seconds": round(time.monotonic() - start, 1), **scores})
                 print(json.dumps(rows[-1]), flush=True)
     table = summary(rows, paths)
-    common.RESULTS.mkdir(parents=True, exist_ok=True)
-    name = "label_efficiency_smoke" if args.smoke else "label_efficiency"
-    png = picture(rows, paths, common.RESULTS / f"{name}.png")
+    args.results.mkdir(parents=True, exist_ok=True)
+    png = picture(rows, paths, args.results / "label_efficiency.png")
     columns = ["path", "runs", *[f"dice_{r}" for r in REGIONS], *[f"lesion_dice_{r}" for r in REGIONS], "minutes"]
     columns += ["seed_spread_TC"] if len(seeds) > 1 else []
     markdown = (f"{len(cases)} labelled cases, leave one out; {steps} fine-tuning steps"
@@ -189,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
                 + common.markdown_table(table, columns) + "\n\nPer fold:\n\n"
                 + common.markdown_table(rows, ["path", "seed", "held_out", *[f"dice_{r}" for r in REGIONS],
                                                "seconds"]) + f"\n\n![label efficiency]({png.name})")
-    common.write_results(name, info, {"steps": steps, "pretrain_steps": pretrain_steps, "seeds": seeds,
-                                      "rows": rows, "summary": table}, markdown)
+    common.write_results("label_efficiency", info, {"steps": steps, "pretrain_steps": pretrain_steps, "seeds": seeds,
+                                                    "rows": rows, "summary": table}, markdown, args.results)
     return 0
 
 

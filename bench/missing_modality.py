@@ -15,7 +15,8 @@ real sequence (Pearson correlation inside the brain, mean over cases). The real-
 models' metadata (`provenance.missing_sequence_dice`), which the Slicer panel shows; `--ship` also exports the
 dropout model to Resources/Models/EMIM-starter-tiny-dropout and the filler, the pretraining exported as a model, to
 Resources/Models/EMIM-starter-tiny-pretraining (so `--fill-missing EMIM-starter-tiny-pretraining` is what was
-measured).
+measured). `--smoke`: the starter recipe and the dropout fine-tuning for 1 step on two 64^3 cases, scored on one
+64^3 case standing in for the real ones (no generated set), without t2f only; everything into --results.
 """
 
 from __future__ import annotations
@@ -29,11 +30,10 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
 from emim.bundled import STARTER_PRETRAINING  # noqa: E402
-from bench.starter_model import (RECIPE, export_pretraining, prepare_pretraining, recipe_settings,  # noqa: E402
-                                 training_seconds)
+from bench.starter_model import (RECIPE, SMOKE_RECIPE, export_pretraining, prepare_pretraining,  # noqa: E402
+                                 recipe_settings, training_seconds)
 
 STARTER = common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny"
-STARTER_WORK = common.RESULTS / "starter-work"
 SHIPPED_DROPOUT = common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny-dropout"
 SHIPPED_PRETRAINING = common.ROOT / "Resources" / "Models" / STARTER_PRETRAINING
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
@@ -42,16 +42,18 @@ GENERATED_SEED = 1000  # far from the training cases' seed 0
 SYNTHETIC_R = "synthetic_r"  # fill rows: the stand-in's correlation with the real sequence
 
 
-def finetune_with_dropout(work: Path, probability: float, seed: int) -> Path:
+def finetune_with_dropout(work: Path, starter_work: Path, recipe: dict[str, Any], probability: float,
+                          seed: int) -> Path:
+    """The starter recipe's fine-tuning from its pretraining in `starter_work`, with modality dropout."""
     from emim.export import export_model
     from emim.finetune.segmentation import default_config, run_finetuning
     from emim.progress import Progress
 
     run = work / "finetune"
-    config = replace(default_config(str(STARTER_WORK / "data"), "tiny"), device="cpu",
-                     batch_size=RECIPE["finetune_batch"], pretrained=str(STARTER_WORK / "pretrain"),
+    config = replace(default_config(str(starter_work / "data"), "tiny"), device="cpu",
+                     batch_size=recipe["finetune_batch"], pretrained=str(starter_work / "pretrain"),
                      modality_dropout=probability,
-                     train=recipe_settings(RECIPE, RECIPE["finetune_steps"], RECIPE["finetune_lr"], seed))
+                     train=recipe_settings(recipe, recipe["finetune_steps"], recipe["finetune_lr"], seed))
     run_finetuning(config, run, resume=(run / "checkpoints" / "last.pt").is_file(), progress=Progress("none"))
     return export_model(run, work / "model", force=True, name=f"E-MIM starter with modality dropout {probability:g} "
                         "(tiny, generated data only)", description=(
@@ -92,25 +94,27 @@ def scores(model: Any, data: Path, out: Path, missing: str | None, filler: Any =
     return result
 
 
-def measure(name: str, model: Any, filler: Any, data: Path, out: Path, drops: bool) -> dict[str, Any]:
-    """{"all": Dice, "drop": {m: Dice}, "fill": {m: Dice}} of one model on one data set (no "drop" if it refuses)."""
+def measure(name: str, model: Any, filler: Any, data: Path, out: Path, drops: bool,
+            modalities: tuple[str, ...]) -> dict[str, Any]:
+    """{"all": Dice, "drop": {m: Dice}, "fill": {m: Dice}} of one model on one data set (no "drop" if it refuses),
+    for each missing modality of `modalities`."""
     result: dict[str, Any] = {"all": scores(model, data, out / "all", None)}
     print(name, data.name, "all", result["all"], flush=True)
     for strategy in ("drop", "fill") if drops else ("fill",):
         result[strategy] = {}
-        for missing in MODALITIES:
+        for missing in modalities:
             result[strategy][missing] = scores(model, data, out / f"{strategy}-{missing}", missing,
                                                filler if strategy == "fill" else None)
             print(name, data.name, strategy, missing, result[strategy][missing], flush=True)
     return result
 
 
-def table_rows(name: str, data: str, measured: dict[str, Any]) -> list[dict[str, Any]]:
+def table_rows(name: str, data: str, measured: dict[str, Any], modalities: tuple[str, ...]) -> list[dict[str, Any]]:
     def dice(values: dict[str, float]) -> dict[str, float]:
         return {key if key == SYNTHETIC_R else f"dice_{key}": value for key, value in values.items()}
 
     rows = [{"data": data, "model": name, "missing": "none", "answer": "-", **dice(measured["all"])}]
-    for missing in MODALITIES:
+    for missing in modalities:
         if "drop" not in measured:
             rows.append({"data": data, "model": name, "missing": missing, "answer": "drop", "note": "refused"})
         for strategy in ("drop", "fill"):
@@ -120,29 +124,33 @@ def table_rows(name: str, data: str, measured: dict[str, Any]) -> list[dict[str,
     return rows
 
 
-def record(model_folder: Path, measured: dict[str, Any], filler: Any) -> None:
+def record(model_folder: Path, measured: dict[str, Any], filler: Any, real: Path) -> None:
     """Write the real-case Dice into the model's metadata (weights and checksum unchanged)."""
     from emim.contract import MISSING_DICE
     from emim.modelfile import load_model, save_model
 
     weights, metadata = load_model(model_folder)
     metadata["provenance"][MISSING_DICE] = {
-        "cases": f"the {len(list(common.MINI_DATA.iterdir()))} real BraTS mini cases", **measured,
+        "cases": f"the {len(list(real.iterdir()))} real BraTS mini cases", **measured,
         "fill_pretraining": filler.description()["name"],
         "command": "python bench/missing_modality.py"}
     save_model(model_folder, weights, metadata)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dropout", type=float, default=0.5)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=common.RESULTS / "missing-work")
+    parser.add_argument("--work", type=Path, help="work folder (default: <--results>/missing-work)")
     parser.add_argument("--ship", action="store_true",
                         help=f"export the dropout model to {SHIPPED_DROPOUT} and the filler to {SHIPPED_PRETRAINING}")
-    args = parser.parse_args()
-    if not common.MINI_DATA.is_dir():
-        raise SystemExit(f"needs the real mini cases in {common.MINI_DATA}")
+    args = common.parse_args(parser, argv, "1 training step per stage on two 64^3 cases, one scored, t2f missing")
+    if args.smoke and args.ship:
+        parser.error("--smoke never writes into Resources/Models: leave out --ship")
+    work = args.work or args.results / "missing-work"
+    real = common.smoke_cases(work / "smoke-real")[0].parent if args.smoke else common.MINI_DATA
+    if not real.is_dir():
+        raise SystemExit(f"needs the real mini cases in {real}")
     common.ensure_malloc_env()
     from emim.inference.reconstruct import load_reconstructor
     from emim.inference.segmentation_model import load_segmentation_model
@@ -150,37 +158,43 @@ def main() -> int:
     from emim.sample import make_sample_cases
 
     info = common.header("cpu")
-    prepare_pretraining(STARTER_WORK, dict(RECIPE), args.seed, "cpu")
-    pretraining = export_pretraining(STARTER_WORK, SHIPPED_PRETRAINING if args.ship else
-                                     args.work / STARTER_PRETRAINING, args.seed, RECIPE)
-    dropout_folder = finetune_with_dropout(args.work, args.dropout, args.seed)
-    generated = args.work / "generated"
-    if len([p for p in generated.glob("BraTS-SYN-*") if p.is_dir()]) != GENERATED_CASES:
-        make_sample_cases(generated, GENERATED_CASES, GENERATED_SEED, size=RECIPE["size"], randomise=True)
+    recipe = SMOKE_RECIPE if args.smoke else RECIPE
+    modalities = ("t2f",) if args.smoke else MODALITIES
+    starter_work = args.results / "starter-work"
+    prepare_pretraining(starter_work, dict(recipe), args.seed, "cpu", args.smoke)
+    pretraining = export_pretraining(starter_work, SHIPPED_PRETRAINING if args.ship else
+                                     work / STARTER_PRETRAINING, args.seed, recipe)
+    dropout_folder = finetune_with_dropout(work, starter_work, recipe, args.dropout, args.seed)
+    datasets = {"real": real}
+    if not args.smoke:
+        datasets["generated"] = generated = work / "generated"
+        if len([p for p in generated.glob("BraTS-SYN-*") if p.is_dir()]) != GENERATED_CASES:
+            make_sample_cases(generated, GENERATED_CASES, GENERATED_SEED, size=RECIPE["size"], randomise=True)
     filler = load_reconstructor(pretraining, "cpu")
     models = {"starter (no dropout)": (STARTER, False), f"dropout {args.dropout:g}": (dropout_folder, True)}
     rows: list[dict[str, Any]] = []
     results: dict[str, Any] = {}
     for name, (folder, drops) in models.items():
         model = load_segmentation_model(folder, "cpu")
-        for label, data in (("real", common.MINI_DATA), ("generated", generated)):
+        for label, data in datasets.items():
             results[f"{name} / {label}"] = measured = measure(name, model, filler, data,
-                                                              args.work / "out" / folder.name / label, drops)
-            rows += table_rows(name, label, measured)
+                                                              work / "out" / folder.name / label, drops, modalities)
+            rows += table_rows(name, label, measured, modalities)
             if label == "real" and (args.ship or folder != STARTER):  # shipped files change only with --ship
-                record(folder, measured, filler)
+                record(folder, measured, filler, real)
     if args.ship:
         weights, metadata = load_model(dropout_folder)
         metadata["provenance"].update(data="generated only: emim make-sample --randomise", run=None, seed=args.seed,
                                       recipe={**RECIPE, "modality_dropout": args.dropout},
                                       pretrained=STARTER_PRETRAINING,
                                       command=f"python bench/missing_modality.py --ship --seed {args.seed}",
-                                      seconds={"pretrain": training_seconds(STARTER_WORK).get("pretrain"),
-                                               "finetune": training_seconds(args.work).get("finetune")})
+                                      seconds={"pretrain": training_seconds(starter_work).get("pretrain"),
+                                               "finetune": training_seconds(work).get("finetune")})
         save_model(SHIPPED_DROPOUT, weights, metadata)
     columns = ["data", "model", "missing", "answer", "dice_WT", "dice_TC", "dice_ET", SYNTHETIC_R, "note"]
     common.write_results("missing_modality_cpu", info, {"results": results, "dropout": args.dropout,
-                                                        "recipe": RECIPE}, common.markdown_table(rows, columns))
+                                                        "recipe": recipe}, common.markdown_table(rows, columns),
+                         args.results)
     return 0
 
 

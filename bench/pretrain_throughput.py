@@ -12,6 +12,7 @@ can feed it (the training loop's `data_wait_s` is the same quantity inside a rea
     python bench/pretrain_throughput.py --device cuda --preset base --crop 96 --batch 8
     python bench/pretrain_throughput.py --device cpu --preset tiny --batch 2
     torchrun --nproc_per_node=N bench/pretrain_throughput.py --device cuda --preset base --batch 8 --no-baseline
+    python bench/pretrain_throughput.py --smoke    # tiny, batch 1, one step of each model, one loader batch
 """
 
 from __future__ import annotations
@@ -153,9 +154,10 @@ def measure_vitautoenc(config: Any, batch: int, device: Any, steps: int, warmup:
     return _result("MONAI ViTAutoEnc (L1 + contrastive)", batch, times, flops, device, params)
 
 
-def measure_data(crop: tuple[int, int, int], batch: int, device: Any, workers: int, batches: int,
-                 with_label: bool = False) -> dict[str, Any]:
-    """Crops per second the real crop stream delivers from a full-size case's preprocessing-cache entry.
+def measure_data(crop: tuple[int, int, int], batch: int, device: Any, workers: int, batches: int, case: Path,
+                 cache: Path, with_label: bool = False) -> dict[str, Any]:
+    """Crops per second the real crop stream delivers from a case's preprocessing-cache entry (in `cache`; the
+    figures use the full-size case).
 
     Unlabelled crops are what pretraining draws (uniform in the brain box); labelled crops are what fine-tuning
     draws (centred on tumour or brain voxels), so both training loops' input side is measured.
@@ -165,9 +167,8 @@ def measure_data(crop: tuple[int, int, int], batch: int, device: Any, workers: i
     from emim.data.modalities import BRATS
     from emim.train.batches import crop_batches
 
-    case = find_cases(common.full_size_case(), BRATS)[0]
     settings = CacheSettings(BRATS.names, "zscore-nonzero", False, with_label)
-    entries = cached_cases([case], settings, common.CACHE / "preprocessed")
+    entries = cached_cases(find_cases(case, BRATS), settings, cache / "preprocessed")
     stream = crop_batches(entries, crop, batch, with_label=with_label, seed=0, device=device, workers=workers)
     for _ in range(1 + 2 * workers):  # start the workers and drain what they prefetched (2 batches each)
         next(stream)
@@ -213,7 +214,7 @@ def markdown(results: dict[str, Any]) -> str:
     return text
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preset", default=None, help="default: base on CUDA, tiny on CPU")
@@ -227,8 +228,12 @@ def main() -> None:
     parser.add_argument("--data-batch", type=int, default=None, help="loader batch size (default: --batch)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--name", default=None)
-    args = parser.parse_args()
+    args = common.parse_args(parser, argv, "tiny, batch 1, one step of each model, one loader batch, a 64^3 case")
     common.ensure_malloc_env()
+    cache = args.results / "cache"
+    if args.smoke:
+        args.preset, args.crop, args.batch, args.steps, args.warmup = "tiny", None, 1, 1, 0
+        args.workers, args.data_batches, args.data_batch = "0", 1, None
     import torch
 
     common.set_threads(args.threads)
@@ -251,7 +256,7 @@ def main() -> None:
         if dist.is_main:
             print(json.dumps({"world_size": dist.world_size, **emim}))
             stem = args.name or f"pretrain_ddp{dist.world_size}_{device.type}"
-            common.write_results(stem, info, results, markdown(results))
+            common.write_results(stem, info, results, markdown(results), args.results)
         return
     print(json.dumps(emim), flush=True)
     if not args.no_baseline:
@@ -260,12 +265,13 @@ def main() -> None:
         results["models"].append(baseline)
         results["speedup_vs_baseline"] = emim["crops_per_s"] / baseline["crops_per_s"]
     data_batch = args.data_batch or args.batch
+    case = common.smoke_cases(cache / "smoke")[0] if args.smoke else common.full_size_case(cache=cache)
     results["data"] = [keeps_up(emim, measure_data(config.crop_size, data_batch, device, int(w), args.data_batches,
-                                                   with_label))
+                                                   case, cache, with_label))
                        for w in args.workers.split(",") for with_label in (False, True)]
     results["load_average_end"] = common.load_average()
     stem = args.name or f"pretrain_throughput_{device.type}_{name}{config.crop_size[0]}"
-    common.write_results(stem, info, results, markdown(results))
+    common.write_results(stem, info, results, markdown(results), args.results)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 post-processing settings (segmented once; every setting is applied to the same probabilities).
 
     python bench/real_case_quality.py --model MODEL [--name NAME] [--sweep]
+    python bench/real_case_quality.py --smoke [--sweep]    (the starter model on one 64^3 case)
 
 Without --sweep: the model's own post-processing and none. With --sweep: also minimum lesion sizes and keeping
 only the largest WT lesion, which is how the default post-processing was chosen (docs/postprocessing.md).
@@ -34,8 +35,9 @@ def _settings(model_settings: Any, sweep: bool) -> dict[str, Any]:
     return chosen
 
 
-def evaluate_model(model: Path, work: Path, sweep: bool = False) -> dict[str, Any]:
-    """{"cases": [...], "settings": {name: {"settings": ..., "rows": [...], "mean": {...}}}} on the real cases."""
+def evaluate_model(model: Path, work: Path, data: Path, sweep: bool = False) -> dict[str, Any]:
+    """{"cases": [...], "settings": {name: {"settings": ..., "rows": [...], "mean": {...}}}} on the cases in `data`
+    (the real ones but for a smoke run)."""
     import nibabel as nib
     import numpy as np
 
@@ -47,7 +49,7 @@ def evaluate_model(model: Path, work: Path, sweep: bool = False) -> dict[str, An
 
     loaded = load_segmentation_model(model, "cpu")
     names = [r["name"] for r in loaded.regions]
-    cases = find_cases(common.MINI_DATA, loaded.spec)
+    cases = find_cases(data, loaded.spec)
     results: dict[str, Any] = {"cases": [c.case_id for c in cases], "settings": {}}
     chosen = _settings(loaded.postprocess, sweep)
     rows: dict[str, list[dict[str, Any]]] = {key: [] for key in chosen}
@@ -95,20 +97,27 @@ def markdown(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", type=Path, required=True)
+    parser.add_argument("--model", type=Path, help="segmentation model (with --smoke default: the starter model)")
     parser.add_argument("--name", default=None, help="results name (default: the model folder's name)")
     parser.add_argument("--sweep", action="store_true", help="also a range of post-processing settings")
-    args = parser.parse_args()
+    args = common.parse_args(parser, argv, "one 64^3 case, by default with the starter model")
+    if args.model is None and not args.smoke:
+        parser.error("--model is required")
     common.ensure_malloc_env()
-    if not common.MINI_DATA.is_dir():
-        print(f"skipped: {common.MINI_DATA} is absent")
+    from emim.bundled import STARTER_MODEL, bundled_model
+
+    model = args.model or bundled_model(STARTER_MODEL)
+    name = args.name or model.name
+    work = args.results / f"real-quality-{name}"
+    data = common.smoke_cases(work / "smoke")[0].parent if args.smoke else common.MINI_DATA
+    if not data.is_dir():
+        print(f"skipped: {data} is absent")
         return 0
     info = common.header()
-    name = args.name or args.model.name
-    results = evaluate_model(args.model, common.RESULTS / f"real-quality-{name}", args.sweep)
-    common.write_results(f"real-quality-{name}", info, results, markdown(results))
+    results = evaluate_model(model, work, data, args.sweep)
+    common.write_results(f"real-quality-{name}", info, results, markdown(results), args.results)
     return 0
 
 

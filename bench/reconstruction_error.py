@@ -5,6 +5,7 @@ Runs the engine's own reconstruction path (the one the Slicer module shows) and 
 Writes bench/results/reconstruction_error.{json,md}. Usage:
 
     python bench/reconstruction_error.py --model RUN_OR_MODEL --case ../shared/data/brats-gli-mini/BraTS-GLI-01404-000
+    python bench/reconstruction_error.py --smoke    # the shipped pretraining on one 64^3 case
 """
 
 from __future__ import annotations
@@ -43,17 +44,25 @@ def pattern_error(model, case, pattern: str, seed: int, normalised: np.ndarray) 
             "ratio": float(error.mean() / target.var()), "hidden_voxels": int(target.size)}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    from emim.bundled import STARTER_PRETRAINING, bundled_model
     from emim.data.cases import find_cases
     from emim.data.loading import load_case
     from emim.inference.reconstruct import load_reconstructor
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="pretraining run folder, checkpoint or model folder")
-    parser.add_argument("--case", required=True, help="a case folder the pretraining did not train on")
+    parser.add_argument("--model", help="pretraining run folder, checkpoint or model folder (with --smoke default: "
+                                        "the shipped pretraining)")
+    parser.add_argument("--case", help="a case folder the pretraining did not train on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    args = parser.parse_args()
+    args = common.parse_args(parser, argv, "one 64^3 case, by default with the shipped pretraining")
+    common.ensure_malloc_env()
+    if args.smoke:
+        args.model = args.model or bundled_model(STARTER_PRETRAINING)
+        args.case = args.case or common.smoke_cases(args.results / "smoke")[0]
+    elif not (args.model and args.case):
+        parser.error("give --model and --case")
     model = load_reconstructor(args.model, args.device)
     case = find_cases(args.case, model.weights.spec)[0]
     loaded = load_case(case, model.modalities, model.weights.normalization, with_label=False)
@@ -62,7 +71,8 @@ def main() -> None:
     text = (f"Reconstruction of {case.case_id} (not trained on) by {args.model}, seed {args.seed}, brain voxels "
             "only:\n\n" + common.markdown_table(rows, ["pattern", "masked_mse", "hidden_variance", "ratio",
                                                        "hidden_voxels"]))
-    common.write_results("reconstruction_error", common.header(args.device), {"rows": rows, **vars(args)}, text)
+    common.write_results("reconstruction_error", common.header(args.device), {"rows": rows, **vars(args)}, text,
+                         args.results)
 
 
 if __name__ == "__main__":

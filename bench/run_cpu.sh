@@ -16,7 +16,7 @@ done
     --name segmentation_e2e_cpu_overlap50
 "$PYTHON" bench/segmentation_e2e.py --device cpu --presets small --repeats 1 --name segmentation_e2e_cpu_real
 if [ -d demo-output/model ]; then  # what --overlap 0.25 costs in accuracy, with the model `make demo` trains
-    cases=(demo-output/unseen EMIMSegmentation/Resources/SampleData)
+    cases=(demo-output/unseen Resources/SampleData)
     real=${EMIM_BRATS_MINI:-../shared/data/brats-gli-mini}
     [ -d "$real" ] && cases+=("$real")
     "$PYTHON" bench/overlap_accuracy.py --model demo-output/model --overlaps 0.5,0.25 "${cases[@]}"

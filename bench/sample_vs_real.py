@@ -2,6 +2,7 @@
 tumour's centre, label outlines overlaid. Used to judge by eye whether the generator looks like the real thing.
 
     .venv/bin/python bench/sample_vs_real.py [--real DIR] [--seed 0] [--size full] [--out docs/sample-vs-real.png]
+    .venv/bin/python bench/sample_vs_real.py --smoke    (a small generated case beside the shipped sample case)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from bench import common  # noqa: E402
 
 MODALITIES = ("t1n", "t1c", "t2w", "t2f")
 LABEL_COLOURS = {1: "#ff4040", 2: "#40ff40", 3: "#ffff40"}  # NCR, ED, ET
@@ -51,15 +53,25 @@ def draw_row(axes, title: str, images: dict[str, np.ndarray], seg: np.ndarray) -
         ax.axis("off")
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    real = REPO.parent / "shared" / "data" / "brats-gli-mini" / "BraTS-GLI-00360-000"
-    parser.add_argument("--real", type=Path, default=real, help="a real BraTS 2023 case folder")
+    parser.add_argument("--real", type=Path, help="a real BraTS 2023 case folder (default: the largest mini case; "
+                                                  "with --smoke the shipped sample case)")
     parser.add_argument("--seed", type=int, default=5, help="5: a ring-enhancing case, like the default real one")
     parser.add_argument("--index", type=int, default=0)
     parser.add_argument("--size", default="full", choices=("full", "small"))
-    parser.add_argument("--out", type=Path, default=REPO / "docs" / "sample-vs-real.png")
-    args = parser.parse_args()
+    parser.add_argument("--out", type=Path, help="picture (default: docs/sample-vs-real.png; with --smoke "
+                                                 "<--results>/sample-vs-real.png)")
+    args = common.parse_args(parser, argv, "a small generated case beside the shipped sample case")
+    if args.smoke:
+        from EMIMCommonLib.sample_data import sample_case_folder
+
+        args.size, args.real = "small", args.real or sample_case_folder()
+        args.out = args.out or args.results / "sample-vs-real.png"
+    args.real = args.real or common.real_mini_case()
+    if args.real is None:
+        parser.error(f"give --real: no real mini case in {common.MINI_DATA}")
+    args.out = args.out or REPO / "docs" / "sample-vs-real.png"
 
     import matplotlib
 
@@ -81,6 +93,7 @@ def main() -> int:
     figure.tight_layout(rect=(0, 0.03, 1, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(args.out)
+    plt.close(figure)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1024:.0f} kB)", file=sys.stderr)
     return 0
 

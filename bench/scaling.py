@@ -8,6 +8,7 @@ one process: with the bench allocator settings RSS never shrinks, so each size's
 
     python bench/scaling.py --device cpu --preset tiny --sizes 96,128,192x192x144 --batches 1,2,4
     python bench/scaling.py --device cuda --preset base --sizes 96,128,192,240x240x155 --batches 2,4,8,16
+    python bench/scaling.py --smoke    # tiny: one 64^3 volume, one pretraining step at batch 1
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ def parse_size(text: str) -> tuple[int, int, int]:
     return tuple(parts * 3 if len(parts) == 1 else parts)  # type: ignore[return-value]
 
 
-def segmentation_vs_size(preset_name: str, sizes: list[tuple[int, int, int]], device: Any) -> list[dict]:
+def segmentation_vs_size(preset_name: str, sizes: list[tuple[int, int, int]], device: Any, cache: Path) -> list[dict]:
     import numpy as np
     import torch
 
@@ -38,8 +39,7 @@ def segmentation_vs_size(preset_name: str, sizes: list[tuple[int, int, int]], de
 
     from emim.inference.segmentation_model import load_segmentation_model
 
-    model = load_segmentation_model(common.make_model_folder(preset_name, common.CACHE / "models" / preset_name),
-                                    str(device))
+    model = load_segmentation_model(common.make_model_folder(preset_name, cache / "models" / preset_name), str(device))
     roi, overlap = model.crop_size, float(model.inference_default("overlap", 0.5))
     batch = int(model.inference_default("sw_batch_size", 2))
     generator = np.random.default_rng(0)
@@ -88,7 +88,7 @@ def pretraining_vs_batch(preset_name: str, crop: int | None, batches: list[int],
     return rows
 
 
-def pretraining_vs_gpus(preset_name: str, crop: int | None, batch: int, steps: int) -> list[dict]:
+def pretraining_vs_gpus(preset_name: str, crop: int | None, batch: int, steps: int, results: Path) -> list[dict]:
     """torchrun with 1..N processes (one per GPU); per-GPU batch fixed, so ideal scaling is linear."""
     import json
 
@@ -100,17 +100,18 @@ def pretraining_vs_gpus(preset_name: str, crop: int | None, batch: int, steps: i
         stem = f"pretrain_ddp{gpus}_cuda"
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}",
                    str(Path(__file__).with_name("pretrain_throughput.py")), "--device", "cuda", "--preset",
-                   preset_name, "--batch", str(batch), "--steps", str(steps), "--no-baseline", "--name", stem]
+                   preset_name, "--batch", str(batch), "--steps", str(steps), "--no-baseline", "--name", stem,
+                   "--results", str(results)]
         if crop:
             command += ["--crop", str(crop)]
         subprocess.run(command, check=True)
-        result = json.loads((common.RESULTS / f"{stem}.json").read_text())["models"][0]
+        result = json.loads((results / f"{stem}.json").read_text())["models"][0]
         rows.append({"gpus": gpus, "batch_per_gpu": batch, "crops_per_s": result["crops_per_s_all_ranks"],
                      "step_s": result["step_median_s"]})
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--preset", default=None, help="default: base on CUDA, tiny on CPU")
@@ -121,8 +122,10 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     parser.add_argument("--skip", default="", help="comma-separated parts to skip: size,batch,gpus")
-    args = parser.parse_args()
+    args = common.parse_args(parser, argv, "tiny: one 64^3 volume, one pretraining step at batch 1")
     common.ensure_malloc_env()
+    if args.smoke:
+        args.preset, args.sizes, args.crop, args.batches, args.steps, args.warmup = "tiny", "64", None, "1", 1, 0
     import torch
 
     common.set_threads(args.threads)
@@ -136,7 +139,7 @@ def main() -> None:
     text = []
     if "size" not in skip:
         data["segmentation_vs_size"] = segmentation_vs_size(name, [parse_size(s) for s in args.sizes.split(",")],
-                                                            device)
+                                                            device, args.results / "cache")
         text += [f"Segmentation inference ({name}) vs volume size:",
                  common.markdown_table(data["segmentation_vs_size"], list(data["segmentation_vs_size"][0]))]
     if "batch" not in skip:
@@ -145,10 +148,10 @@ def main() -> None:
         data["pretraining_vs_batch"] = rows
         text += [f"Pretraining ({name}) vs batch size:", common.markdown_table(rows, list(rows[0]))]
     if "gpus" not in skip and device.type == "cuda" and torch.cuda.device_count() > 1:
-        rows = pretraining_vs_gpus(name, args.crop, int(args.batches.split(",")[-1]), args.steps)
+        rows = pretraining_vs_gpus(name, args.crop, int(args.batches.split(",")[-1]), args.steps, args.results)
         data["pretraining_vs_gpus"] = rows
         text += ["Pretraining vs GPU count (torchrun, DDP):", common.markdown_table(rows, list(rows[0]))]
-    common.write_results(f"scaling_{device.type}_{name}", info, data, "\n\n".join(text))
+    common.write_results(f"scaling_{device.type}_{name}", info, data, "\n\n".join(text), args.results)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ interleaved rounds after a warm-up (files paged in, one window batch), up to --r
 budget is spent (a base-model round takes minutes on 2 CPU cores); the figure is the median of the rounds.
 
     python bench/segmentation_e2e.py --device cpu --presets tiny,small,base --repeats 3
+    python bench/segmentation_e2e.py --smoke    # tiny, one round on a 64^3 case, the preset run in this process
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench import common  # noqa: E402
 from emim.report import REPORT as REPORT_SUFFIX  # noqa: E402
+
 
 def run_ours(model: Any, case: Path, out: Path, overlap: float, stages: dict[str, float] | None = None,
              windows: list[int] | None = None) -> Path:
@@ -161,13 +163,14 @@ def measure(preset_name: str, cases: list[tuple[str, Path]], args: argparse.Name
 
     from emim.inference.segmentation_model import load_segmentation_model
 
-    model_dir = common.make_model_folder(preset_name, common.CACHE / "models" / preset_name)
+    cache = args.results / "cache"
+    model_dir = common.make_model_folder(preset_name, cache / "models" / preset_name)
     started = time.perf_counter()
     model = load_segmentation_model(model_dir, args.device)
     load_model_s = time.perf_counter() - started
     overlap = float(model.inference_default("overlap", 0.5) if args.overlap is None else args.overlap)
     reference = Reference(model, overlap)
-    out = common.CACHE / "out" / preset_name
+    out = cache / "out" / preset_name
     out.mkdir(parents=True, exist_ok=True)
     params = sum(p.numel() for p in model.network.parameters())
     gflop = window_gflop(model)
@@ -224,17 +227,21 @@ def measure(preset_name: str, cases: list[tuple[str, Path]], args: argparse.Name
 
 
 def run_preset_process(preset_name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
-    """One fresh process per preset, so each preset's peak RSS starts from an empty heap."""
-    rows_file = common.CACHE / f"rows-{preset_name}-{args.device.replace(':', '')}.json"
-    command = [sys.executable, __file__, "--child", rows_file.name, "--presets", preset_name, "--device",
-               args.device, "--repeats", str(args.repeats), "--budget-s", str(args.budget_s)]
+    """One fresh process per preset, so each preset's peak RSS starts from an empty heap (a smoke run stays in this
+    process: a new one spends seconds importing torch)."""
+    rows_file = args.results / "cache" / f"rows-{preset_name}-{args.device.replace(':', '')}.json"
+    command = ["--child", rows_file.name, "--presets", preset_name, "--device", args.device, "--repeats",
+               str(args.repeats), "--budget-s", str(args.budget_s), "--results", str(args.results)]
     if args.threads:
         command += ["--threads", str(args.threads)]
     if args.overlap is not None:
         command += ["--overlap", str(args.overlap)]
     if args.no_real:
         command.append("--no-real")
-    subprocess.run(command, check=True)
+    if args.smoke:
+        main([*command, "--smoke"])
+    else:
+        subprocess.run([sys.executable, __file__, *command], check=True)
     return json.loads(rows_file.read_text())
 
 
@@ -253,7 +260,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     return common.markdown_table(table, list(table[0]))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--presets", default="tiny,small,base")
@@ -266,19 +273,24 @@ def main() -> None:
     parser.add_argument("--overlap", type=float, default=None,
                         help="sliding-window overlap for both pipelines (default: the model's, 0.5)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args = common.parse_args(parser, argv, "the tiny preset, one round on a 64^3 case")
     common.ensure_malloc_env()
     import torch
 
     common.set_threads(args.threads)
 
-    cases = [("sample full", common.full_size_case())]
-    real = common.real_mini_case()
-    if real is not None and not args.no_real:
-        cases.append(("real BraTS mini", real))
+    cache = args.results / "cache"
+    if args.smoke:
+        args.presets, args.repeats = "tiny", 1
+        cases = [("sample 64^3", common.smoke_cases(cache / "smoke")[0])]
+    else:
+        cases = [("sample full", common.full_size_case(cache=cache))]
+        real = common.real_mini_case()
+        if real is not None and not args.no_real:
+            cases.append(("real BraTS mini", real))
     if args.child:
         rows = measure(args.presets, cases, args)
-        (common.CACHE / args.child).write_text(json.dumps(rows))
+        (cache / args.child).write_text(json.dumps(rows))
         return
     device = torch.device(args.device)
     info = common.header(device)
@@ -287,7 +299,7 @@ def main() -> None:
     for name in args.presets.split(","):
         rows += run_preset_process(name, args)
     stem = args.name or f"segmentation_e2e_{device.type}"
-    common.write_results(stem, info, {"rows": rows}, markdown(rows))
+    common.write_results(stem, info, {"rows": rows}, markdown(rows), args.results)
 
 
 if __name__ == "__main__":

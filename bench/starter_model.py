@@ -11,6 +11,8 @@
    `bench/real_case_quality.py`'s evaluation on the real BraTS mini cases (never trained on), whose
    scores are written into the model's metadata (`provenance.real_cases`) when the shared data is present.
 Work files go under bench/results/starter-work/; the time per stage is printed and recorded in the metadata.
+`--smoke` runs the whole pipeline for 1 step per stage on two 64^3 cases (no generation; scores on a third) into
+--results, never into Resources/Models.
 """
 
 from __future__ import annotations
@@ -24,28 +26,35 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench import common  # noqa: E402
-from emim.bundled import STARTER_PRETRAINING  # noqa: E402
+from emim.bundled import STARTER_MODEL, STARTER_PRETRAINING  # noqa: E402
 
 RECIPE = {"cases": 48, "size": "small", "pretrain_steps": 2000, "finetune_steps": 1000, "finetune_lr": 2e-3,
           "finetune_batch": 2, "warmup_steps": 100, "eval_every": 200}
+SMOKE_RECIPE = {**RECIPE, "cases": 2, "pretrain_steps": 1, "finetune_steps": 1, "warmup_steps": 1, "eval_every": 1,
+                "finetune_batch": common.SMOKE_FINETUNING["batch_size"]}  # on `common.smoke_cases`
 NAME = "E-MIM starter (tiny, generated data only)"
 PRETRAINING_NAME = "E-MIM starter pretraining (tiny, generated data only)"
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=common.ROOT / "Resources" / "Models" / "EMIM-starter-tiny")
+    parser.add_argument("--out", type=Path, help=f"model folder (default: Resources/Models/{STARTER_MODEL}; with "
+                                                 f"--smoke <--results>/models/{STARTER_MODEL})")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--work", type=Path, default=common.RESULTS / "starter-work")
+    parser.add_argument("--work", type=Path, help="work folder (default: <--results>/starter-work)")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--evaluate-only", action="store_true",
                         help="keep the trained model in --out; record the engine's default post-processing and the "
                              "real-case scores again")
     for key, value in RECIPE.items():
         parser.add_argument(f"--{key.replace('_', '-')}", type=type(value), default=value)
-    args = parser.parse_args()
+    args = common.parse_args(parser, argv, "1 step per stage on two 64^3 cases, the models into --results")
     common.ensure_malloc_env()
-    recipe = {key: getattr(args, key) for key in RECIPE}
+    recipe = SMOKE_RECIPE if args.smoke else {key: getattr(args, key) for key in RECIPE}
+    models = args.results / "models" if args.smoke else common.ROOT / "Resources" / "Models"
+    out = args.out or models / STARTER_MODEL
+    work = args.work or args.results / "starter-work"
+    real = common.smoke_cases(work / "smoke-real")[0].parent if args.smoke else common.MINI_DATA
 
     from emim.export import export_model
     from emim.finetune.segmentation import default_config as finetune_config, run_finetuning
@@ -53,32 +62,31 @@ def main() -> int:
     from emim.progress import Progress
 
     if args.evaluate_only:
-        record_real_cases(args.out, args.work)
+        record_real_cases(out, work, real)
         return 0
-    data = args.work / "data"
-    times = prepare_pretraining(args.work, recipe, args.seed, args.device)
+    data = work / "data"
+    times = prepare_pretraining(work, recipe, args.seed, args.device, args.smoke)
     progress = Progress("none")
     start = time.monotonic()
     config = replace(finetune_config(str(data), "tiny"), device=args.device, batch_size=recipe["finetune_batch"],
-                     pretrained=str(args.work / "pretrain"),
+                     pretrained=str(work / "pretrain"),
                      train=recipe_settings(recipe, recipe["finetune_steps"], recipe["finetune_lr"], args.seed))
-    run_finetuning(config, args.work / "finetune", resume=(args.work / "finetune" / "config.json").is_file(),
-                   progress=progress)
+    run_finetuning(config, work / "finetune", resume=(work / "finetune" / "config.json").is_file(), progress=progress)
     print(f"fine-tuned in {time.monotonic() - start:.0f} s", flush=True)
 
-    model = export_model(args.work / "finetune", args.out, name=NAME, force=True, description=(
+    model = export_model(work / "finetune", out, name=NAME, force=True, description=(
         f"UNETR over an E-MIM encoder (tiny preset), pretrained and fine-tuned on {recipe['cases']} generated, "
         "domain-randomised BraTS-layout cases (emim make-sample --randomise); no real scan was used. A starting "
         "point to try the module, not a clinical tool."))
-    pretraining = export_pretraining(args.work, args.out.parent / STARTER_PRETRAINING, args.seed, recipe)
+    pretraining = export_pretraining(work, out.parent / STARTER_PRETRAINING, args.seed, recipe)
     weights, metadata = load_model(model)
     metadata["provenance"].update(
         data="generated only: emim make-sample --randomise", run=None, seed=args.seed, recipe=recipe,
         pretrained=pretraining.name, command=f"python bench/starter_model.py --seed {args.seed}",
-        seconds={**times, **training_seconds(args.work)},
+        seconds={**times, **training_seconds(work)},
         machine=common.header()["machine"])
     save_model(model, weights, metadata)
-    record_real_cases(model, args.work)
+    record_real_cases(model, work, real)
     print(f"wrote {model}", flush=True)
     return 0
 
@@ -91,9 +99,11 @@ def recipe_settings(recipe: dict[str, Any], steps: int, lr: float, seed: int) ->
                          checkpoint_every=recipe["eval_every"], seed=seed)
 
 
-def prepare_pretraining(work: Path, recipe: dict[str, Any], seed: int, device: str) -> dict[str, float]:
+def prepare_pretraining(work: Path, recipe: dict[str, Any], seed: int, device: str,
+                        smoke: bool = False) -> dict[str, float]:
     """Steps 1 and 2 into `work` (data/, pretrain/), resuming what an earlier call left; seconds per stage. Also
-    what bench/missing_modality.py needs (the pretraining its dropout model starts from and that fills a gap)."""
+    what bench/missing_modality.py needs (the pretraining its dropout model starts from and that fills a gap).
+    `smoke`: the data are `common.smoke_cases` (generating even one case takes seconds)."""
     from emim.pretrain.run import default_config as pretrain_config, run_pretraining
     from emim.progress import Progress
     from emim.sample import make_sample_cases
@@ -101,14 +111,16 @@ def prepare_pretraining(work: Path, recipe: dict[str, Any], seed: int, device: s
     times: dict[str, float] = {}
     data = work / "data"
     start = time.monotonic()
-    if len([p for p in data.glob("BraTS-SYN-*") if p.is_dir()]) != recipe["cases"]:  # none yet, or a cut-off run
+    if smoke:
+        common.smoke_cases(data, recipe["cases"])
+    elif len([p for p in data.glob("BraTS-SYN-*") if p.is_dir()]) != recipe["cases"]:  # none yet, or a cut-off run
         make_sample_cases(data, recipe["cases"], seed, size=recipe["size"], randomise=True)
         times["generate"] = round(time.monotonic() - start, 1)
         print(f"generated {recipe['cases']} cases in {times['generate']:.0f} s", flush=True)
     start = time.monotonic()
     config = pretrain_config(str(data), "tiny")
     config = replace(config, device=device, train=recipe_settings(recipe, recipe["pretrain_steps"], config.train.lr,
-                                                                  seed))
+                                                                  seed), **(common.SMOKE_PRETRAINING if smoke else {}))
     run_pretraining(config, work / "pretrain", resume=(work / "pretrain" / "config.json").is_file(),
                     progress=Progress("none"))
     print(f"pretrained in {time.monotonic() - start:.0f} s", flush=True)
@@ -146,9 +158,9 @@ def training_seconds(work: Path) -> dict[str, float]:
     return seconds
 
 
-def record_real_cases(model: Path, work: Path) -> None:
-    """Write the engine's default post-processing and, when the shared data is here, the real-case scores with
-    it into the model's metadata (the weights and their checksum stay as they are)."""
+def record_real_cases(model: Path, work: Path, real: Path) -> None:
+    """Write the engine's default post-processing and, when the `real` cases are here, their scores with it into
+    the model's metadata (the weights and their checksum stay as they are)."""
     from emim.inference.postprocess import DEFAULT
     from emim.modelfile import load_model, save_model
 
@@ -158,8 +170,8 @@ def record_real_cases(model: Path, work: Path) -> None:
     metadata["inference"]["postprocess"] = DEFAULT.to_metadata()
     metadata["provenance"]["seconds"].update(training_seconds(work))
     save_model(model, weights, metadata)
-    if common.MINI_DATA.is_dir():
-        metadata["provenance"]["real_cases"] = compact_scores(evaluate_model(model, work / "real"))
+    if real.is_dir():
+        metadata["provenance"]["real_cases"] = compact_scores(evaluate_model(model, work / "real", real))
         save_model(model, weights, metadata)
 
 
