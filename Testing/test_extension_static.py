@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import functools
 import json
 import re
 import subprocess
@@ -92,7 +93,7 @@ def _imported_modules(folder: Path) -> set[str]:
     """Every module named by an import (top level or local) in the Python files under `folder`."""
     names = set()
     for source in folder.rglob("*.py"):
-        for node in ast.walk(ast.parse(source.read_text())):
+        for node in _nodes(source):
             if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
                 names.add(node.module)
             elif isinstance(node, ast.Import):
@@ -163,6 +164,12 @@ print(heavy)
     assert result.stdout.strip().splitlines()[-1] == "[]"
 
 
+@functools.cache
+def _nodes(source: Path) -> tuple[ast.AST, ...]:
+    """Every node of a source file, parsed once for all the static checks that walk it."""
+    return tuple(ast.walk(ast.parse(source.read_text())))
+
+
 def _python_sources() -> list[Path]:
     folders = ["emim", "EMIMCommonLib", "EMIMSegmentation", "EMIMTraining"]
     return sorted(p for folder in folders for p in (REPO / folder).rglob("*.py"))
@@ -172,7 +179,7 @@ def _literal_definitions(choices: tuple[str, ...]) -> list[str]:
     """Where a tuple, list or set literal made only of (two or more of) `choices` is written."""
     found = []
     for source in _python_sources():
-        for node in ast.walk(ast.parse(source.read_text())):
+        for node in _nodes(source):
             if isinstance(node, (ast.Tuple, ast.List, ast.Set)) and len(node.elts) >= 2 and all(
                     isinstance(e, ast.Constant) and e.value in choices for e in node.elts):
                 found.append(f"{source.relative_to(REPO)}:{node.lineno}")
@@ -197,7 +204,7 @@ def test_each_shared_name_is_written_once_in_the_contract(name):
 
     value = getattr(contract, name)
     places = [f"{source.relative_to(REPO)}" for source in _python_sources()
-              for node in ast.walk(ast.parse(source.read_text()))
+              for node in _nodes(source)
               if isinstance(node, ast.Constant) and node.value == value]
     assert places == ["emim/contract.py"]
 
@@ -206,7 +213,7 @@ def _literal_defaults(value: object) -> list[str]:
     """Where `value` is written as a default: of an argument, a dataclass field, or a `.get(key, default)`."""
     found = []
     for source in _python_sources():
-        for node in ast.walk(ast.parse(source.read_text())):
+        for node in _nodes(source):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 defaults = node.args.defaults + [d for d in node.args.kw_defaults if d is not None]
             elif isinstance(node, ast.AnnAssign):
@@ -229,6 +236,41 @@ def test_no_default_spells_out_the_default_normalisation_or_preset():
     assert _literal_defaults(DEFAULT_PRESET) == []
 
 
+# the shared numeric knobs, as Python names and as command-line options
+SHARED_KNOBS = {"patch_ratio": "PATCH_RATIO", "position_ratio": "POSITION_RATIO", "pbt_levels": "PBT_LEVELS",
+                "pbt_weight": "PBT_WEIGHT", "log_every": "LOG_EVERY", "val_fraction": "VAL_FRACTION"}
+
+
+def _knob_literal_defaults() -> list[str]:
+    """Where a shared knob's default is a number written out: an argument, a dataclass field, an argparse option."""
+    found = []
+    for source in _python_sources():
+        for node in _nodes(source):
+            pairs: list[tuple[str, ast.AST]] = []
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                positional = node.args.args[len(node.args.args) - len(node.args.defaults):]
+                pairs = [(a.arg, d) for a, d in zip(positional, node.args.defaults)]
+                pairs += [(a.arg, d) for a, d in zip(node.args.kwonlyargs, node.args.kw_defaults) if d is not None]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                pairs = [(node.target.id, node.value)]
+            elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+                  and node.func.attr == "add_argument" and node.args and isinstance(node.args[0], ast.Constant)
+                  and isinstance(node.args[0].value, str)):
+                name = node.args[0].value.lstrip("-").replace("-", "_")
+                pairs = [(name, k.value) for k in node.keywords if k.arg == "default"]
+            found += [f"{source.relative_to(REPO)}:{value.lineno} {name}" for name, value in pairs
+                      if name in SHARED_KNOBS and isinstance(value, ast.Constant) and not isinstance(value.value, str)
+                      and value.value is not None]
+    return found
+
+
+def test_each_shared_knob_takes_its_default_from_the_contract_everywhere():
+    import emim.contract as contract
+
+    assert all(hasattr(contract, constant) for constant in SHARED_KNOBS.values())
+    assert _knob_literal_defaults() == []
+
+
 def test_each_preset_is_one_record_keyed_by_the_contracts_names():
     """`emim.config.PRESETS` holds each preset's model, recipe and UNETR width; no other table is keyed by preset."""
     from emim.config import PRESETS
@@ -236,7 +278,7 @@ def test_each_preset_is_one_record_keyed_by_the_contracts_names():
 
     assert tuple(PRESETS) == PRESET_NAMES
     tables = [f"{source.relative_to(REPO)}:{node.lineno}" for source in _python_sources()
-              for node in ast.walk(ast.parse(source.read_text())) if isinstance(node, ast.Dict) and node.keys
+              for node in _nodes(source) if isinstance(node, ast.Dict) and node.keys
               and all(isinstance(k, ast.Constant) and k.value in PRESET_NAMES for k in node.keys)]
     assert tables == []
 
@@ -251,7 +293,7 @@ def _kind_literals(kinds: set[str]) -> list[str]:
 
     found = []
     for source in _python_sources():
-        for node in ast.walk(ast.parse(source.read_text())):
+        for node in _nodes(source):
             values: list[ast.AST] = []
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "event":
                 values = [k.value for k in node.keywords if k.arg == "kind"]

@@ -158,14 +158,18 @@ def test_command_line_options_reach_the_config(brats_mini):
 
 
 @pytest.mark.skipif(not torch.distributed.is_available(), reason="torch built without distributed")
-def test_torchrun_two_processes_fine_tune_validate_and_checkpoint_once(brats_mini, tmp_path):
+def test_torchrun_two_processes_fine_tune_validate_and_checkpoint_once(tmp_path):
+    """The torchrun plumbing (one writer, one checkpoint, validation on rank 0) on three small generated cases."""
     import os
     import subprocess
     import sys
 
+    from emim.sample import make_sample_cases
+
+    make_sample_cases(tmp_path / "cases", 3, seed=11, size="small")
     run_dir = tmp_path / "ddp"
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-               "-m", "emim", "finetune", str(brats_mini), "--run-dir", str(run_dir), "--steps", "3",
+               "-m", "emim", "finetune", str(tmp_path / "cases"), "--run-dir", str(run_dir), "--steps", "3",
                "--device", "cpu", "--progress", "none", "--batch-size", "1", "--eval-every", "3", "--val-cases", "1",
                "--feature-size", "4", "--val-overlap", "0"]
     result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
