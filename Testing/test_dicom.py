@@ -18,7 +18,7 @@ from emim.data.dicom import convert_case
 from emim.data.loading import load_case
 from emim.data.modalities import BRATS
 from emim.errors import EmimError
-from emim.inference.segment import segment_case
+from support.segmenting import segment
 from emim.inference.segmentation_model import load_segmentation_model
 
 from conftest import SMALLEST_CASE
@@ -51,15 +51,16 @@ def test_series_are_matched_by_description_and_converted_exactly(dicom_case, bra
     assert {m: s.description for m, s in case.dicom.items()} == DESCRIPTIONS
     convert_case(case.case_id, case.images, case.dicom, BRATS.names)  # as loading the case does
     for modality, path in case.images.items():
-        converted, original = nib.load(path), nib.load(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-{modality}.nii.gz")
+        converted = nib.load(path)
+        original = nib.load(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-{modality}.nii.gz")
         assert converted.shape == original.shape and np.allclose(converted.affine, original.affine, atol=1e-5)
         assert np.array_equal(np.asarray(converted.dataobj), np.asarray(original.dataobj))
         assert dicom_case not in path.parents  # converted privately, never into the input folder
 
 
 def test_a_dicom_case_segments_to_the_same_label_map_as_its_nifti_files(dicom_case, brats_mini, starter, tmp_path):
-    from_nifti = nib.load(segment_case(starter, brats_mini / SMALLEST_CASE, tmp_path / "nifti", single=False))
-    from_dicom = nib.load(segment_case(starter, dicom_case, tmp_path / "dicom", single=False))
+    from_nifti = nib.load(segment(starter, brats_mini / SMALLEST_CASE, tmp_path / "nifti", single=False))
+    from_dicom = nib.load(segment(starter, dicom_case, tmp_path / "dicom", single=False))
     assert from_dicom.shape == from_nifti.shape and np.allclose(from_dicom.affine, from_nifti.affine, atol=1e-5)
     labels = np.asarray(from_dicom.dataobj)
     assert np.array_equal(labels, np.asarray(from_nifti.dataobj)) and labels.any()
@@ -96,7 +97,7 @@ def test_dicom_seg_output_reads_back_with_the_voxels_codes_and_source_slices(dic
     assert seg.FrameOfReferenceUID == sources[0].FrameOfReferenceUID
     pixels = seg.get_pixels_by_source_instance([ds.SOPInstanceUID for ds in sources], segment_numbers=[1, 2, 3],
                                                combine_segments=True)
-    expected = nib.load(segment_case(starter, brats_mini / SMALLEST_CASE, tmp_path / "nifti", single=False))
+    expected = nib.load(segment(starter, brats_mini / SMALLEST_CASE, tmp_path / "nifti", single=False))
     reference = nib.load(brats_mini / SMALLEST_CASE / f"{SMALLEST_CASE}-t1n.nii.gz")
     assert np.allclose(expected.affine, reference.affine)
     # the NIfTI's voxel (i, j, k) is column i, row j of slice k, in the slices' order along their normal
@@ -137,8 +138,8 @@ def test_dicom_problems_are_refused_with_the_fix(dicom_case, brats_mini, starter
     with pytest.raises(EmimError, match="'T2 FLAIR AX'.*lacks the slice position"):
         load(no_position)
     with pytest.raises(EmimError, match="inside the DICOM folder"):
-        segment_case(starter, dicom_case, dicom_case / "results", single=False)
+        segment(starter, dicom_case, dicom_case / "results", single=False)
     assert not (dicom_case / "results").exists()
     with pytest.raises(EmimError, match="dicom-seg references the source DICOM series.*NIfTI"):
-        segment_case(starter, brats_mini / SMALLEST_CASE, tmp_path / "seg", single=False, output_format="dicom-seg")
+        segment(starter, brats_mini / SMALLEST_CASE, tmp_path / "seg", single=False, output_format="dicom-seg")
     assert not (tmp_path / "seg").exists()

@@ -12,7 +12,7 @@ import pytest
 
 from emim.errors import EmimError
 from emim.finetune.modality_dropout import draw_present, zero_absent
-from emim.inference.segment import segment_case
+from support.segmenting import segment
 from emim.inference.segmentation_model import load_segmentation_model
 from emim.progress import Progress
 
@@ -50,8 +50,8 @@ def test_a_dropout_model_segments_each_three_sequence_version_of_a_real_case(dro
     model = load_segmentation_model(dropout_model, "cpu")
     assert model.metadata["inference"]["missing_modalities"]["supported"] is True
     progress = Recorder()
-    label_path = segment_case(model, brats_mini / CASE, tmp_path, overlap=0.0, progress=progress, single=False,
-                              missing=[missing])
+    label_path = segment(model, brats_mini / CASE, tmp_path, overlap=0.0, progress=progress, single=False,
+                         missing=[missing])
     reference = nib.load(brats_mini / CASE / f"{CASE}-{next(m for m in MODALITIES if m != missing)}.nii.gz")
     label = nib.load(label_path)
     assert label.shape == reference.shape and np.allclose(label.affine, reference.affine)
@@ -70,8 +70,8 @@ def test_a_case_without_a_file_for_a_sequence_is_segmented_by_a_dropout_model(dr
     for modality in ("t1n", "t1c", "t2w"):  # no FLAIR file at all
         (case / f"{CASE}-{modality}.nii.gz").symlink_to(brats_mini / CASE / f"{CASE}-{modality}.nii.gz")
     progress = Recorder()
-    label = segment_case(dropout_model, case, tmp_path / "out", overlap=0.0, device="cpu", progress=progress,
-                         single=False)
+    label = segment(dropout_model, case, tmp_path / "out", overlap=0.0, device="cpu", progress=progress,
+                    single=False)
     assert nib.load(label).shape == nib.load(case / f"{CASE}-t1n.nii.gz").shape
     assert next(e for e in progress.events if e.get("kind") == "label")["missing"] == ["t2f"]
 
@@ -79,16 +79,16 @@ def test_a_case_without_a_file_for_a_sequence_is_segmented_by_a_dropout_model(dr
 def test_a_model_without_dropout_refuses_a_missing_sequence_and_says_what_to_do(tiny_segmentation_model,
                                                                                  brats_mini, tmp_path):
     with pytest.raises(EmimError, match=r"without t2f.*--modality-dropout"):
-        segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path, device="cpu", single=False,
-                     missing=["t2f"])
+        segment(tiny_segmentation_model, brats_mini / CASE, tmp_path, device="cpu", single=False,
+                missing=["t2f"])
     case = tmp_path / CASE
     case.mkdir()
     for modality in ("t1n", "t1c", "t2w"):
         (case / f"{CASE}-{modality}.nii.gz").symlink_to(brats_mini / CASE / f"{CASE}-{modality}.nii.gz")
     with pytest.raises(EmimError, match=r"missing t2f.*--modality-dropout"):
-        segment_case(tiny_segmentation_model, case, tmp_path / "out", device="cpu", single=False)
+        segment(tiny_segmentation_model, case, tmp_path / "out", device="cpu", single=False)
     with pytest.raises(EmimError, match="no such modality"):
-        segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path, device="cpu", missing=["dwi"])
+        segment(tiny_segmentation_model, brats_mini / CASE, tmp_path, device="cpu", missing=["dwi"])
     assert not list(tmp_path.glob("*.nii.gz"))
 
 
@@ -114,7 +114,8 @@ def test_fill_missing_synthesises_the_sequence_on_the_input_grid_for_a_model_wit
     assert np.isfinite(values).all() and not values[~inside].any() and values[inside].std() > 0
     report = json.loads((tmp_path / "out" / f"{CASE}.report.json").read_text())
     assert report["settings"]["missing_modalities"] == ["t2f"]
-    assert report["settings"]["filled_by"]["task"] == "pretraining" and len(report["settings"]["filled_by"]["sha256"]) == 64
+    filled_by = report["settings"]["filled_by"]
+    assert filled_by["task"] == "pretraining" and len(filled_by["sha256"]) == 64
     assert str(path) in report["outputs"] and "synthesis" in report["seconds"]
     assert any(e["event"] == "warning" and "synthesised" in e["message"] for e in events)
 
@@ -127,12 +128,12 @@ def test_fill_missing_fills_two_sequences_and_refuses_a_pretraining_in_other_uni
 
     filler = load_reconstructor(tiny_pretraining, "cpu")
     images = {m: brats_mini / CASE / f"{CASE}-{m}.nii.gz" for m in ("t1n", "t2f")}  # the API's {modality: file}
-    segment_case(tiny_segmentation_model, images, tmp_path, overlap=0.0, device="cpu", single=False, fill=filler)
+    segment(tiny_segmentation_model, images, tmp_path, overlap=0.0, device="cpu", single=False, fill=filler)
     made = sorted(tmp_path.glob("*_synthetic_*"))
     assert [p.name for p in made] == [f"{CASE}_synthetic_t1c.nii.gz", f"{CASE}_synthetic_t2w.nii.gz"]
     assert not np.array_equal(*(np.asarray(nib.load(p).dataobj) for p in made))  # one stand-in per sequence
     other_units = replace(filler, weights=replace(filler.weights, normalization="max"))
     with pytest.raises(EmimError, match="normalises intensities with max"):
-        segment_case(tiny_segmentation_model, brats_mini / CASE, tmp_path / "x", device="cpu", single=False,
-                     missing=["t2f"], fill=other_units)
+        segment(tiny_segmentation_model, brats_mini / CASE, tmp_path / "x", device="cpu", single=False,
+                missing=["t2f"], fill=other_units)
     assert not (tmp_path / "x").exists()

@@ -33,10 +33,10 @@ def loaded_model(model_dir):
 
 @pytest.fixture(scope="module")
 def original(brats_mini, loaded_model, tmp_path_factory):
-    from emim.inference.segment import segment_case
+    from support.segmenting import segment
 
     out = tmp_path_factory.mktemp("original") / "seg.nii.gz"
-    path = segment_case(loaded_model, brats_mini / CASE, out, probabilities=True, **FAST)
+    path = segment(loaded_model, brats_mini / CASE, out, probabilities=True, **FAST)
     return path
 
 
@@ -131,20 +131,20 @@ def test_batch_segments_a_flipped_case_like_the_original_and_reports_a_bad_case(
 
 
 def test_missing_extra_and_foreign_modalities_are_refused_without_output(brats_mini, loaded_model, tmp_path):
-    from emim.inference.segment import segment_case
+    from support.segmenting import segment
 
     files = {m: brats_mini / CASE / f"{CASE}-{m}.nii.gz" for m in MODALITIES}
     out = tmp_path / "out.nii.gz"
     with pytest.raises(EmimError, match="got 3 image.*needs 4.*missing t2f"):
-        segment_case(loaded_model, {m: files[m] for m in MODALITIES[:3]}, out)
+        segment(loaded_model, {m: files[m] for m in MODALITIES[:3]}, out)
     with pytest.raises(EmimError, match="no modality adc.*exactly 4"):
-        segment_case(loaded_model, {**files, "adc": files["t1n"]}, out)
+        segment(loaded_model, {**files, "adc": files["t1n"]}, out)
     prostate = tmp_path / "p001"
     prostate.mkdir()
     for name, source in (("t2w", "t2w"), ("adc", "t1n"), ("hbv", "t1c")):
         os.symlink(files[source], prostate / f"p001_{name}.nii.gz")
     with pytest.raises(EmimError, match=r"case p001: the model needs the modalities t1n, t1c, t2w, t2f.*missing t1n"):
-        segment_case(loaded_model, prostate, out)
+        segment(loaded_model, prostate, out)
     assert list(tmp_path.glob("*.nii.gz")) == [] and not out.exists()
 
 
@@ -187,7 +187,7 @@ def test_a_case_far_from_the_training_spacing_runs_at_the_models_spacing_and_lan
                                                                                                    tmp_path):
     import io
 
-    from emim.inference.segment import segment_case
+    from support.segmenting import segment
     from emim.modelfile import load_metadata
     from emim.progress import Progress
     from emim.sample import make_sample_cases
@@ -198,8 +198,8 @@ def test_a_case_far_from_the_training_spacing_runs_at_the_models_spacing_and_lan
 
     def run(name: str, **options) -> tuple[nib.Nifti1Image, list[dict]]:
         stream = io.StringIO()
-        out = segment_case(model_dir, case, tmp_path / f"{name}.nii.gz", device="cpu",
-                           progress=Progress("json", stream=stream), **FAST, **options)
+        out = segment(model_dir, case, tmp_path / f"{name}.nii.gz", device="cpu",
+                      progress=Progress("json", stream=stream), **FAST, **options)
         events = [json.loads(line) for line in stream.getvalue().splitlines()]
         return nib.load(str(out)), events
 

@@ -55,7 +55,7 @@ def predictions(model: Path, work: Path, labelled: Path | None, generated: int) 
     generated cases (raw)."""
     from emim.data.cases import find_cases
     from emim.inference.postprocess import NONE
-    from emim.inference.segment import segment_case
+    from emim.inference.segment import SegmentOptions, segment_case
     from emim.inference.segmentation_model import load_segmentation_model
     from emim.sample import make_sample_cases
 
@@ -68,7 +68,7 @@ def predictions(model: Path, work: Path, labelled: Path | None, generated: int) 
     pairs = []
     for case, kind, settings in sources:
         out = work / kind / f"{case.case_id}.nii.gz"
-        segment_case(loaded, case, out, postprocess=settings)
+        segment_case(loaded, case, out, SegmentOptions(postprocess=settings))
         pairs.append({"case": f"{case.case_id} ({kind})", "pred": str(out), "gt": str(case.label)})
     return pairs
 

@@ -72,11 +72,12 @@ def scores(model: Any, data: Path, out: Path, missing: str | None, filler: Any =
     from emim.data.cases import find_cases
     from emim.evaluate import mean_row, score_labels
     from emim.inference.fill_missing import SYNTHETIC
-    from emim.inference.segment import segment_case
+    from emim.inference.segment import SegmentOptions, segment_case
 
     rows, correlations = [], []
     for case in find_cases(data, model.spec):
-        label = segment_case(model, case, out, single=False, missing=[missing] if missing else [], fill=filler)
+        options = SegmentOptions(missing=[missing] if missing else [], fill=filler)
+        label = segment_case(model, case, out, options, single=False)["label"]
         truth = nib.load(case.label)
         spacing = tuple(float(z) for z in truth.header.get_zooms()[:3])
         rows.append(score_labels(np.asarray(nib.load(label).dataobj), np.asarray(truth.dataobj).astype(np.uint8),

@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     from emim.bundled import STARTER_MODEL, bundled_model
     from emim.evaluate import evaluate_case
     from emim.data.case_inputs import resolve_cases
-    from emim.inference.segment import segment_case
+    from emim.inference.segment import SegmentOptions, segment_case
     from emim.inference.segmentation_model import load_segmentation_model
 
     args.model = args.model or bundled_model(STARTER_MODEL)
@@ -60,7 +60,8 @@ def main(argv: list[str] | None = None) -> None:
         for overlap in overlaps:
             path = out / f"{overlap}" / f"{case.case_id}.nii.gz"
             start = time.perf_counter()
-            predictions[overlap] = segment_case(model, case, path, overlap, native_spacing=args.native_spacing)
+            options = SegmentOptions(overlap=overlap, native_spacing=args.native_spacing)
+            predictions[overlap] = segment_case(model, case, path, options)["label"]
             seconds = time.perf_counter() - start
             row = {"case": case.case_id, "overlap": overlap, "seconds": round(seconds, 2)}
             if case.label is not None:

@@ -44,7 +44,7 @@ def evaluate_model(model: Path, work: Path, data: Path, sweep: bool = False) -> 
     from emim.data.cases import find_cases
     from emim.evaluate import mean_row, score_labels
     from emim.inference.postprocess import label_map
-    from emim.inference.segment import segment_case
+    from emim.inference.segment import SegmentOptions, segment_case
     from emim.inference.segmentation_model import load_segmentation_model
 
     loaded = load_segmentation_model(model, "cpu")
@@ -54,7 +54,7 @@ def evaluate_model(model: Path, work: Path, data: Path, sweep: bool = False) -> 
     chosen = _settings(loaded.postprocess, sweep)
     rows: dict[str, list[dict[str, Any]]] = {key: [] for key in chosen}
     for case in cases:
-        segment_case(loaded, case, work / case.case_id, probabilities=True, single=False)
+        segment_case(loaded, case, work / case.case_id, SegmentOptions(probabilities=True), single=False)
         folder = work / case.case_id
         probs = np.stack([np.asarray(nib.load(folder / f"{case.case_id}_prob_{n}.nii.gz").dataobj) for n in names])
         brain = np.ones(probs.shape[1:], bool)  # segment already zeroed the probabilities outside the brain

@@ -34,13 +34,15 @@ def run_ours(model: Any, case: Path, out: Path, overlap: float, stages: dict[str
              windows: list[int] | None = None) -> Path:
     """`segment_case` as `emim segment` calls it; the seconds per stage come from the run report it writes (the
     engine's own record, so renaming an internal function cannot break the bench)."""
-    from emim.inference.segment import segment_case
+    from emim.data.case_inputs import one_case
+    from emim.inference.segment import SegmentOptions, segment_case
 
     def on_windows(done: int, total: int) -> None:
         if windows is not None:
             windows[:] = [total]
 
-    path = segment_case(model, case, out / f"{case.name}.nii.gz", overlap, on_windows=on_windows)
+    path = segment_case(model, one_case(case, model.spec), out / f"{case.name}.nii.gz", SegmentOptions(overlap=overlap),
+                        on_windows=on_windows)["label"]
     if stages is not None:
         report = json.loads((out / f"{case.name}{REPORT_SUFFIX}").read_text())
         for stage, seconds in report["seconds"].items():

@@ -42,6 +42,7 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     """Run the whole path into `out` and return the report's path; `out` must be new or an earlier demo folder.
     `real_cases`: a folder of labelled cases (e.g. the BraTS mini cases) to segment and evaluate as well."""
     from emim.bundled import STARTER_PRETRAINING
+    from emim.data.case_inputs import one_case
     from emim.evaluate import evaluate, mean_row, write_csv
     from emim.inference.segment import segment_case
     from emim.inference.segmentation_model import load_segmentation_model
@@ -61,7 +62,9 @@ def run_demo(out: str | Path, cases: int = 6, pretrain_steps: int = 200, finetun
     reconstruction = _reconstruction(out / "runs" / "pretrain", STARTER_PRETRAINING)
     with stages("segmentation"):
         loaded = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
-        prediction = segment_case(loaded, unseen, out / "prediction" / f"{unseen.name}.nii.gz", progress=progress)
+        written = segment_case(loaded, one_case(unseen, loaded.spec), out / "prediction" / f"{unseen.name}.nii.gz",
+                               progress=progress)
+        prediction = written["label"]
     with stages("evaluation"):
         rows = evaluate(prediction, unseen, loaded.regions)
         rows.append(mean_row(rows, loaded.regions))
@@ -163,7 +166,7 @@ def _real_cases(loaded: SegmentationModel, folder: Path, out: Path, progress: Pr
                         "cases with their -seg files, or leave --real-cases out.")
     rows = []
     for case in cases:
-        rows += evaluate(segment_case(loaded, case, out, single=False, progress=progress), case.label,
+        rows += evaluate(segment_case(loaded, case, out, single=False, progress=progress)["label"], case.label,
                          loaded.regions)
     return rows
 

@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from emim.errors import EmimError
     from emim.inference.fill_missing import check_filler
     from emim.inference.reconstruct import load_reconstructor
-    from emim.inference.segment import output_paths, segment_case
+    from emim.inference.segment import SegmentOptions, segment_case
     from emim.inference.segmentation_model import load_segmentation_model
     from emim.safepaths import check_output_folder
 
@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     cases = case_inputs(args, model.spec, model.takes_missing or filler is not None)
     settings = postprocess_settings(args, model.postprocess)
     settings.check_regions(model.regions)
+    options = SegmentOptions(overlap=args.overlap, sw_batch_size=args.sw_batch_size, probabilities=args.probabilities,
+                             resample=args.resample, native_spacing=args.native_spacing, postprocess=settings,
+                             missing=args.missing, fill=filler, output_format=args.output_format)
     output = Path(args.output)
     check_output_folder(output, [case.folder for case in cases], [Path(p) for p in args.inputs or ()])
     if len(cases) > 1 and output.name.lower().endswith(".nii.gz"):
@@ -94,13 +97,10 @@ def run(args: argparse.Namespace) -> int:
             progress.step(units, PERMILLE, case=case_id, window=done, windows=total)
 
         try:
-            outputs.append(str(segment_case(model, case, output, args.overlap, args.sw_batch_size,
-                                            args.probabilities, args.resample, progress=progress,
-                                            single=len(cases) == 1, on_windows=on_windows,
-                                            native_spacing=args.native_spacing, postprocess=settings,
-                                            missing=args.missing, fill=filler,
-                                            output_format=args.output_format)))
-            volume_files.append(output_paths(output, case.case_id, [], len(cases) == 1)[1]["volumes"])
+            written = segment_case(model, case, output, options, progress=progress, single=len(cases) == 1,
+                                   on_windows=on_windows)
+            outputs.append(str(written["label"]))
+            volume_files.append(written["volumes"])
         except Exception as error:  # noqa: BLE001  (one bad case never stops the batch; --debug shows why)
             message = case_failure(error, case.case_id, getattr(args, "debug", False))
             failed.append({"case": case.case_id, "message": message})

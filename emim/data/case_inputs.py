@@ -43,3 +43,16 @@ def resolve_cases(inputs: Sequence[str | Path], spec: ModalitySpec) -> list[Case
         raise EmimError(f"case id(s) {', '.join(repeated)} appear more than once in the inputs; their outputs "
                         "would overwrite each other. Segment them into different --output folders.")
     return cases
+
+
+def one_case(case: Case | str | Path | dict[str, str | Path], spec: ModalitySpec, allow_missing: bool = False) -> Case:
+    """One case for `segment_case` from what a script or the Python console has at hand: a Case as it is,
+    {modality: file} as `--image` gives it, or one case folder."""
+    if isinstance(case, dict):
+        return case_from_images(case, spec, allow_missing)
+    if isinstance(case, Case):
+        return case
+    found = resolve_cases([case], spec)
+    if len(found) != 1:
+        raise EmimError(f"{case} holds {len(found)} cases; give one case folder.")
+    return found[0]

@@ -12,6 +12,7 @@ a planted link: `atomic_write`) and renamed only when all of them are complete, 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +21,8 @@ import torch
 
 from emim.contract import (LABEL_OUTPUT, OUTPUT_FORMATS, PROBABILITY_OUTPUT, REPORT_OUTPUT, SYNTHETIC_OUTPUT,
                            VOLUMES_OUTPUT)
-from emim.data.case_inputs import case_from_images, resolve_cases
 from emim.data.cases import Case
 from emim.data.loading import LoadedCase, load_case
-from emim.data.modalities import ModalitySpec
 from emim.errors import EmimError
 from emim.inference.absent import absent_modalities, absent_warning
 from emim.inference.case_io import NIFTI, check_case_outputs, write_case_outputs
@@ -33,7 +32,7 @@ from emim.inference.postprocess import PostProcess, label_map
 from emim.inference.prediction import predict_probabilities
 from emim.inference.reconstruct import Reconstructor
 from emim.report import REPORT, RunReport
-from emim.inference.segmentation_model import SegmentationModel, load_segmentation_model
+from emim.inference.segmentation_model import SegmentationModel
 from emim.data.spacing import mm_text, needs_resampling, rescale
 from emim.progress import Progress
 from emim.volumes import region_volumes, structure_volumes, voxel_volume_mm3, volumes_csv
@@ -57,34 +56,40 @@ def output_paths(output: Path, case_id: str, regions: Sequence[str], single: boo
     return folder, paths
 
 
-def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path | dict[str, str | Path],
-                 output: str | Path, overlap: float | None = None, sw_batch_size: int | None = None,
-                 probabilities: bool = False, resample: bool = False, device: str = "auto",
-                 progress: Progress | None = None, single: bool = True,
-                 on_windows: Callable[[int, int], None] | None = None, native_spacing: bool = False,
-                 postprocess: PostProcess | None = None, missing: Sequence[str] = (),
-                 fill: Reconstructor | None = None, output_format: str = "nifti") -> Path:
-    """Segment one case and return the label map's path (see `output_paths` for where files go).
+@dataclass(frozen=True)
+class SegmentOptions:
+    """How `segment_case` segments, beyond what the model records (the options of `emim segment`)."""
 
-    `model` is a model folder or a `SegmentationModel` (load it once for a batch); `case` a `Case`, a case
-    folder, or {modality: file}. The label map is uint8 with the model's label values on the reference
-    modality's exact grid; with `probabilities` each region's probability map is written too (float32).
-    A case far from the model's training spacing runs at the model's spacing and comes back (see `spacing`),
-    unless `native_spacing`. Labels and probabilities are zero outside the case's brain; the label map is cleaned
-    with `postprocess` (default: the model's settings; `postprocess.NONE` keeps every lesion). A model fine-tuned
-    with modality dropout segments a case without the modalities in `missing` or without a file (said in a
-    warning, the output event and the report); any other model refuses such a case, unless `fill` (a pretraining,
-    see `fill_missing`) synthesises the absent ones, which are then written beside the label map. With
-    `output_format` "dicom-seg" (DICOM input only) the label map is a DICOM SEG referencing the reference series.
+    overlap: float | None = None  # sliding-window overlap; None: the model's
+    sw_batch_size: int | None = None  # windows per forward pass; None: the model's
+    probabilities: bool = False  # also write each region's probability map (float32)
+    resample: bool = False  # resample sequences on another grid onto the first one (physical space)
+    native_spacing: bool = False  # run on the case's own voxel size, not the model's training spacing
+    postprocess: PostProcess | None = None  # label-map cleaning; None: the model's (postprocess.NONE: keep all)
+    missing: Sequence[str] = ()  # sequences to leave out (a dropout model, or `fill`)
+    fill: Reconstructor | None = None  # a pretraining that synthesises absent sequences (see `fill_missing`)
+    output_format: str = "nifti"  # or "dicom-seg" (DICOM input only)
+
+
+def segment_case(model: SegmentationModel, case: Case, output: str | Path, options: SegmentOptions = SegmentOptions(),
+                 progress: Progress | None = None, single: bool = True,
+                 on_windows: Callable[[int, int], None] | None = None) -> dict[str, Path]:
+    """Segment one case with a loaded model; returns what it wrote, keyed as `output_paths` names the files
+    ("label", "volumes", "report", ...; `single`: OUT may name the label file itself).
+
+    The label map is uint8 with the model's label values on the reference modality's exact grid. A case far from
+    the model's training spacing runs at the model's spacing and comes back (see `spacing`), unless
+    `native_spacing`. Labels and probabilities are zero outside the case's brain. A model fine-tuned with modality
+    dropout segments a case without the modalities in `missing` or without a file (said in a warning, the output
+    event and the report); any other model refuses such a case, unless `fill` synthesises the absent ones, which are
+    then written beside the label map. `emim.data.case_inputs.one_case` makes a `Case` of a folder or of
+    {modality: file}.
     """
     progress = progress or Progress("none")
-    if not isinstance(model, SegmentationModel):
-        model = load_segmentation_model(model, device, lambda m: progress.event("warning", message=m))
+    fill, output_format = options.fill, options.output_format
     spec = model.spec
-    takes_missing = model.takes_missing or fill is not None
-    case = _one_case(case, spec, takes_missing)
     case.check_usable()
-    absent = absent_modalities(case, spec, missing, takes_missing)
+    absent = absent_modalities(case, spec, options.missing, model.takes_missing or fill is not None)
     present = [m for m in spec.names if m not in absent]
     filled = list(absent) if fill is not None else []
     if filled:
@@ -93,7 +98,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
     folder, paths = _output_plan(Path(output), case, names, single, filled, output_format, present[0])
     report = RunReport("segment", model.metadata, model.folder, str(model.device))
     with report.stage("load"):
-        loaded = load_case(case, present, model.normalization, resample, with_label=False)
+        loaded = load_case(case, present, model.normalization, options.resample, with_label=False)
     if absent:
         full = np.zeros((len(spec.names), *loaded.image.shape[1:]), dtype=np.float32)  # absent channels zero
         full[[spec.names.index(m) for m in present]] = loaded.image
@@ -101,18 +106,18 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         report.warnings.append(absent_warning(case.case_id, absent, present, fill))
         progress.event("warning", case=case.case_id, missing=absent, message=report.warnings[-1])
     trained = (model.metadata.get("preprocessing") or {}).get("spacing")
-    rescaled = needs_resampling(loaded.spacing, trained) and not native_spacing
-    if needs_resampling(loaded.spacing, trained) and native_spacing:
+    rescaled = needs_resampling(loaded.spacing, trained) and not options.native_spacing
+    if needs_resampling(loaded.spacing, trained) and options.native_spacing:
         report.warnings.append(
             f"case {case.case_id} has {mm_text(loaded.spacing)} voxels but the model was trained on "
             f"{mm_text(trained)}, and --native-spacing keeps the case's own; expect a worse segmentation. Leave it "
             "out to let the model run at its own spacing (the result is still written on the case's grid).")
         progress.event("warning", case=case.case_id, message=report.warnings[-1])
-    overlap, sw_batch_size = _window_settings(model, overlap, sw_batch_size)
+    overlap, sw_batch_size = _window_settings(model, options.overlap, options.sw_batch_size)
     with report.stage("inference"):
         probs, synthetic = _infer(model, loaded, trained if rescaled else None, overlap, sw_batch_size, on_windows,
                                   present if absent and not filled else None, fill, filled, report)
-    settings = model.postprocess if postprocess is None else postprocess
+    settings = model.postprocess if options.postprocess is None else options.postprocess
     with report.stage("postprocess"):
         probs *= loaded.inside[None]
         labels = label_map(probs, loaded.inside, loaded.spacing, model.regions, settings)
@@ -120,7 +125,7 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
                                     model.regions)
     files: dict[Path, Any] = {paths["volumes"]: volumes_csv(volumes), paths["label"]: _label_file(
         loaded, labels, output_format, case.dicom.get(present[0]), model.metadata, report)}
-    if probabilities:
+    if options.probabilities:
         files.update({paths[f"prob_{n}"]: (loaded, probs[i], np.float32) for i, n in enumerate(names)})
     files.update({paths[f"synthetic_{m}"]: (loaded, synthetic[i] * loaded.inside, np.float32)
                   for i, m in enumerate(filled)})
@@ -128,15 +133,15 @@ def segment_case(model: SegmentationModel | str | Path, case: Case | str | Path 
         "missing_modalities": absent, "filled_by": fill.description() if filled else None,
         "overlap": overlap, "sw_batch_size": sw_batch_size, "postprocess": settings.to_metadata(),
         "case_spacing_mm": list(loaded.spacing), "ran_at_mm": list(trained) if rescaled else list(loaded.spacing),
-        "normalization": model.normalization, "resample": resample, "output_format": output_format}, list(files),
-        case.dicom)
+        "normalization": model.normalization, "resample": options.resample, "output_format": output_format},
+        list(files), case.dicom)
     write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind=LABEL_OUTPUT, case=case.case_id, format=output_format,
                    postprocess=settings.to_metadata(), missing=absent,
                    **({"ran_at": mm_text(trained), "case_spacing": mm_text(loaded.spacing)} if rescaled else {}))
     _announce_others(progress, paths, case.case_id, volumes, filled, model.normalization,
-                     names if probabilities else [])
-    return paths["label"]
+                     names if options.probabilities else [])
+    return {key: path for key, path in paths.items() if path in files}
 
 
 def _window_settings(model: SegmentationModel, overlap: float | None, sw_batch_size: int | None
@@ -157,18 +162,6 @@ def _label_file(loaded: LoadedCase, labels: np.ndarray, output_format: str, seri
         return loaded, labels, np.uint8
     with report.stage("dicom-seg"):
         return dicom_seg_bytes(loaded.to_reference(labels), series, metadata["labels"], str(metadata.get("name")))
-
-
-def _one_case(case: Case | str | Path | dict[str, str | Path], spec: ModalitySpec, takes_missing: bool) -> Case:
-    """`segment_case`'s case: a Case as it is, {modality: file} as `--image` gives it, or one case folder."""
-    if isinstance(case, dict):
-        return case_from_images(case, spec, takes_missing)
-    if isinstance(case, Case):
-        return case
-    found = resolve_cases([case], spec)
-    if len(found) != 1:
-        raise EmimError(f"{case} holds {len(found)} cases; segment_case takes one case folder.")
-    return found[0]
 
 
 def _output_plan(output: Path, case: Case, regions: Sequence[str], single: bool, synthetic: Sequence[str],
