@@ -90,12 +90,17 @@ def read_model_info(folder: str | Path) -> ModelInfo:
                                        "re-export the model.").format(path=path, error=problems[0]))
     return ModelInfo(
         folder=folder, task=data["task"], name=data.get("name", folder.name), description=data.get("description", ""),
-        modalities=tuple(Modality(m["name"], m.get("title", m["name"]), tuple(m.get("patterns", [m["name"]])))
-                         for m in data["modalities"]),
+        modalities=tuple(Modality(m["name"], m.get("title", m["name"]), _patterns(m)) for m in data["modalities"]),
         labels=tuple(Label(lb["value"], lb["name"], tuple(lb["color"]), lb.get("terminology"))
                      for lb in data.get("labels", [])),
         classes=tuple(c["name"] for c in data.get("classes", [])),
         provenance=data.get("provenance", {}) or {}, takesMissing=takes_missing_sequences(data))
+
+
+def _patterns(modality: dict) -> tuple[str, ...]:
+    """A modality's name patterns: a list, one pattern as a string (the schema allows both), or its name."""
+    patterns = modality.get("patterns", [modality["name"]])
+    return (patterns,) if isinstance(patterns, str) else tuple(patterns)
 
 
 def missing_cost(info: ModelInfo, missing: list[str], strategy: str, filler: str | None = None) -> str:
