@@ -15,8 +15,8 @@ import numpy as np
 from emim.data.cases import Case, dataset_spec, expected_labels, find_cases
 from emim.data.dicom import convert_case
 from emim.data.geometry import Grid, canonical_grid, grid_differences
-from emim.data.loading import (check_image_values, check_values, identical_error, missing_error, open_image,
-                               read_voxels, spatial_shape, voxel_digest)
+from emim.data.loading import (check_image_values, check_values, copy_error, missing_error, open_image, read_voxels,
+                               spatial_shape)
 from emim.data.modalities import ModalitySpec
 from emim.errors import DataError
 
@@ -191,10 +191,9 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
         try:
             voxels = read_voxels(images[modality], case.images[modality], cid, modality)
             check_image_values(voxels, case.images[modality], cid, modality)
-            digests[modality] = voxel_digest(voxels)
-            copied = next((m for m in digests if m != modality and digests[m] == digests[modality]), None)
+            copied = copy_error(case, modality, voxels, digests)
             if copied is not None:
-                problems.append(_problem(identical_error(case, modality, copied)))
+                problems.append(_problem(copied))
         except DataError as error:
             problems.append(_problem(error))
     if case.label is not None and "label" not in case.ambiguous:

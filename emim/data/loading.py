@@ -127,13 +127,14 @@ def check_values(array: np.ndarray, path: Path, case_id: str, what: str, allow_e
                         "re-export the volume; an all-zero file usually means a failed conversion.")
 
 
-def voxel_digest(array: np.ndarray) -> str:
-    """SHA-256 of an array's voxels (the same file copied under two sequence names gives the same digest)."""
-    return hashlib.sha256(np.ascontiguousarray(array).data).hexdigest()
-
-
-def identical_error(case: Case, modality: str, copied: str) -> DataError:
-    """The error for a sequence whose file holds the voxels of another: a copy, which a model reads as tumour."""
+def copy_error(case: Case, modality: str, voxels: np.ndarray, digests: dict[str, str]) -> DataError | None:
+    """The error for a sequence whose file holds the voxels of one read before it (a copy, which a model reads as
+    tumour), or None; `digests` (modality -> SHA-256 of its voxels) gains this one's."""
+    digest = hashlib.sha256(np.ascontiguousarray(voxels).data).hexdigest()
+    copied = next((m for m, seen in digests.items() if seen == digest), None)
+    digests[modality] = digest
+    if copied is None:
+        return None
     path = case.images[modality]
     return DataError(case.case_id, path, "identical", f"{modality} file {path} holds the same voxels as the "
                      f"{copied} file {case.images[copied]}: one sequence was copied over another.",
@@ -286,7 +287,7 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = DEFAUL
     convert_case(case.case_id, case.images, case.dicom, modalities)
     reference = case.images.get(modalities[0])
     channels = []
-    digests: dict[str, str] = {}  # modality -> voxel_digest, to find a sequence copied over another
+    digests: dict[str, str] = {}  # modality -> SHA-256 of its voxels, to find a sequence copied over another
     inside: np.ndarray | None = None
     target: Grid | None = None
     for modality in modalities:
@@ -298,10 +299,9 @@ def load_case(case: Case, modalities: Sequence[str], normalization: str = DEFAUL
             target = grid
         else:
             array = _on_reference(array, grid, target, path, reference, case.case_id, modality, resample, False)
-        digests[modality] = voxel_digest(array)
-        copied = next((m for m in digests if m != modality and digests[m] == digests[modality]), None)
+        copied = copy_error(case, modality, array, digests)
         if copied is not None:
-            raise identical_error(case, modality, copied)
+            raise copied
         inside = (array != 0) if inside is None else inside | (array != 0)
         channels.append(normalize(array, normalization))
     label = None
