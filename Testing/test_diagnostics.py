@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from emim.pretrain.diagnostics import complete_collapse_stats, per_view_mse, stats_by_pattern
+from emim.pretrain.diagnostics import complete_collapse_stats, per_view_mse
 from emim.pretrain.masks import MaskConfig, sample_batch
 from emim.pretrain.pbt import PyramidBarlowTwins
 
@@ -27,9 +28,32 @@ def test_an_exactly_collapsed_predictor_scores_one_under_hybrid_masks():
     assert abs(stats["loss_ratio"] - 1.0) < 1e-3
     assert stats["prediction_std"] < 1e-5 * stats["target_std"]
     assert set(patterns) == {"patch", "position", "modal"}
-    by_pattern = stats_by_pattern(prediction, target, hidden, patterns)
+    by_pattern = complete_collapse_stats(prediction, target, hidden, patterns)
     for pattern in ("patch", "position", "modal"):
         assert abs(by_pattern[f"{pattern}_loss_ratio"] - 1.0) < 1e-3
+
+
+def test_each_statistic_is_its_definition_over_the_masked_voxels():
+    """The statistics are assembled from per-token moments; here each one is computed from the voxels directly."""
+    generator = torch.Generator().manual_seed(1)
+    masks, patterns = sample_batch(6, 4, 27, MaskConfig("hybrid"), generator)
+    hidden = masks.flatten(1)
+    hidden[0] = False  # a view that hides nothing is left out
+    target = torch.randn(6, 4 * 27, 8, generator=generator) * 2.0 + 0.5
+    prediction = 0.3 * torch.randn(6, 4 * 27, 8, generator=generator) + 0.1
+    stats = complete_collapse_stats(prediction, target, hidden, patterns)
+    for name, views in [("", range(1, 6))] + [(f"{p}_", [v for v in range(1, 6) if patterns[v] == p])
+                                               for p in set(patterns[1:])]:
+        voxels = [target[v][hidden[v]] for v in views]
+        assert stats[f"{name}collapsed_loss_global"] == pytest.approx(float(torch.cat(voxels).var(correction=0)))
+        assert stats[f"{name}collapsed_loss_sample"] == pytest.approx(
+            sum(float(x.var(correction=0)) for x in voxels) / len(views))
+        assert stats[f"{name}collapsed_loss_patch"] == pytest.approx(
+            sum(float(x.var(dim=-1, correction=0).mean()) for x in voxels) / len(views))
+        assert stats[f"{name}prediction_std"] == pytest.approx(
+            (sum(float(prediction[v][hidden[v]].var(correction=0)) for v in views) / len(views)) ** 0.5)
+        assert stats[f"{name}rec_loss"] == pytest.approx(
+            sum(float((prediction[v][hidden[v]] - target[v][hidden[v]]).pow(2).mean()) for v in views) / len(views))
 
 
 def test_every_view_weighs_the_same_whatever_it_hides():

@@ -12,7 +12,7 @@ from emim.contract import PBT_LEVELS, PBT_WEIGHT
 from emim.model.decoder import MIMDecoder
 from emim.model.encoder import EMIMEncoder
 from emim.model.tokens import patchify
-from emim.pretrain.diagnostics import complete_collapse_stats, per_view_mse, stats_by_pattern
+from emim.pretrain.diagnostics import complete_collapse_stats, per_view_mse
 from emim.pretrain.masks import visible_index
 from emim.pretrain.pbt import PyramidBarlowTwins
 
@@ -61,8 +61,6 @@ class EMIMPretrainer(nn.Module):
             logs["pbt_loss"] = float(pbt_loss.detach())
             logs.update({f"pbt_level{level}": v for level, v in per_level.items()})
         if with_stats:
-            stats = complete_collapse_stats(prediction.detach(), target, hidden)
+            stats = complete_collapse_stats(prediction.detach(), target, hidden, patterns)
             logs.update({k: v for k, v in stats.items() if k != "rec_loss"})
-            if patterns is not None:
-                logs.update(stats_by_pattern(prediction.detach(), target, hidden, patterns))
         return loss, logs
