@@ -254,3 +254,23 @@ def test_the_brain_mask_is_read_before_normalisation(tmp_path):
     assert (loaded.image[:, ~loaded.inside] != 0).all()  # whole-volume z-scores move the background off 0
     raw = np.any([np.asarray(nib.load(str(p)).dataobj) != 0 for p in case.images.values()], axis=0)
     assert np.array_equal(loaded.to_reference(loaded.inside), raw)
+
+
+def test_loader_workers_are_refused_where_their_sockets_would_not_fit(tmp_path, monkeypatch):
+    """Under a long temporary folder a worker cannot open the socket it hands a batch back through, and the run
+    used to wait for that batch forever; now it stops at once, naming TMPDIR and --workers 0."""
+    import multiprocessing
+    from multiprocessing.connection import arbitrary_address
+
+    from emim.train.batches import SOCKET_PATH_MAX, check_worker_sockets
+
+    if arbitrary_address("AF_UNIX").startswith("\0"):
+        pytest.skip("this Python names its sockets in Linux's abstract namespace, which has no path limit")
+    long = tmp_path / ("x" * max(1, SOCKET_PATH_MAX - len(str(tmp_path))))
+    # multiprocessing's own temporary folder, where its socket names go (made under TMPDIR on first use)
+    monkeypatch.setitem(multiprocessing.current_process()._config, "tempdir", str(long))
+    with pytest.raises(EmimError, match=r"--workers 2 .* Set TMPDIR to a shorter folder .* or use --workers 0"):
+        check_worker_sockets(2)
+    check_worker_sockets(0)  # no workers, no sockets
+    monkeypatch.setitem(multiprocessing.current_process()._config, "tempdir", str(tmp_path))
+    check_worker_sockets(2)

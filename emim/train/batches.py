@@ -10,6 +10,7 @@ order after `--resume` is reproducible.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -18,6 +19,10 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from emim.data.cache import CachedCase
 from emim.data.crops import centred_start, random_flips, read_crop, uniform_start
+from emim.errors import EmimError
+
+# The longest Unix socket path the system takes (sun_path less its closing NUL).
+SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
 
 
 def crop_start(case: CachedCase, crop_size: Sequence[int], centred_on_label: bool,
@@ -63,11 +68,27 @@ class CropStream(IterableDataset):
             yield read_sample(case, self.crop_size, self.with_label, rng)
 
 
+def check_worker_sockets(workers: int) -> None:
+    """Refuse data loader workers where they cannot hand batches back. A worker passes each batch to the main
+    process through a Unix socket that multiprocessing names under the temporary folder; where that path is too
+    long, the worker drops the batch (or dies) and the run waits for it forever."""
+    if not workers or sys.platform == "win32":
+        return
+    from multiprocessing.connection import arbitrary_address
+
+    address = arbitrary_address("AF_UNIX")  # the name the worker's socket would get ("\0...": abstract, no limit)
+    if not address.startswith("\0") and len(address.encode()) > SOCKET_PATH_MAX:
+        raise EmimError(f"--workers {workers} cannot run with this temporary folder: data loader workers hand "
+                        f"batches back through sockets under it ({address}, {len(address.encode())} characters; "
+                        f"the system takes at most {SOCKET_PATH_MAX}). Set TMPDIR to a shorter folder such as /tmp, "
+                        "or use --workers 0.")
+
+
 def crop_batches(cases: Sequence[CachedCase], crop_size: Sequence[int], batch_size: int, with_label: bool,
                  seed: int, device: torch.device, workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches {'image': (B, M, *crop), 'label': (B, 1, *crop)} on `device`."""
+    """Endless batches {'image': (B, M, *crop), 'label': (B, 1, *crop)} on `device`; the workers are checked and
+    started here, not at the first batch."""
+    check_worker_sockets(workers)
     loader = DataLoader(CropStream(cases, crop_size, with_label, seed), batch_size=batch_size,
                         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    for batch in loader:
-        yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
-
+    return ({key: value.to(device, non_blocking=True) for key, value in batch.items()} for batch in loader)
