@@ -5,7 +5,7 @@ published by the panel harness (Testing/support/slicer_gui): Qt on PySide6 with 
 slicer-core's MRML, and Slicer's own ScriptedLoadableModule, parameterNodeWrapper and i18n from
 ../shared/slicer-python. The one stand-in kept here is the Sample Data module: `SampleDataLogic` keeps registered
 sources and, to load one, does what Sample Data does with any source: copy each URI into a cache folder with
-urllib, verify its `SHA256:` checksum, load it as a volume.
+urllib (a temporary one here, removed when the process ends), verify its `SHA256:` checksum, load it as a volume.
 
 Run in a separate process (it publishes `slicer.app`, which makes code believe it is inside Slicer):
 
@@ -47,6 +47,7 @@ def fetch_sample_source(source: dict, cache: Path) -> list:
 
 class _SampleDataLogic:
     sources: dict[str, dict] = {}
+    cache = tempfile.TemporaryDirectory(prefix="emim-sampledata-")  # Slicer's cache folder; removed at exit
 
     @staticmethod
     def registerCustomSampleDataSource(**source) -> None:
@@ -54,7 +55,7 @@ class _SampleDataLogic:
 
     def downloadSamples(self, sampleName: str) -> list:
         source = self.sources.get(sampleName)
-        return fetch_sample_source(source, Path(tempfile.mkdtemp(prefix="emim-sampledata-"))) if source else []
+        return fetch_sample_source(source, Path(self.cache.name)) if source else []
 
 
 def sample_data_module() -> types.ModuleType:
