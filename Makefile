@@ -20,8 +20,12 @@ REAL_CASES := $(wildcard ../shared/data/brats-gli-mini)
 demo: setup
 	$(BIN)/python -m emim demo --out demo-output $(if $(REAL_CASES),--real-cases $(REAL_CASES))
 
+# two pytest-xdist workers, a test file each at a time (module fixtures are built once): while one waits on an
+# engine process starting up, the other computes (Testing/conftest.py shares the cores out between them)
+TEST_WORKERS ?= 2
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Pictures of both panels at their key states, made by the panel tests' click paths (Testing/test_panels.py)
 screenshots: setup

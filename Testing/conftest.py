@@ -12,6 +12,12 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SMALLEST_CASE = "BraTS-GLI-01404-000"  # the smallest real mini case (70 slices)
 BRATS_MINI = Path(os.environ.get("EMIM_BRATS_MINI", REPO.parent / "shared" / "data" / "brats-gli-mini"))
+# `make test` runs two pytest-xdist workers; the cores are shared out between them, and each engine process a worker
+# starts takes its worker's share too (OMP_NUM_THREADS), so that two busy workers do not fight over each core
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+if WORKERS > 1:
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +42,7 @@ def emim() -> Callable[..., subprocess.CompletedProcess]:
 def _torch_threads() -> None:
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(scope="session")
