@@ -146,6 +146,18 @@ def _check_label(case: Case, reference: str | None, grid_of_reference: Grid | No
     return problems
 
 
+def _grid_problem(case: Case, modality: str, reference: str, differences: Sequence[str], resample: bool) -> Problem:
+    """A modality on another grid than the reference: an error, or with `resample` a warning that it will be."""
+    path = case.images[modality]
+    message = (f"{modality} file {path} is on another grid than {reference} {case.images[reference]} "
+               f"({'; '.join(differences)}).")
+    if resample:
+        return Problem(case.case_id, path, "grid", message + " It will be resampled (linear).",
+                       "none needed; check the result.", "warning")
+    return Problem(case.case_id, path, "grid", message, "pass --resample to resample it onto the reference in "
+                   "physical space, or register/resample the files to one grid.", "error")
+
+
 def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance: float = 1e-3,
                label_values: Sequence[int] | None = None) -> CaseReport:
     """All problems of one case; the first modality of `spec` that opens is the reference grid."""
@@ -178,16 +190,7 @@ def check_case(case: Case, spec: ModalitySpec, resample: bool = False, tolerance
     for modality, grid in grids.items():
         differences = grid_differences(grid, grids[reference], tolerance)
         if differences:
-            path = case.images[modality]
-            message = (f"{modality} file {path} is on another grid than {reference} "
-                       f"{case.images[reference]} ({'; '.join(differences)}).")
-            if resample:
-                problems.append(Problem(cid, path, "grid", message + " It will be resampled (linear).",
-                                        "none needed; check the result.", "warning"))
-            else:
-                problems.append(Problem(cid, path, "grid", message, "pass --resample to resample it onto the "
-                                        "reference in physical space, or register/resample the files to one grid.",
-                                        "error"))
+            problems.append(_grid_problem(case, modality, reference, differences, resample))
         try:
             voxels = read_voxels(images[modality], case.images[modality], cid, modality)
             check_image_values(voxels, case.images[modality], cid, modality)

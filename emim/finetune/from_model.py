@@ -34,6 +34,19 @@ def check_labels(data_regions: Sequence[dict], model_regions: Sequence[dict], wh
                         "leave --init out to train a new head for these labels.")
 
 
+def _check_segmentation(task: str, model: str | Path, what: str) -> None:
+    """Refuse a model of another task, saying what it is and what starts from it instead."""
+    if task == "segmentation":
+        return
+    kind = {"pretraining": "an E-MIM pretraining (encoder and reconstruction decoder)",
+            "classification": "a case classifier"}.get(task, f"a {task} model")
+    hint = (f" To start only the encoder from this pretraining, use --pretrained {model} instead."
+            if task == "pretraining" else "")
+    raise EmimError(f"{what} is {kind}, not a segmentation model: finetune --init starts the whole network "
+                    "(encoder, decoder and head) from a segmentation model, a shipped one (EMIM-starter-tiny) or "
+                    f"a folder that `emim export` wrote from a fine-tuning run.{hint}")
+
+
 def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] | None = None,
                 crop_size: Sequence[int] | None = None):
     """The FinetuneConfig of fine-tuning the segmentation model `model` (a shipped model's name or a model folder) on
@@ -51,14 +64,7 @@ def init_config(data: str | Path, model: str | Path, modalities: Sequence[str] |
     folder = model_folder(model)
     metadata = load_metadata(folder)
     what = described(model, folder)
-    if metadata["task"] != "segmentation":
-        kind = {"pretraining": "an E-MIM pretraining (encoder and reconstruction decoder)",
-                "classification": "a case classifier"}.get(metadata["task"], f"a {metadata['task']} model")
-        hint = (f" To start only the encoder from this pretraining, use --pretrained {model} instead."
-                if metadata["task"] == "pretraining" else "")
-        raise EmimError(f"{what} is {kind}, not a segmentation model: finetune --init starts the whole network "
-                        "(encoder, decoder and head) from a segmentation model, a shipped one (EMIM-starter-tiny) or "
-                        f"a folder that `emim export` wrote from a fine-tuning run.{hint}")
+    _check_segmentation(metadata["task"], model, what)
     model_names = [m["name"] for m in metadata["modalities"]]
     data_names = list(modalities) if modalities else list(dataset_spec(data).names)
     check_modalities(data_names, model_names, f"the model {what}")

@@ -235,12 +235,31 @@ def resume_finetuning(run_dir: str | Path, device: str = "auto", workers: int = 
     return run_finetuning(changed, run_dir, resume=True, progress=progress)
 
 
+def _starting_weights(model: EMIMUNETR, config: FinetuneConfig, resume: bool, run: RunFolder
+                      ) -> tuple[int, str | None]:
+    """Load what the run starts from (the whole network with --init, the encoder with --pretrained; on resume the
+    checkpoint holds both) around writing the run config; returns how many tensors were loaded, and from where."""
+    loaded_tensors, source = 0, None
+    if config.init and not resume:  # every tensor checked before any is loaded, before the run config is written
+        from emim.train.init import load_init_model
+
+        loaded_tensors, source = load_init_model(model, config.init)
+    run.write_config(config.to_dict())
+    if source:
+        run.log(f"loaded all {loaded_tensors} tensors (encoder, decoder, head) from {source}")
+    if config.pretrained and not resume:
+        from emim.pretrained import load_pretrained_encoder
+
+        loaded_tensors, source = load_pretrained_encoder(model.encoder, config.model, config.pretrained)
+        run.log(f"loaded {loaded_tensors} encoder tensors from {source}")
+    return loaded_tensors, source
+
+
 def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = False,
                    progress: Progress | None = None) -> Path:
     """Run (or resume) segmentation fine-tuning into `run_dir`; returns the path of the last checkpoint."""
     from emim.data.cache import cache_folder
     from emim.data.cases import find_cases
-    from emim.pretrained import load_pretrained_encoder
     from emim.train.batches import crop_batches
 
     if config.init and config.pretrained:
@@ -252,17 +271,7 @@ def run_finetuning(config: FinetuneConfig, run_dir: str | Path, resume: bool = F
     session = open_run(run_dir, config.device, config.train.seed, resume, progress)
     dist, run, device, progress = session.dist, session.run, session.device, session.progress
     model = EMIMUNETR(config.model, len(config.regions), config.feature_size)
-    loaded_tensors, source = 0, None
-    if config.init and not resume:  # every tensor checked before any is loaded, before the run config is written
-        from emim.train.init import load_init_model
-
-        loaded_tensors, source = load_init_model(model, config.init)
-    run.write_config(config.to_dict())
-    if source:
-        run.log(f"loaded all {loaded_tensors} tensors (encoder, decoder, head) from {source}")
-    if config.pretrained and not resume:  # on resume the checkpoint already holds the (fine-tuned) encoder
-        loaded_tensors, source = load_pretrained_encoder(model.encoder, config.model, config.pretrained)
-        run.log(f"loaded {loaded_tensors} encoder tensors from {source}")
+    loaded_tensors, source = _starting_weights(model, config, resume, run)
     if len(cases) <= config.val_cases:
         raise EmimError(f"{config.data} has {len(cases)} case(s); with --val-cases {config.val_cases} none is left "
                         "to train on. Use fewer validation cases or add cases.")

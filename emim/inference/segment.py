@@ -97,25 +97,11 @@ def segment_case(model: SegmentationModel, case: Case, output: str | Path, optio
     names = [r["name"] for r in model.regions]
     folder, paths = _output_plan(Path(output), case, names, single, filled, output_format, present[0])
     report = RunReport("segment", model.metadata, model.folder, str(model.device))
-    with report.stage("load"):
-        loaded = load_case(case, present, model.normalization, options.resample, with_label=False)
-    if absent:
-        full = np.zeros((len(spec.names), *loaded.image.shape[1:]), dtype=np.float32)  # absent channels zero
-        full[[spec.names.index(m) for m in present]] = loaded.image
-        loaded.image = full
-        report.warnings.append(absent_warning(case.case_id, absent, present, fill))
-        progress.event("warning", case=case.case_id, missing=absent, message=report.warnings[-1])
-    trained = (model.metadata.get("preprocessing") or {}).get("spacing")
-    rescaled = needs_resampling(loaded.spacing, trained) and not options.native_spacing
-    if needs_resampling(loaded.spacing, trained) and options.native_spacing:
-        report.warnings.append(
-            f"case {case.case_id} has {mm_text(loaded.spacing)} voxels but the model was trained on "
-            f"{mm_text(trained)}, and --native-spacing keeps the case's own; expect a worse segmentation. Leave it "
-            "out to let the model run at its own spacing (the result is still written on the case's grid).")
-        progress.event("warning", case=case.case_id, message=report.warnings[-1])
+    loaded = _load_inputs(model, case, present, absent, options, report, progress)
+    ran_at = _run_spacing(model, loaded, options.native_spacing, report, progress)
     overlap, sw_batch_size = _window_settings(model, options.overlap, options.sw_batch_size)
     with report.stage("inference"):
-        probs, synthetic = _infer(model, loaded, trained if rescaled else None, overlap, sw_batch_size, on_windows,
+        probs, synthetic = _infer(model, loaded, ran_at, overlap, sw_batch_size, on_windows,
                                   present if absent and not filled else None, fill, filled, report)
     settings = model.postprocess if options.postprocess is None else options.postprocess
     with report.stage("postprocess"):
@@ -132,16 +118,49 @@ def segment_case(model: SegmentationModel, case: Case, output: str | Path, optio
     files[paths["report"]] = report.text(case.case_id, {m: case.images[m] for m in present}, {
         "missing_modalities": absent, "filled_by": fill.description() if filled else None,
         "overlap": overlap, "sw_batch_size": sw_batch_size, "postprocess": settings.to_metadata(),
-        "case_spacing_mm": list(loaded.spacing), "ran_at_mm": list(trained) if rescaled else list(loaded.spacing),
+        "case_spacing_mm": list(loaded.spacing), "ran_at_mm": list(ran_at or loaded.spacing),
         "normalization": model.normalization, "resample": options.resample, "output_format": output_format},
         list(files), case.dicom)
     write_case_outputs(files, folder, case)
     progress.event("output", path=str(paths["label"]), kind=LABEL_OUTPUT, case=case.case_id, format=output_format,
                    postprocess=settings.to_metadata(), missing=absent,
-                   **({"ran_at": mm_text(trained), "case_spacing": mm_text(loaded.spacing)} if rescaled else {}))
+                   **({"ran_at": mm_text(ran_at), "case_spacing": mm_text(loaded.spacing)} if ran_at else {}))
     _announce_others(progress, paths, case.case_id, volumes, filled, model.normalization,
                      names if options.probabilities else [])
     return {key: path for key, path in paths.items() if path in files}
+
+
+def _load_inputs(model: SegmentationModel, case: Case, present: Sequence[str], absent: Sequence[str],
+                 options: SegmentOptions, report: RunReport, progress: Progress) -> LoadedCase:
+    """The present sequences as the model was trained on them, with a zero channel (and a warning) for each absent
+    one."""
+    with report.stage("load"):
+        loaded = load_case(case, present, model.normalization, options.resample, with_label=False)
+    if absent:
+        names = model.spec.names
+        full = np.zeros((len(names), *loaded.image.shape[1:]), dtype=np.float32)
+        full[[names.index(m) for m in present]] = loaded.image
+        loaded.image = full
+        report.warnings.append(absent_warning(case.case_id, absent, present, options.fill))
+        progress.event("warning", case=case.case_id, missing=absent, message=report.warnings[-1])
+    return loaded
+
+
+def _run_spacing(model: SegmentationModel, loaded: LoadedCase, native_spacing: bool, report: RunReport,
+                 progress: Progress) -> Sequence[float] | None:
+    """The model's training spacing when the case is far from it (the case runs there and comes back to its own
+    grid), else None; `native_spacing` keeps the case's own, with a warning."""
+    trained = (model.metadata.get("preprocessing") or {}).get("spacing")
+    if not needs_resampling(loaded.spacing, trained):
+        return None
+    if not native_spacing:
+        return trained
+    report.warnings.append(
+        f"case {loaded.case_id} has {mm_text(loaded.spacing)} voxels but the model was trained on "
+        f"{mm_text(trained)}, and --native-spacing keeps the case's own; expect a worse segmentation. Leave it "
+        "out to let the model run at its own spacing (the result is still written on the case's grid).")
+    progress.event("warning", case=loaded.case_id, message=report.warnings[-1])
+    return None
 
 
 def _window_settings(model: SegmentationModel, overlap: float | None, sw_batch_size: int | None
