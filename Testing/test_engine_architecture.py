@@ -25,7 +25,7 @@ FLOORS: tuple[tuple[str, ...], ...] = (
     ("emim.evaluate", "emim.export", "emim.demo"),
     ("emim.commands", "emim.cli", "emim.__main__"),
 )
-MAX_FUNCTION_LINES = 80
+MAX_FUNCTION_LINES = 60  # docstring included; most are far shorter (the issue asked for about 50)
 MAX_INFERENCE_FILE_LINES = 250
 
 
