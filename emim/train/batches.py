@@ -86,9 +86,14 @@ def check_worker_sockets(workers: int) -> None:
 
 def crop_batches(cases: Sequence[CachedCase], crop_size: Sequence[int], batch_size: int, with_label: bool,
                  seed: int, device: torch.device, workers: int = 0) -> Iterator[dict[str, torch.Tensor]]:
-    """Endless batches {'image': (B, M, *crop), 'label': (B, 1, *crop)} on `device`; the workers are checked and
-    started here, not at the first batch."""
+    """Endless batches {'image': (B, M, *crop), 'label': (B, 1, *crop)} on `device`; the workers are checked here,
+    and started at the first batch."""
     check_worker_sockets(workers)
     loader = DataLoader(CropStream(cases, crop_size, with_label, seed), batch_size=batch_size,
                         num_workers=workers, pin_memory=device.type == "cuda", persistent_workers=workers > 0)
-    return ({key: value.to(device, non_blocking=True) for key, value in batch.items()} for batch in loader)
+    return _on_device(loader, device)
+
+
+def _on_device(loader: DataLoader, device: torch.device) -> Iterator[dict[str, torch.Tensor]]:
+    for batch in loader:
+        yield {key: value.to(device, non_blocking=True) for key, value in batch.items()}
