@@ -15,7 +15,8 @@ BRATS_MINI = Path(os.environ.get("EMIM_BRATS_MINI", REPO.parent / "shared" / "da
 # `make test` runs two pytest-xdist workers; the cores are shared out between them, and each engine process a worker
 # starts takes its worker's share too (OMP_NUM_THREADS), so that two busy workers do not fight over each core
 WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
-THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+THREADS = max(1, min(2, CORES // WORKERS))
 if WORKERS > 1:
     os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 

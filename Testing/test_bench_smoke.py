@@ -1,8 +1,8 @@
 """Every bench script's `--smoke` run: each stage end to end at the smallest budget, so that a bench cannot rot
 unseen (issue #27). The scripts run in this process (`main(argv)`; a new Python spends seconds importing torch), with
-the allocator settings already in the environment (so `ensure_malloc_env` does not re-execute pytest) and a new
-temporary folder of the test's own (short: data loader workers name their sockets under it), removed afterwards;
-each test checks what the run wrote, and that it wrote nothing into the repository.
+the allocator settings already in the environment (so `ensure_malloc_env` does not re-execute pytest), Python's
+temporary folder inside tmp_path and the engine processes' a short new one (removed afterwards); each test checks
+what the run wrote, and that it wrote nothing into the repository.
 bench/oracle_panoptica.py, the half of bench/brats_oracle.py that runs the AGPL BraTS package in a Python of its
 own, runs only where such a Python is given (EMIM_ORACLE_PYTHON).
 """
@@ -187,16 +187,20 @@ def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 
     for key, value in MALLOC_ENV.items():
         monkeypatch.setenv(key, value)
-    # a new temporary folder of the bench's own, short: data loader workers name their sockets under it
+    # the engine processes data_scaling starts get a short temporary folder of their own (their data loader workers
+    # name sockets under it); this process, tmp_path's (torch keeps paths under it, e.g. torchinductor_root)
     temporary = tempfile.mkdtemp(prefix="emim-smoke-")
-    monkeypatch.setenv("TMPDIR", temporary)  # for the engine processes data_scaling starts
-    monkeypatch.setattr(tempfile, "tempdir", temporary)  # read once, so set here too
+    monkeypatch.setenv("TMPDIR", temporary)
+    (tmp_path / "tmp").mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
     threads, sigterm, cwd, argv = torch.get_num_threads(), signal.getsignal(signal.SIGTERM), Path.cwd(), sys.argv[:]
     before = _files(WATCHED)
-    yield tmp_path / "results"
-    shutil.rmtree(temporary)
-    torch.set_num_threads(threads)
-    signal.signal(signal.SIGTERM, sigterm)
+    try:
+        yield tmp_path / "results"
+    finally:
+        torch.set_num_threads(threads)
+        signal.signal(signal.SIGTERM, sigterm)
+        shutil.rmtree(temporary, ignore_errors=True)
     assert (Path.cwd(), sys.argv) == (cwd, argv)
     assert _files(WATCHED) == before, "a smoke run wrote into the repository"
 

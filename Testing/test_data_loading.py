@@ -264,13 +264,20 @@ def test_loader_workers_are_refused_where_their_sockets_would_not_fit(tmp_path, 
 
     from emim.train.batches import SOCKET_PATH_MAX, check_worker_sockets
 
+    if torch.multiprocessing.get_sharing_strategy() != "file_descriptor":
+        pytest.skip("torch shares batches through files here, not through sockets")
     if arbitrary_address("AF_UNIX").startswith("\0"):
         pytest.skip("this Python names its sockets in Linux's abstract namespace, which has no path limit")
-    long = tmp_path / ("x" * max(1, SOCKET_PATH_MAX - len(str(tmp_path))))
-    # multiprocessing's own temporary folder, where its socket names go (made under TMPDIR on first use)
-    monkeypatch.setitem(multiprocessing.current_process()._config, "tempdir", str(long))
+
+    def with_temporary_folder(folder: str) -> None:
+        """multiprocessing's own temporary folder (made under TMPDIR on first use), where its sockets are named:
+        FOLDER/listener-XXXXXXXX"""
+        monkeypatch.setitem(multiprocessing.current_process()._config, "tempdir", folder)
+
+    fits = "/" + "x" * (SOCKET_PATH_MAX - len("/listener-12345678") - 1)  # the socket path is exactly the limit
+    with_temporary_folder(fits + "x")
     with pytest.raises(EmimError, match=r"--workers 2 .* Set TMPDIR to a shorter folder .* or use --workers 0"):
         check_worker_sockets(2)
     check_worker_sockets(0)  # no workers, no sockets
-    monkeypatch.setitem(multiprocessing.current_process()._config, "tempdir", str(tmp_path))
+    with_temporary_folder(fits)
     check_worker_sockets(2)

@@ -14,6 +14,7 @@ Run in a separate process (it publishes `slicer.app`, which makes code believe i
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import sys
@@ -45,9 +46,14 @@ def fetch_sample_source(source: dict, cache: Path) -> list:
     return nodes
 
 
+@functools.cache
+def _cache_folder() -> tempfile.TemporaryDirectory:
+    """Slicer's cache folder: one per process, made at the first download and removed at exit."""
+    return tempfile.TemporaryDirectory(prefix="emim-sampledata-")
+
+
 class _SampleDataLogic:
     sources: dict[str, dict] = {}
-    cache = tempfile.TemporaryDirectory(prefix="emim-sampledata-")  # Slicer's cache folder; removed at exit
 
     @staticmethod
     def registerCustomSampleDataSource(**source) -> None:
@@ -55,7 +61,7 @@ class _SampleDataLogic:
 
     def downloadSamples(self, sampleName: str) -> list:
         source = self.sources.get(sampleName)
-        return fetch_sample_source(source, Path(self.cache.name)) if source else []
+        return fetch_sample_source(source, Path(_cache_folder().name)) if source else []
 
 
 def sample_data_module() -> types.ModuleType:

@@ -66,13 +66,19 @@ def _view_moments(prediction: torch.Tensor, target: torch.Tensor, mask: torch.Te
 
 
 def _summarise(moments: dict[str, torch.Tensor], views: torch.Tensor) -> dict[str, float]:
-    """The logged statistics of the chosen views (bool (B,)) that hide at least one token."""
-    chosen = {key: value[views & (moments["tokens"] > 0)] for key, value in moments.items()}
-    weight = chosen["tokens"] / chosen["tokens"].sum().clamp(min=1)
-    pooled_mean = (weight * chosen["target_mean"]).sum()
-    pooled_var = (weight * (chosen["target_var"] + (chosen["target_mean"] - pooled_mean).pow(2))).sum()
-    values = torch.stack([chosen["mse"].mean(), pooled_var, chosen["target_var"].mean(), chosen["patch_var"].mean(),
-                          chosen["prediction_var"].mean().sqrt()]).tolist()  # one transfer from the device
+    """The logged statistics of the chosen views (bool (B,)) that hide at least one token (NaN where none does).
+    Views are chosen by weights, not indexing, so that on a GPU the values come back in one transfer."""
+    tokens = moments["tokens"]
+    chosen = (views & (tokens > 0)).to(tokens.dtype)
+
+    def view_mean(values: torch.Tensor) -> torch.Tensor:
+        return (values * chosen).sum() / chosen.sum()
+
+    weight = tokens * chosen / (tokens * chosen).sum()  # the pooled voxels: each view by its masked tokens
+    pooled_mean = (weight * moments["target_mean"]).sum()
+    pooled_var = (weight * (moments["target_var"] + (moments["target_mean"] - pooled_mean).pow(2))).sum()
+    values = torch.stack([view_mean(moments["mse"]), pooled_var, view_mean(moments["target_var"]),
+                          view_mean(moments["patch_var"]), view_mean(moments["prediction_var"]).sqrt()]).tolist()
     rec, collapsed_global, collapsed_sample, collapsed_patch, prediction_std = values
     return {
         "rec_loss": rec,

@@ -10,6 +10,7 @@ order after `--resume` is reproducible.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 
@@ -21,8 +22,8 @@ from emim.data.cache import CachedCase
 from emim.data.crops import centred_start, random_flips, read_crop, uniform_start
 from emim.errors import EmimError
 
-# The longest Unix socket path the system takes (sun_path less its closing NUL).
-SOCKET_PATH_MAX = 103 if sys.platform == "darwin" else 107
+# The longest Unix socket path the system takes (sun_path less its closing NUL): 108 bytes on Linux, 104 elsewhere.
+SOCKET_PATH_MAX = 107 if sys.platform.startswith("linux") else 103
 
 
 def crop_start(case: CachedCase, crop_size: Sequence[int], centred_on_label: bool,
@@ -69,17 +70,19 @@ class CropStream(IterableDataset):
 
 
 def check_worker_sockets(workers: int) -> None:
-    """Refuse data loader workers where they cannot hand batches back. A worker passes each batch to the main
-    process through a Unix socket that multiprocessing names under the temporary folder; where that path is too
-    long, the worker drops the batch (or dies) and the run waits for it forever."""
-    if not workers or sys.platform == "win32":
+    """Refuse data loader workers where they cannot hand batches back. Under torch's `file_descriptor` sharing
+    (Linux's default) a worker passes each batch to the main process through a Unix socket that multiprocessing
+    names under the temporary folder; where that path is too long, the worker drops the batch (or dies) and the run
+    waits for it forever."""
+    if not workers or torch.multiprocessing.get_sharing_strategy() != "file_descriptor":
         return
     from multiprocessing.connection import arbitrary_address
 
     address = arbitrary_address("AF_UNIX")  # the name the worker's socket would get ("\0...": abstract, no limit)
-    if not address.startswith("\0") and len(address.encode()) > SOCKET_PATH_MAX:
+    length = len(os.fsencode(address))
+    if not address.startswith("\0") and length > SOCKET_PATH_MAX:
         raise EmimError(f"--workers {workers} cannot run with this temporary folder: data loader workers hand "
-                        f"batches back through sockets under it ({address}, {len(address.encode())} characters; "
+                        f"batches back through sockets under it ({address}, {length} characters; "
                         f"the system takes at most {SOCKET_PATH_MAX}). Set TMPDIR to a shorter folder such as /tmp, "
                         "or use --workers 0.")
 
