@@ -154,18 +154,13 @@ SMOKES = [  # script, options beyond --smoke --results, what must hold in what i
     pytest.param("brats_oracle", ["--oracle-python", ORACLE or ""], _oracle_panoptica, id="oracle_panoptica",
                  marks=pytest.mark.skipif(ORACLE is None, reason="no Python with brats-evaluation "
                                                                  "(set EMIM_ORACLE_PYTHON)")),
-    pytest.param("collapse_ablation", [], _collapse_ablation, id="collapse_ablation"),
-    pytest.param("data_scaling", [], _data_scaling, id="data_scaling"),
-    pytest.param("label_efficiency", [], _label_efficiency, id="label_efficiency"),
-    pytest.param("missing_modality", [], _missing_modality, id="missing_modality"),
-    pytest.param("overlap_accuracy", [], _overlap_accuracy, id="overlap_accuracy"),
-    pytest.param("pretrain_throughput", [], _pretrain_throughput, id="pretrain_throughput"),
-    pytest.param("real_case_quality", [], _real_case_quality, id="real_case_quality"),
-    pytest.param("reconstruction_error", [], _reconstruction_error, id="reconstruction_error"),
-    pytest.param("sample_vs_real", [], _sample_vs_real, id="sample_vs_real"),
-    pytest.param("scaling", [], _scaling, id="scaling"),
-    pytest.param("segmentation_e2e", [], _segmentation_e2e, id="segmentation_e2e"),
-    pytest.param("starter_model", [], _starter_model, id="starter_model"),
+    *(pytest.param(script, [], check, id=script) for script, check in (
+        ("collapse_ablation", _collapse_ablation), ("data_scaling", _data_scaling),
+        ("label_efficiency", _label_efficiency), ("missing_modality", _missing_modality),
+        ("overlap_accuracy", _overlap_accuracy), ("pretrain_throughput", _pretrain_throughput),
+        ("real_case_quality", _real_case_quality), ("reconstruction_error", _reconstruction_error),
+        ("sample_vs_real", _sample_vs_real), ("scaling", _scaling), ("segmentation_e2e", _segmentation_e2e),
+        ("starter_model", _starter_model))),
 ]
 
 

@@ -31,7 +31,6 @@ def _read(path: Path) -> tuple[np.ndarray, nib.Nifti1Image]:
     return np.asanyarray(image.dataobj), image
 
 
-
 @pytest.fixture(scope="module")
 def generated(tmp_path_factory: pytest.TempPathFactory, emim) -> dict:
     """Small cases kept in memory (with their tissue maps) and written; the first again via the CLI; two more sets."""

@@ -16,7 +16,6 @@ from .errors import EMIMSegmentationError
 from .i18n import tr
 
 
-
 @dataclass(frozen=True)
 class Modality:
     name: str

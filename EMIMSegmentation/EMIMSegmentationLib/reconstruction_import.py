@@ -11,7 +11,6 @@ from .i18n import tr
 from .volumes_io import load_on_reference_grid, load_volume, place_beside
 
 
-
 def import_reconstruction_outputs(outputs: list[dict], reference, prefix: str) -> dict:
     """Volumes from `output` events (kind masked|reconstruction|mask, with modality).
 

@@ -12,7 +12,7 @@ the network's before any is loaded.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Sequence
 
 from emim.errors import EmimError
 from emim.model_metadata import modality_dropout, normalization

@@ -41,7 +41,6 @@ from emim.progress import Progress
 from emim.device import autocast, resolve_device
 
 
-
 @dataclass
 class Reconstructor:
     network: EMIMPretrainer
