@@ -111,8 +111,9 @@ def test_the_modules_own_self_test_passes(module):
     if unavailable():
         pytest.skip(unavailable())
 
-    result = subprocess.run([sys.executable, str(REPO / "Testing" / "support" / "slicer_app_standin.py"), module], cwd=REPO,
-                            capture_output=True, text=True, timeout=600)
+    standin = REPO / "Testing" / "support" / "slicer_app_standin.py"
+    result = subprocess.run([sys.executable, str(standin), module], cwd=REPO, capture_output=True, text=True,
+                            timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "passed" in result.stdout and "OK" in result.stderr
 
